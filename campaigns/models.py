@@ -1,0 +1,373 @@
+"""The data model: roster, questionnaires, rounds, call attempts, responses and answers.
+
+Status columns are explicit enums with one comment per state; each transition is performed by one function
+in the service modules, never by assigning a status ad hoc in a handler.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from campaigns.db import Base, utcnow
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC (portable across SQLite and PostgreSQL); always returns aware UTC."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column; pass an aware datetime")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    # Stored as VARCHAR with a CHECK constraint: portable, and adding a state is a small migration.
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=20,
+        values_callable=lambda members: [m.value for m in members],
+        validate_strings=True,
+    )
+
+
+class PhoneStatus(enum.StrEnum):
+    OK = "ok"  # callable as far as we know
+    INVALID = "invalid"  # permanent failure reported by the carrier / Twilio (21211): never dialled again
+    BLOCKED = "blocked"  # permanent failure: geo permission or blocked destination (21215/21216)
+
+
+class RoundStatus(enum.StrEnum):
+    DRAFT = "draft"  # created, targets sampled, nothing dialled yet
+    RUNNING = "running"  # dialling inside its windows (it also waits, still running, outside them)
+    PAUSED = "paused"  # no new calls; live calls finish; scheduled retries wait
+    COMPLETED = "completed"  # every target reached a final state
+    CANCELLED = "cancelled"  # stopped by the office; remaining targets cancelled
+
+
+class TargetState(enum.StrEnum):
+    PENDING = "pending"  # to be dialled, including a scheduled retry (next_attempt_at)
+    DIALING = "dialing"  # claimed by a worker or call placed, not answered yet
+    IN_CALL = "in_call"  # the resident answered; the IVR is talking to them
+    COMPLETED = "completed"  # final: every rate question answered
+    REFUSED = "refused"  # final: declined consent
+    INELIGIBLE = "ineligible"  # final: failed screening (not resident / under 18)
+    OPTED_OUT = "opted_out"  # final: pressed 9; number is on the do-not-call list
+    UNREACHABLE = "unreachable"  # final: attempt budget or deadline used up without an interview
+    INVALID = "invalid"  # final: permanent number failure
+    CANCELLED = "cancelled"  # final: the round was cancelled before this target finished
+
+
+FINAL_TARGET_STATES = frozenset(
+    {
+        TargetState.COMPLETED,
+        TargetState.REFUSED,
+        TargetState.INELIGIBLE,
+        TargetState.OPTED_OUT,
+        TargetState.UNREACHABLE,
+        TargetState.INVALID,
+        TargetState.CANCELLED,
+    }
+)
+
+
+class CallStatus(enum.StrEnum):
+    """Twilio's call statuses, plus our own states before Twilio has the call."""
+
+    CLAIMED = "claimed"  # our row exists; the create request has not succeeded yet
+    QUEUED = "queued"  # Twilio accepted the call and is pacing it
+    INITIATED = "initiated"  # Twilio started dialling
+    RINGING = "ringing"  # the phone is ringing
+    IN_PROGRESS = "in-progress"  # answered
+    COMPLETED = "completed"  # final: answered and ended normally
+    BUSY = "busy"  # final: temporary failure (will be retried)
+    NO_ANSWER = "no-answer"  # final: temporary failure (will be retried)
+    FAILED = "failed"  # final: Twilio could not place it (retried unless the error is permanent)
+    CANCELED = "canceled"  # final: cancelled while queued or ringing
+    NOT_PLACED = "not-placed"  # final: the create request was refused, no call exists
+
+
+FINAL_CALL_STATUSES = frozenset(
+    {
+        CallStatus.COMPLETED,
+        CallStatus.BUSY,
+        CallStatus.NO_ANSWER,
+        CallStatus.FAILED,
+        CallStatus.CANCELED,
+        CallStatus.NOT_PLACED,
+    }
+)
+
+# Progress order of the non-final statuses: a callback never moves an attempt backwards.
+CALL_STATUS_ORDER = {
+    CallStatus.CLAIMED: 0,
+    CallStatus.QUEUED: 1,
+    CallStatus.INITIATED: 2,
+    CallStatus.RINGING: 3,
+    CallStatus.IN_PROGRESS: 4,
+}
+
+
+class CallDirection(enum.StrEnum):
+    OUTBOUND = "outbound"  # we called the resident
+    INBOUND = "inbound"  # the resident called our number back
+
+
+class ResponseStatus(enum.StrEnum):
+    IN_PROGRESS = "in_progress"  # answering now, or dropped mid-survey (resumable)
+    COMPLETED = "completed"  # every rate question answered
+    REFUSED = "refused"  # consent: no
+    INELIGIBLE = "ineligible"  # screening: no
+    OPTED_OUT = "opted_out"  # pressed 9 before completing
+
+
+FINAL_RESPONSE_STATUSES = frozenset(
+    {ResponseStatus.COMPLETED, ResponseStatus.REFUSED, ResponseStatus.INELIGIBLE, ResponseStatus.OPTED_OUT}
+)
+
+
+class Village(Base):
+    __tablename__ = "villages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    households: Mapped[list[Household]] = relationship(back_populates="village")
+
+
+class Cadre(Base):
+    """A 包户干部: identified by name and phone (phone may be empty when the roster does not give one)."""
+
+    __tablename__ = "cadres"
+    __table_args__ = (UniqueConstraint("name", "phone"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    # E.164, or "" when unknown (not NULL, so the unique constraint holds on both databases).
+    phone: Mapped[str] = mapped_column(String(20), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    households: Mapped[list[Household]] = relationship(back_populates="cadre")
+
+
+class Household(Base):
+    """One phone number to call. The roster's unit: one row, one number, one village, one cadre."""
+
+    __tablename__ = "households"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    phone: Mapped[str] = mapped_column(String(20), unique=True)  # E.164
+    name: Mapped[str | None] = mapped_column(String(100))  # 户主, optional
+    village_id: Mapped[int] = mapped_column(ForeignKey("villages.id"), index=True)
+    cadre_id: Mapped[int | None] = mapped_column(ForeignKey("cadres.id"), index=True)
+    phone_status: Mapped[PhoneStatus] = mapped_column(_enum(PhoneStatus, "phone_status"), default=PhoneStatus.OK)
+    phone_status_reason: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    village: Mapped[Village] = relationship(back_populates="households")
+    cadre: Mapped[Cadre | None] = relationship(back_populates="households")
+
+
+class DoNotCall(Base):
+    """Numbers never to dial again, in any round (a resident pressed 9, or the office added them)."""
+
+    __tablename__ = "do_not_call"
+
+    phone: Mapped[str] = mapped_column(String(20), primary_key=True)  # E.164
+    reason: Mapped[str] = mapped_column(String(200))
+    round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class QuestionnaireVersion(Base):
+    """An immutable snapshot of a questionnaire file; a round points at the version it launched with."""
+
+    __tablename__ = "questionnaire_versions"
+    __table_args__ = (UniqueConstraint("key", "checksum"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(50))
+    checksum: Mapped[str] = mapped_column(String(64))  # sha256 of the canonical JSON content
+    content: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Round(Base):
+    __tablename__ = "rounds"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    questionnaire_id: Mapped[int] = mapped_column(ForeignKey("questionnaire_versions.id"))
+    status: Mapped[RoundStatus] = mapped_column(_enum(RoundStatus, "round_status"), default=RoundStatus.DRAFT)
+    sample: Mapped[str] = mapped_column(String(50), default="all")  # all | village:N | cadre:N
+    seed: Mapped[int | None] = mapped_column(Integer)
+    # [["09:00", "11:30"], ["14:30", "20:30"]] in SANLV_TIMEZONE; end exclusive.
+    windows: Mapped[list[list[str]]] = mapped_column(JSON)
+    blocked_dates: Mapped[list[str]] = mapped_column(JSON, default=list)  # ISO dates, local
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    cps: Mapped[float] = mapped_column(Float, default=1.0)  # calls per second
+    max_concurrent: Mapped[int] = mapped_column(Integer, default=10)  # simultaneous live calls
+    retry: Mapped[dict[str, int]] = mapped_column(JSON)  # outcome -> seconds until the retry
+    starts_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    exclude_unsure: Mapped[bool] = mapped_column(Boolean, default=False)  # drop "说不清" from `valid`
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    launched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    questionnaire: Mapped[QuestionnaireVersion] = relationship()
+    targets: Mapped[list[RoundTarget]] = relationship(back_populates="round")
+
+
+class RoundTarget(Base):
+    """One household in one round."""
+
+    __tablename__ = "round_targets"
+    __table_args__ = (
+        UniqueConstraint("round_id", "household_id"),
+        # The dispatcher's hot query: pending targets of a round that are due.
+        Index(
+            "ix_round_targets_due",
+            "round_id",
+            "next_attempt_at",
+            sqlite_where=text("state = 'pending'"),
+            postgresql_where=text("state = 'pending'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), index=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
+    phone: Mapped[str] = mapped_column(String(20))  # E.164 at sampling time
+    state: Mapped[TargetState] = mapped_column(_enum(TargetState, "target_state"), default=TargetState.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # outbound calls placed or being placed
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # None: due now
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_outcome: Mapped[str | None] = mapped_column(String(30))
+    final_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    round: Mapped[Round] = relationship(back_populates="targets")
+    household: Mapped[Household] = relationship()
+    call_attempts: Mapped[list[CallAttempt]] = relationship(back_populates="target", order_by="CallAttempt.id")
+    response: Mapped[Response | None] = relationship(back_populates="target", uselist=False)
+
+
+class CallAttempt(Base):
+    """One phone call, outbound or inbound, for one target."""
+
+    __tablename__ = "call_attempts"
+    __table_args__ = (UniqueConstraint("target_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), index=True)
+    target_id: Mapped[int] = mapped_column(ForeignKey("round_targets.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)  # 1, 2, ... per target; makes a duplicate claim impossible
+    direction: Mapped[CallDirection] = mapped_column(
+        _enum(CallDirection, "call_direction"), default=CallDirection.OUTBOUND
+    )
+    call_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    status: Mapped[CallStatus] = mapped_column(_enum(CallStatus, "call_status"), default=CallStatus.CLAIMED)
+    last_sequence_number: Mapped[int] = mapped_column(Integer, default=-1)
+    answered_by: Mapped[str | None] = mapped_column(String(30))
+    error_code: Mapped[str | None] = mapped_column(String(20))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    duration_seconds: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    placed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    target: Mapped[RoundTarget] = relationship(back_populates="call_attempts")
+
+
+class Response(Base):
+    """One interview per household per round, possibly spread over several calls (resume)."""
+
+    __tablename__ = "responses"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), index=True)
+    target_id: Mapped[int] = mapped_column(ForeignKey("round_targets.id"), unique=True)
+    status: Mapped[ResponseStatus] = mapped_column(
+        _enum(ResponseStatus, "response_status"), default=ResponseStatus.IN_PROGRESS
+    )
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    target: Mapped[RoundTarget] = relationship(back_populates="response")
+    answers: Mapped[list[Answer]] = relationship(back_populates="response", order_by="Answer.id")
+
+
+class Answer(Base):
+    """The current answer to one question of one response (at most one per question)."""
+
+    __tablename__ = "answers"
+    __table_args__ = (UniqueConstraint("response_id", "question"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    response_id: Mapped[int] = mapped_column(ForeignKey("responses.id"))
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), index=True)  # denormalised for roll-ups
+    question: Mapped[str] = mapped_column(String(50))
+    digit: Mapped[str] = mapped_column(String(5))  # the key pressed, e.g. "1", "0"
+    attempt_id: Mapped[int | None] = mapped_column(ForeignKey("call_attempts.id"))
+    # Paradata: how the resident got there.
+    tries: Mapped[int] = mapped_column(Integer, default=1)
+    invalid_keys: Mapped[int] = mapped_column(Integer, default=0)
+    silences: Mapped[int] = mapped_column(Integer, default=0)
+    seconds_to_answer: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    response: Mapped[Response] = relationship(back_populates="answers")
+
+
+class KeyPress(Base):
+    """Every key press that reached the server, exactly once.
+
+    The Gather action URL names the attempt, the step and the try, so a replayed or retried webhook hits the
+    unique constraint and stores nothing new.
+    """
+
+    __tablename__ = "key_presses"
+    __table_args__ = (UniqueConstraint("attempt_id", "step", "try_number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    attempt_id: Mapped[int] = mapped_column(ForeignKey("call_attempts.id"), index=True)
+    step: Mapped[str] = mapped_column(String(50))
+    try_number: Mapped[int] = mapped_column(Integer)
+    digits: Mapped[str] = mapped_column(String(20))  # "" for silence
+    outcome: Mapped[str] = mapped_column(String(20))  # answer | invalid | silence | repeat | stop | confirm
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

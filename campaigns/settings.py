@@ -1,0 +1,144 @@
+"""Settings: read once from the environment (and an optional ``.env``), validated at start-up.
+
+Every problem names the variable that caused it, so an operator can fix the deployment without reading code.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+TELEPHONY_PROVIDERS = ("twilio", "simulator")
+
+
+class SettingsError(ValueError):
+    """A configuration variable is missing or malformed. The message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite:///sanlv.db"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    telephony: str = "simulator"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_from_number: str | None = None
+    twilio_api_base_url: str | None = None
+    public_base_url: str | None = None
+    timezone: str = "Asia/Shanghai"
+    secret_key: str | None = None
+    # Seconds the Twilio REST client waits for an answer; the library has no default timeout.
+    twilio_http_timeout: float = 10.0
+    # Seconds a resident's phone rings before the call counts as not answered.
+    ring_timeout: int = 30
+    # Voice for <Say>; DESIGN: Mandarin TTS, configurable.
+    tts_language: str = "cmn-CN"
+    tts_voice: str = "Polly.Zhiyu"
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def require_twilio(self) -> None:
+        """Raise SettingsError unless everything the Twilio provider needs is set."""
+        for name, value in (
+            ("TWILIO_ACCOUNT_SID", self.twilio_account_sid),
+            ("TWILIO_AUTH_TOKEN", self.twilio_auth_token),
+            ("TWILIO_FROM_NUMBER", self.twilio_from_number),
+            ("PUBLIC_BASE_URL", self.public_base_url),
+        ):
+            if not value:
+                raise SettingsError(f"{name} is required when SANLV_TELEPHONY=twilio")
+
+
+def _url(name: str, value: str, schemes: tuple[str, ...]) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.netloc:
+        raise SettingsError(f"{name}={value!r} is not a URL with scheme {'/'.join(schemes)}")
+    return value.rstrip("/")
+
+
+def _positive_number(name: str, value: str, kind: type) -> float | int:
+    try:
+        number = kind(value)
+    except ValueError:
+        raise SettingsError(f"{name}={value!r} is not a number") from None
+    if number <= 0:
+        raise SettingsError(f"{name}={value!r} must be greater than zero")
+    return number
+
+
+def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")) -> Settings:
+    """Build Settings from ``environ`` (default: ``os.environ`` plus ``.env`` if present).
+
+    Variables already in the environment win over the ``.env`` file.
+
+    Raises:
+        SettingsError: naming the first variable that is malformed.
+    """
+    env: dict[str, str] = {}
+    if environ is None:
+        if dotenv is not None and dotenv.is_file():
+            from dotenv import dotenv_values
+
+            env.update({k: v for k, v in dotenv_values(dotenv).items() if v is not None})
+        env.update(os.environ)
+    else:
+        env.update(environ)
+
+    def get(name: str) -> str | None:
+        value = env.get(name)
+        return value.strip() if value and value.strip() else None
+
+    values: dict[str, object] = {}
+    if db := get("DATABASE_URL"):
+        try:
+            make_url(db)
+        except ArgumentError:
+            raise SettingsError(f"DATABASE_URL={db!r} is not a SQLAlchemy database URL") from None
+        values["database_url"] = db
+    if redis_url := get("REDIS_URL"):
+        values["redis_url"] = _url("REDIS_URL", redis_url, ("redis", "rediss", "unix"))
+    for name, field in (
+        ("TWILIO_ACCOUNT_SID", "twilio_account_sid"),
+        ("TWILIO_AUTH_TOKEN", "twilio_auth_token"),
+        ("TWILIO_FROM_NUMBER", "twilio_from_number"),
+        ("SECRET_KEY", "secret_key"),
+        ("SANLV_TTS_LANGUAGE", "tts_language"),
+        ("SANLV_TTS_VOICE", "tts_voice"),
+    ):
+        if value := get(name):
+            values[field] = value
+    if base := get("TWILIO_API_BASE_URL"):
+        values["twilio_api_base_url"] = _url("TWILIO_API_BASE_URL", base, ("http", "https"))
+    if public := get("PUBLIC_BASE_URL"):
+        values["public_base_url"] = _url("PUBLIC_BASE_URL", public, ("http", "https"))
+    if tz := get("SANLV_TIMEZONE"):
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise SettingsError(f"SANLV_TIMEZONE={tz!r} is not an IANA time zone such as Asia/Shanghai") from None
+        values["timezone"] = tz
+    if timeout := get("SANLV_TWILIO_HTTP_TIMEOUT"):
+        values["twilio_http_timeout"] = _positive_number("SANLV_TWILIO_HTTP_TIMEOUT", timeout, float)
+    if ring := get("SANLV_RING_TIMEOUT"):
+        values["ring_timeout"] = _positive_number("SANLV_RING_TIMEOUT", ring, int)
+
+    telephony = get("SANLV_TELEPHONY")
+    if telephony is None:
+        telephony = "twilio" if values.get("twilio_account_sid") and values.get("twilio_auth_token") else "simulator"
+    if telephony not in TELEPHONY_PROVIDERS:
+        raise SettingsError(f"SANLV_TELEPHONY={telephony!r} must be one of: {', '.join(TELEPHONY_PROVIDERS)}")
+    values["telephony"] = telephony
+
+    settings = Settings(**values)  # type: ignore[arg-type]
+    if settings.telephony == "twilio":
+        settings.require_twilio()
+    return settings
