@@ -1,0 +1,234 @@
+"""``sanlv`` commands of the domain core: db, roster, questionnaire, round.
+
+Each command exits non-zero with a one-line reason on bad input (click's UsageError / ClickException).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from campaigns.db import session_scope
+from campaigns.runtime import get_runtime
+from campaigns.settings import SettingsError
+
+
+def runtime_or_exit():
+    try:
+        return get_runtime()
+    except SettingsError as exc:
+        raise click.ClickException(f"configuration: {exc}") from None
+
+
+def echo_json(data) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+
+
+# --- db -------------------------------------------------------------------------------------------------
+
+
+@click.group("db")
+def db_group() -> None:
+    """Database schema (Alembic migrations)."""
+
+
+@db_group.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Apply migrations up to REVISION (default: head)."""
+    from campaigns.migrate import current, upgrade
+
+    rt = runtime_or_exit()
+    upgrade(rt.settings.database_url, revision)
+    click.echo(f"database at revision {current(rt.settings.database_url)}")
+
+
+@db_group.command("current")
+def db_current() -> None:
+    """Print the database's current migration revision."""
+    from campaigns.migrate import current
+
+    click.echo(current(runtime_or_exit().settings.database_url) or "(empty database)")
+
+
+# --- roster ---------------------------------------------------------------------------------------------
+
+
+@click.group("roster")
+def roster_group() -> None:
+    """The township roster: villages, households' phone numbers, cadres."""
+
+
+@roster_group.command("import")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Check every row and report what would change; write nothing.")
+@click.option("--skip-invalid", is_flag=True, help="Import the good rows and list the skipped ones.")
+def roster_import(file: Path, dry_run: bool, skip_invalid: bool) -> None:
+    """Import FILE: CSV (UTF-8, UTF-8 with BOM, GBK) or XLSX, Chinese or English headers."""
+    from campaigns.roster import RosterError, import_roster
+
+    rt = runtime_or_exit()
+    try:
+        with session_scope(rt.sessions) as session:
+            result = import_roster(session, file, dry_run=dry_run, skip_invalid=skip_invalid)
+            if dry_run:
+                session.rollback()
+    except RosterError as exc:
+        for problem in exc.problems:
+            click.echo(problem.describe(), err=True)
+        raise click.ClickException(exc.summary()) from None
+    for problem in result.skipped:
+        click.echo(f"skipped: {problem.describe()}", err=True)
+    click.echo(result.summary(dry_run=dry_run))
+
+
+# --- questionnaire --------------------------------------------------------------------------------------
+
+
+@click.group("questionnaire")
+def questionnaire_group() -> None:
+    """Questionnaires: show and validate."""
+
+
+@questionnaire_group.command("show")
+@click.argument("key", default="default")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def questionnaire_show(key: str, fmt: str) -> None:
+    """Show questionnaire KEY (a built-in key or a file path) in asking order."""
+    from campaigns.questionnaire import QuestionnaireError, resolve_questionnaire, to_show_json
+
+    try:
+        questionnaire = resolve_questionnaire(key)
+    except QuestionnaireError as exc:
+        raise click.ClickException(str(exc)) from None
+    if fmt == "json":
+        echo_json(to_show_json(questionnaire))
+        return
+    click.echo(f"{questionnaire.key}: {questionnaire.title}")
+    for number, step in enumerate(questionnaire.steps, 1):
+        extra = []
+        if step.rate:
+            extra.append(f"rate={step.rate} positive={','.join(sorted(step.positive))}")
+        if step.ask_if:
+            extra.append("ask if " + " or ".join(f"{k} in {sorted(v)}" for k, v in step.ask_if.items()))
+        if step.end_on:
+            extra.append("ends on " + ", ".join(f"{d}={o}" for d, o in step.end_on.items()))
+        click.echo(f"{number}. [{step.key}] {step.prompt}" + (f"  ({'; '.join(extra)})" if extra else ""))
+        click.echo("   " + "  ".join(f"{d}={m}" for d, m in step.options.items()))
+
+
+@questionnaire_group.command("validate")
+@click.argument("file", type=click.Path(path_type=Path))
+def questionnaire_validate(file: Path) -> None:
+    """Check FILE and report every problem with its location."""
+    from campaigns.questionnaire import QuestionnaireError, load_questionnaire_file
+
+    try:
+        questionnaire = load_questionnaire_file(file)
+    except QuestionnaireError as exc:
+        for problem in exc.problems:
+            click.echo(f"{exc.source}: {problem}", err=True)
+        raise click.ClickException(f"{file}: {len(exc.problems)} problem(s)") from None
+    click.echo(f"{file}: ok ({len(questionnaire.steps)} steps, rates: {', '.join(questionnaire.rates)})")
+
+
+# --- round ----------------------------------------------------------------------------------------------
+
+
+@click.group("round")
+def round_group() -> None:
+    """Survey rounds: create, launch, pause, resume, cancel, status."""
+
+
+@round_group.command("create")
+@click.option("--name", required=True)
+@click.option("--questionnaire", "questionnaire_ref", default="default", show_default=True)
+@click.option("--sample", default="all", show_default=True, help="all | village:N | cadre:N")
+@click.option("--seed", type=int)
+@click.option("--window", "windows", default=None, help="e.g. 09:00-11:30,14:30-20:30")
+@click.option("--max-attempts", type=int)
+@click.option("--cps", type=float)
+@click.option("--max-concurrent", type=int)
+@click.option("--retry", default=None, help="e.g. busy=30m,no-answer=2h,failed=4h,machine=2h,dropped=1h")
+@click.option("--starts-at", default=None, help="ISO time; local time if it has no offset")
+@click.option("--ends-at", default=None, help="ISO time; local time if it has no offset")
+@click.option("--exclude-unsure", is_flag=True, help="Leave 说不清 answers out of the rates' denominators.")
+def round_create(**options) -> None:
+    """Create a round and sample its targets; prints the new round's id."""
+    from campaigns.rounds import RoundError, RoundOptions, create_round
+
+    rt = runtime_or_exit()
+    try:
+        round_options = RoundOptions.from_cli(rt.settings, **options)
+        with session_scope(rt.sessions) as session:
+            round_ = create_round(session, round_options)
+            round_id = round_.id
+    except RoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(round_id)
+
+
+def _transition(command: str):
+    @round_group.command(command)
+    @click.argument("round_id", metavar="ROUND", type=int)
+    def run(round_id: int) -> None:
+        from campaigns.rounds import RoundError, change_round
+
+        rt = runtime_or_exit()
+        try:
+            with session_scope(rt.sessions) as session:
+                round_ = change_round(session, round_id, command)
+                status = round_.status.value
+        except RoundError as exc:
+            raise click.ClickException(str(exc)) from None
+        # Work follows the commit: the dispatcher picks up a launched or resumed round.
+        try:
+            from workers.queues import after_round_change
+        except ImportError:  # pragma: no cover - workers are always installed with campaigns
+            after_round_change = None
+        if after_round_change is not None:
+            after_round_change(rt.settings, round_id, command)
+        click.echo(f"round {round_id}: {status}")
+
+    run.__doc__ = f"{command.capitalize()} ROUND."
+    return run
+
+
+for _command in ("launch", "pause", "resume", "cancel"):
+    _transition(_command)
+
+
+@round_group.command("status")
+@click.argument("round_id", metavar="ROUND", type=int)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def round_status(round_id: int, fmt: str) -> None:
+    """A round's state, its targets counted by state, attempts, dial rate and ETA."""
+    from campaigns.rounds import RoundError, round_status_report
+
+    rt = runtime_or_exit()
+    try:
+        with rt.sessions() as session:
+            report = round_status_report(session, round_id)
+    except RoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    if fmt == "json":
+        echo_json(report)
+        return
+    click.echo(f"round {report['id']} {report['name']}: {report['status']}")
+    for state, count in report["targets"].items():
+        click.echo(f"  {state:<12} {count}")
+    click.echo(
+        f"  attempts {report['attempts']}, live calls {report['live_calls']}, "
+        f"dial rate {report['dial_rate']:.2f}/s, eta {report['eta_seconds']}s"
+    )
+
+
+COMMAND_GROUPS = (db_group, roster_group, questionnaire_group, round_group)
+
+
+def fail(message: str) -> None:
+    click.echo(message, err=True)
+    sys.exit(1)

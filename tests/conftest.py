@@ -1,0 +1,128 @@
+"""Shared fixtures: a real database (SQLite by default, PostgreSQL with SANLV_TEST_DATABASE_URL) and a real Redis.
+
+The database is migrated with Alembic once per session; each test gets empty tables. Redis uses its own
+logical database (SANLV_TEST_REDIS_URL, default db 15), flushed around each test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from campaigns.db import Base, make_engine, make_session_factory
+from campaigns.migrate import upgrade
+from campaigns.runtime import Runtime, set_runtime
+from campaigns.settings import Settings
+
+for _name in ("TWILIO_REGION", "TWILIO_EDGE"):  # they rewrite the Twilio client's host (shared/TWILIO.md)
+    os.environ.pop(_name, None)
+
+TEST_DATABASE_URL = os.environ.get("SANLV_TEST_DATABASE_URL", "").strip()
+TEST_REDIS_URL = os.environ.get("SANLV_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+WEBHOOK_BASE = "http://127.0.0.1:5000"
+
+
+def is_postgres() -> bool:
+    return TEST_DATABASE_URL.startswith("postgresql")
+
+
+@pytest.fixture(scope="session")
+def _migrated(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Migrate once: a template SQLite file, or the PostgreSQL test database from an empty schema."""
+    if is_postgres():
+        engine = make_engine(TEST_DATABASE_URL)
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        engine.dispose()
+        upgrade(TEST_DATABASE_URL)
+        return TEST_DATABASE_URL
+    template = tmp_path_factory.mktemp("db-template") / "template.db"
+    upgrade(f"sqlite:///{template}")
+    return str(template)
+
+
+@pytest.fixture
+def database_url(_migrated: str, tmp_path: Path) -> Iterator[str]:
+    if is_postgres():
+        engine = make_engine(_migrated)
+        tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+        with engine.begin() as conn:
+            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        engine.dispose()
+        yield _migrated
+        return
+    path = tmp_path / "sanlv.db"
+    shutil.copyfile(_migrated, path)
+    yield f"sqlite:///{path}"
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return make_session_factory(engine)
+
+
+@pytest.fixture
+def session(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    with sessions() as session:
+        yield session
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    conn = redis.Redis.from_url(TEST_REDIS_URL)
+    try:
+        conn.ping()
+    except redis.ConnectionError as exc:  # pragma: no cover - the environment is broken, say so plainly
+        pytest.fail(f"Redis is not reachable at {TEST_REDIS_URL}: {exc}")
+    conn.flushdb()
+    yield TEST_REDIS_URL
+    conn.flushdb()
+    conn.close()
+
+
+@pytest.fixture
+def redis_conn(redis_url: str) -> Iterator[redis.Redis]:
+    conn = redis.Redis.from_url(redis_url)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        redis_url=TEST_REDIS_URL,
+        telephony="simulator",
+        public_base_url=WEBHOOK_BASE,
+        secret_key="test-secret",
+    )
+
+
+@pytest.fixture
+def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Put the test settings into the environment (for CLI commands and child processes) and the runtime."""
+    monkeypatch.setenv("DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("SANLV_TELEPHONY", settings.telephony)
+    monkeypatch.setenv("PUBLIC_BASE_URL", settings.public_base_url or "")
+    monkeypatch.setenv("SECRET_KEY", settings.secret_key or "")
+    for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM_NUMBER", "TWILIO_API_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    set_runtime(Runtime(settings))
+    yield settings
+    set_runtime(None)

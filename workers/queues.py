@@ -1,0 +1,88 @@
+"""Queues and the one enqueue helper. Work is enqueued only after the transaction that justifies it commits."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+from rq import Queue, Retry
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+
+from campaigns.settings import Settings
+
+log = logging.getLogger("sanlv.queues")
+
+DIALER_QUEUE = "sanlv-dialer"  # dispatching rounds and placing calls
+SIMULATOR_QUEUE = "sanlv-simulator"  # the simulated phone network's calls
+QUEUES = (DIALER_QUEUE, SIMULATOR_QUEUE)
+
+_connections: dict[str, redis.Redis] = {}
+
+
+def redis_connection(settings: Settings) -> redis.Redis:
+    """One client per Redis URL per process (redis-py pools its sockets and reconnects by itself)."""
+    conn = _connections.get(settings.redis_url)
+    if conn is None:
+        conn = redis.Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=5,
+            socket_timeout=30,
+            health_check_interval=30,
+            retry_on_timeout=True,
+        )
+        _connections[settings.redis_url] = conn
+    return conn
+
+
+def set_redis_connection(url: str, conn: redis.Redis) -> None:
+    """Use ``conn`` for ``url`` (the demo's in-process Redis stand-in)."""
+    _connections[url] = conn
+
+
+def queue(settings: Settings, name: str = DIALER_QUEUE) -> Queue:
+    return Queue(name, connection=redis_connection(settings))
+
+
+def enqueue(
+    settings: Settings,
+    func: Callable[..., Any] | str,
+    *args: Any,
+    job_id: str | None = None,
+    queue_name: str = DIALER_QUEUE,
+    at: datetime | None = None,
+    delay: timedelta | None = None,
+    retry: Retry | None = None,
+    timeout: int = 180,
+) -> Job | None:
+    """Enqueue ``func(*args)``; with ``job_id``, a job that is already waiting or running is not duplicated.
+
+    Returns the job, or None when an identical job id is already queued, scheduled or running.
+    """
+    q = queue(settings, queue_name)
+    if job_id is not None:
+        try:
+            existing = Job.fetch(job_id, connection=q.connection)
+        except NoSuchJobError:
+            existing = None
+        if existing is not None:
+            status = existing.get_status(refresh=False)
+            if status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.STARTED, JobStatus.DEFERRED):
+                return None
+    options: dict[str, Any] = {"job_id": job_id, "retry": retry, "job_timeout": timeout, "result_ttl": 600, "failure_ttl": 7 * 86400}
+    if at is not None:
+        return q.enqueue_at(at, func, *args, **options)
+    if delay is not None:
+        return q.enqueue_in(delay, func, *args, **options)
+    return q.enqueue(func, *args, **options)
+
+
+def after_round_change(settings: Settings, round_id: int, command: str) -> None:
+    """Called by the CLI and web after a round's lifecycle change is committed."""
+    if command in ("launch", "resume"):
+        enqueue(settings, "workers.jobs.dispatch_round", round_id, job_id=f"dispatch-round-{round_id}")
+    elif command == "cancel":
+        enqueue(settings, "workers.jobs.cancel_round_calls", round_id, job_id=f"cancel-round-{round_id}")
