@@ -323,6 +323,12 @@ class Response(Base):
     status: Mapped[ResponseStatus] = mapped_column(
         _enum(ResponseStatus, "response_status"), default=ResponseStatus.IN_PROGRESS
     )
+    # Where the interview stands: the step being asked and its try (1-based). None before the first question.
+    current_step: Mapped[str | None] = mapped_column(String(50))
+    current_try: Mapped[int] = mapped_column(Integer, default=0)
+    # Sequence number of the prompt last played (see KeyPress); each Gather carries it.
+    prompt_seq: Mapped[int] = mapped_column(Integer, default=0)
+    prompted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -357,15 +363,17 @@ class Answer(Base):
 class KeyPress(Base):
     """Every key press that reached the server, exactly once.
 
-    The Gather action URL names the attempt, the step and the try, so a replayed or retried webhook hits the
-    unique constraint and stores nothing new.
+    Every prompt a response plays gets the next sequence number, carried in the Gather action URL, so a
+    replayed or retried webhook hits the unique constraint and stores nothing new.
     """
 
     __tablename__ = "key_presses"
-    __table_args__ = (UniqueConstraint("attempt_id", "step", "try_number"),)
+    __table_args__ = (UniqueConstraint("response_id", "seq"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    response_id: Mapped[int] = mapped_column(ForeignKey("responses.id"))
     attempt_id: Mapped[int] = mapped_column(ForeignKey("call_attempts.id"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
     step: Mapped[str] = mapped_column(String(50))
     try_number: Mapped[int] = mapped_column(Integer)
     digits: Mapped[str] = mapped_column(String(20))  # "" for silence

@@ -41,6 +41,13 @@ class Settings:
     # Voice for <Say>; DESIGN: Mandarin TTS, configurable.
     tts_language: str = "cmn-CN"
     tts_voice: str = "Polly.Zhiyu"
+    # Prefix of queue names and Redis keys, so two deployments (or the demo) can share one Redis.
+    namespace: str = "sanlv"
+
+    @property
+    def webhook_token(self) -> str:
+        """The key webhooks are signed with: Twilio's auth token, or the simulated network's fixed one."""
+        return self.twilio_auth_token or "sanlv-simulator"
 
     @property
     def tz(self) -> ZoneInfo:
@@ -113,6 +120,7 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         ("SECRET_KEY", "secret_key"),
         ("SANLV_TTS_LANGUAGE", "tts_language"),
         ("SANLV_TTS_VOICE", "tts_voice"),
+        ("SANLV_NAMESPACE", "namespace"),
     ):
         if value := get(name):
             values[field] = value

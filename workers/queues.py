@@ -16,9 +16,19 @@ from campaigns.settings import Settings
 
 log = logging.getLogger("sanlv.queues")
 
-DIALER_QUEUE = "sanlv-dialer"  # dispatching rounds and placing calls
-SIMULATOR_QUEUE = "sanlv-simulator"  # the simulated phone network's calls
+DIALER_QUEUE = "dialer"  # dispatching rounds and placing calls
+SIMULATOR_QUEUE = "simulator"  # the simulated phone network's calls
 QUEUES = (DIALER_QUEUE, SIMULATOR_QUEUE)
+
+
+def queue_name(settings: Settings, name: str) -> str:
+    """The Redis-side name of one of QUEUES, prefixed with the deployment's namespace."""
+    return f"{settings.namespace}-{name}"
+
+
+def redis_key(settings: Settings, *parts: object) -> str:
+    """A namespaced Redis key for sanlv's own bookkeeping."""
+    return ":".join([settings.namespace, *map(str, parts)])
 
 _connections: dict[str, redis.Redis] = {}
 
@@ -44,7 +54,7 @@ def set_redis_connection(url: str, conn: redis.Redis) -> None:
 
 
 def queue(settings: Settings, name: str = DIALER_QUEUE) -> Queue:
-    return Queue(name, connection=redis_connection(settings))
+    return Queue(queue_name(settings, name), connection=redis_connection(settings))
 
 
 def enqueue(
@@ -82,7 +92,9 @@ def enqueue(
 
 def after_round_change(settings: Settings, round_id: int, command: str) -> None:
     """Called by the CLI and web after a round's lifecycle change is committed."""
+    from workers import jobs
+
     if command in ("launch", "resume"):
-        enqueue(settings, "workers.jobs.dispatch_round", round_id, job_id=f"dispatch-round-{round_id}")
+        jobs.kick_dispatch(settings, round_id)
     elif command == "cancel":
-        enqueue(settings, "workers.jobs.cancel_round_calls", round_id, job_id=f"cancel-round-{round_id}")
+        enqueue(settings, jobs.cancel_round_calls, round_id, job_id=f"cancel-round-{round_id}")

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 12:21:16.312037
+Create Date: 2026-11-29 12:26:32.538502
 """
 
 from __future__ import annotations
@@ -147,6 +147,10 @@ def upgrade() -> None:
     sa.Column('round_id', sa.Integer(), nullable=False),
     sa.Column('target_id', sa.Integer(), nullable=False),
     sa.Column('status', sa.Enum('in_progress', 'completed', 'refused', 'ineligible', 'opted_out', name='response_status', native_enum=False, create_constraint=True, length=20), nullable=False),
+    sa.Column('current_step', sa.String(length=50), nullable=True),
+    sa.Column('current_try', sa.Integer(), nullable=False),
+    sa.Column('prompt_seq', sa.Integer(), nullable=False),
+    sa.Column('prompted_at', sa.DateTime(), nullable=True),
     sa.Column('started_at', sa.DateTime(), nullable=False),
     sa.Column('completed_at', sa.DateTime(), nullable=True),
     sa.Column('updated_at', sa.DateTime(), nullable=False),
@@ -182,15 +186,18 @@ def upgrade() -> None:
 
     op.create_table('key_presses',
     sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('response_id', sa.Integer(), nullable=False),
     sa.Column('attempt_id', sa.Integer(), nullable=False),
+    sa.Column('seq', sa.Integer(), nullable=False),
     sa.Column('step', sa.String(length=50), nullable=False),
     sa.Column('try_number', sa.Integer(), nullable=False),
     sa.Column('digits', sa.String(length=20), nullable=False),
     sa.Column('outcome', sa.String(length=20), nullable=False),
     sa.Column('received_at', sa.DateTime(), nullable=False),
     sa.ForeignKeyConstraint(['attempt_id'], ['call_attempts.id'], name=op.f('fk_key_presses_attempt_id_call_attempts')),
+    sa.ForeignKeyConstraint(['response_id'], ['responses.id'], name=op.f('fk_key_presses_response_id_responses')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_key_presses')),
-    sa.UniqueConstraint('attempt_id', 'step', 'try_number', name=op.f('uq_key_presses_attempt_id_step_try_number'))
+    sa.UniqueConstraint('response_id', 'seq', name=op.f('uq_key_presses_response_id_seq'))
     )
     with op.batch_alter_table('key_presses', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_key_presses_attempt_id'), ['attempt_id'], unique=False)

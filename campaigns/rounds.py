@@ -1,0 +1,347 @@
+"""Survey rounds: creation with sampling, the lifecycle (launch, pause, resume, cancel, complete), status.
+
+Services take a Session and never commit; the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, insert, literal, select, update
+from sqlalchemy.orm import Session
+
+from campaigns import clock
+from campaigns.models import (
+    FINAL_CALL_STATUSES,
+    FINAL_TARGET_STATES,
+    CallAttempt,
+    DoNotCall,
+    Household,
+    PhoneStatus,
+    Round,
+    RoundStatus,
+    RoundTarget,
+    TargetState,
+)
+from campaigns.questionnaire import QuestionnaireError, resolve_questionnaire, store_version
+from campaigns.schedule import DEFAULT_RETRY, DEFAULT_WINDOWS, ScheduleError, parse_retry, parse_windows
+from campaigns.settings import Settings
+
+_SAMPLE = re.compile(r"^(all|village:(\d+)|cadre:(\d+))$")
+
+
+class RoundError(ValueError):
+    """A round request is invalid (unknown round, impossible transition, bad option). The message says why."""
+
+
+@dataclass(frozen=True)
+class RoundOptions:
+    name: str
+    questionnaire: str = "default"
+    sample: str = "all"
+    seed: int | None = None
+    windows: list[list[str]] = field(default_factory=lambda: [list(w) for w in DEFAULT_WINDOWS])
+    blocked_dates: list[str] = field(default_factory=list)
+    max_attempts: int = 3
+    cps: float = 1.0
+    max_concurrent: int = 10
+    retry: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_RETRY))
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+    exclude_unsure: bool = False
+
+    @classmethod
+    def from_cli(cls, settings: Settings, **raw) -> RoundOptions:
+        """Parse the ``round create`` options; raises RoundError naming the option."""
+        name = (raw.get("name") or "").strip()
+        if not name:
+            raise RoundError("--name: must not be empty")
+        values: dict = {"name": name, "exclude_unsure": bool(raw.get("exclude_unsure"))}
+        if raw.get("questionnaire_ref"):
+            values["questionnaire"] = raw["questionnaire_ref"]
+        if raw.get("sample"):
+            values["sample"] = raw["sample"].strip()
+        if raw.get("seed") is not None:
+            values["seed"] = raw["seed"]
+        try:
+            if raw.get("windows"):
+                values["windows"] = parse_windows(raw["windows"])
+            if raw.get("retry"):
+                values["retry"] = parse_retry(raw["retry"])
+        except ScheduleError as exc:
+            raise RoundError(str(exc)) from None
+        for option, key, low in (("--max-attempts", "max_attempts", 1), ("--max-concurrent", "max_concurrent", 1)):
+            if raw.get(key) is not None:
+                if raw[key] < low:
+                    raise RoundError(f"{option}: must be at least {low}")
+                values[key] = raw[key]
+        if raw.get("cps") is not None:
+            if not 0 < raw["cps"] <= 100:
+                raise RoundError("--cps: must be greater than 0 and at most 100 calls per second")
+            values["cps"] = raw["cps"]
+        for option, key in (("--starts-at", "starts_at"), ("--ends-at", "ends_at")):
+            if raw.get(key):
+                values[key] = parse_local_time(raw[key], settings, option)
+        options = cls(**values)
+        options.validate()
+        return options
+
+    def validate(self) -> None:
+        if not _SAMPLE.match(self.sample):
+            raise RoundError(f"--sample: {self.sample!r} must be all, village:N or cadre:N (N at least 1)")
+        match = _SAMPLE.match(self.sample)
+        assert match is not None
+        if match.group(2) == "0" or match.group(3) == "0":
+            raise RoundError(f"--sample: {self.sample!r}: N must be at least 1")
+        if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
+            raise RoundError("--ends-at: must be after --starts-at")
+
+
+def parse_local_time(text: str, settings: Settings, option: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise RoundError(f"{option}: {text!r} is not an ISO time like 2026-12-01T20:30") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=settings.tz)
+    return value
+
+
+def get_round(session: Session, round_id: int, *, lock: bool = False) -> Round:
+    stmt = select(Round).where(Round.id == round_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    round_ = session.scalar(stmt)
+    if round_ is None:
+        raise RoundError(f"round {round_id}: no such round")
+    return round_
+
+
+def create_round(session: Session, options: RoundOptions) -> Round:
+    """Create a draft round and sample its targets (one per phone number; do-not-call and invalid excluded)."""
+    options.validate()
+    try:
+        questionnaire = resolve_questionnaire(options.questionnaire)
+    except QuestionnaireError as exc:
+        raise RoundError(f"--questionnaire: {exc}") from None
+    version = store_version(session, questionnaire)
+    round_ = Round(
+        name=options.name,
+        questionnaire_id=version.id,
+        status=RoundStatus.DRAFT,
+        sample=options.sample,
+        seed=options.seed,
+        windows=options.windows,
+        blocked_dates=options.blocked_dates,
+        max_attempts=options.max_attempts,
+        cps=options.cps,
+        max_concurrent=options.max_concurrent,
+        retry=options.retry,
+        starts_at=options.starts_at,
+        ends_at=options.ends_at,
+        exclude_unsure=options.exclude_unsure,
+    )
+    session.add(round_)
+    session.flush()
+    count = sample_targets(session, round_)
+    if count == 0:
+        raise RoundError("the roster has no callable households (import one with `sanlv roster import`)")
+    return round_
+
+
+def _callable_households():
+    """Households that may be called: a valid number that is not on the do-not-call list."""
+    return and_(
+        Household.phone_status == PhoneStatus.OK,
+        ~select(DoNotCall.phone).where(DoNotCall.phone == Household.phone).exists(),
+    )
+
+
+def sample_targets(session: Session, round_: Round) -> int:
+    """Insert the round's targets; returns how many. ``all`` runs as one INSERT ... SELECT (flat memory)."""
+    now = clock.now()
+    match = _SAMPLE.match(round_.sample)
+    assert match is not None
+    if match.group(1) == "all":
+        stmt = insert(RoundTarget).from_select(
+            ["round_id", "household_id", "phone", "state", "attempts", "updated_at"],
+            select(
+                literal(round_.id, RoundTarget.round_id.type),
+                Household.id,
+                Household.phone,
+                literal(TargetState.PENDING, RoundTarget.state.type),
+                literal(0, RoundTarget.attempts.type),
+                literal(now, RoundTarget.updated_at.type),
+            )
+            .where(_callable_households())
+            .order_by(Household.id),
+        )
+        return session.execute(stmt).rowcount or 0
+    per = int(match.group(2) or match.group(3))
+    group_column = Household.village_id if match.group(2) else Household.cadre_id
+    rows = session.execute(
+        select(Household.id, Household.phone, group_column).where(_callable_households()).order_by(Household.id)
+    ).all()
+    groups: dict[int | None, list[tuple[int, str]]] = defaultdict(list)
+    for household_id, phone, group in rows:
+        groups[group].append((household_id, phone))
+    rng = random.Random(round_.seed)
+    chosen: list[tuple[int, str]] = []
+    for group in sorted(groups, key=lambda g: (g is None, g or 0)):
+        members = groups[group]
+        chosen.extend(members if len(members) <= per else rng.sample(members, per))
+    chosen.sort()
+    for start in range(0, len(chosen), 1000):
+        session.execute(
+            insert(RoundTarget),
+            [
+                {"round_id": round_.id, "household_id": h, "phone": p, "state": TargetState.PENDING, "attempts": 0}
+                for h, p in chosen[start : start + 1000]
+            ],
+        )
+    return len(chosen)
+
+
+# --- lifecycle ------------------------------------------------------------------------------------------
+
+_TRANSITIONS: dict[str, tuple[frozenset[RoundStatus], RoundStatus]] = {
+    "launch": (frozenset({RoundStatus.DRAFT}), RoundStatus.RUNNING),
+    "pause": (frozenset({RoundStatus.RUNNING}), RoundStatus.PAUSED),
+    "resume": (frozenset({RoundStatus.PAUSED}), RoundStatus.RUNNING),
+    "cancel": (frozenset({RoundStatus.DRAFT, RoundStatus.RUNNING, RoundStatus.PAUSED}), RoundStatus.CANCELLED),
+}
+
+_REASONS = {
+    ("launch", RoundStatus.RUNNING): "it is already running",
+    ("launch", RoundStatus.PAUSED): "it is paused (use resume)",
+    ("pause", RoundStatus.PAUSED): "it is already paused",
+    ("pause", RoundStatus.DRAFT): "it has not been launched",
+    ("resume", RoundStatus.RUNNING): "it is already running",
+    ("resume", RoundStatus.DRAFT): "it has not been launched (use launch)",
+}
+
+
+def change_round(session: Session, round_id: int, command: str) -> Round:
+    """Perform a lifecycle command. Raises RoundError for an impossible transition."""
+    if command not in _TRANSITIONS:
+        raise RoundError(f"unknown command {command!r}")
+    allowed, new_status = _TRANSITIONS[command]
+    round_ = get_round(session, round_id, lock=True)
+    if round_.status not in allowed:
+        reason = _REASONS.get((command, round_.status), f"it is {round_.status.value}")
+        raise RoundError(f"round {round_id}: cannot {command}: {reason}")
+    now = clock.now()
+    round_.status = new_status
+    if command == "launch":
+        round_.launched_at = now
+    elif command == "pause":
+        release_unplaced_claims(session, round_id)
+    elif command == "cancel":
+        cancel_remaining(session, round_)
+        round_.finished_at = now
+    session.flush()
+    return round_
+
+
+def release_unplaced_claims(session: Session, round_id: int) -> int:
+    """Claimed work whose call was not placed yet goes back to ``pending`` (pause, dead worker)."""
+    claimed = session.scalars(
+        select(CallAttempt).where(CallAttempt.round_id == round_id, CallAttempt.status == "claimed")
+    ).all()
+    for attempt in claimed:
+        release_claim(session, attempt, reason="released")
+    return len(claimed)
+
+
+def release_claim(session: Session, attempt: CallAttempt, reason: str) -> None:
+    """Undo a claim whose call was never created: the attempt row goes, the target is pending again."""
+    target = session.get(RoundTarget, attempt.target_id)
+    assert target is not None
+    session.delete(attempt)
+    session.flush()
+    session.execute(
+        update(RoundTarget)
+        .where(RoundTarget.id == target.id, RoundTarget.state == TargetState.DIALING)
+        .values(state=TargetState.PENDING, attempts=RoundTarget.attempts - 1, claimed_at=None, last_outcome=reason)
+    )
+
+
+def cancel_remaining(session: Session, round_: Round) -> int:
+    """Targets not yet final and not in a live call become ``cancelled``."""
+    now = clock.now()
+    release_unplaced_claims(session, round_.id)
+    result = session.execute(
+        update(RoundTarget)
+        .where(RoundTarget.round_id == round_.id, RoundTarget.state == TargetState.PENDING)
+        .values(state=TargetState.CANCELLED, final_at=now, last_outcome="cancelled")
+    )
+    return result.rowcount or 0
+
+
+def complete_if_done(session: Session, round_id: int) -> bool:
+    """Mark a running round completed when every target is final. Returns True if it is (now) completed."""
+    round_ = get_round(session, round_id)
+    if round_.status == RoundStatus.COMPLETED:
+        return True
+    if round_.status != RoundStatus.RUNNING:
+        return False
+    open_targets = session.scalar(
+        select(func.count())
+        .select_from(RoundTarget)
+        .where(RoundTarget.round_id == round_id, RoundTarget.state.not_in(FINAL_TARGET_STATES))
+    )
+    if open_targets:
+        return False
+    round_.status = RoundStatus.COMPLETED
+    round_.finished_at = clock.now()
+    session.flush()
+    return True
+
+
+# --- status ---------------------------------------------------------------------------------------------
+
+
+def round_status_report(session: Session, round_id: int) -> dict:
+    """The ``round status --format json`` contract."""
+    round_ = get_round(session, round_id)
+    counts = {state.value: 0 for state in TargetState}
+    for state, count in session.execute(
+        select(RoundTarget.state, func.count()).where(RoundTarget.round_id == round_id).group_by(RoundTarget.state)
+    ):
+        counts[TargetState(state).value] = count
+    attempts = session.scalar(select(func.count()).select_from(CallAttempt).where(CallAttempt.round_id == round_id))
+    live = session.scalar(
+        select(func.count())
+        .select_from(CallAttempt)
+        .where(CallAttempt.round_id == round_id, CallAttempt.status.not_in(FINAL_CALL_STATUSES))
+    )
+    now = clock.now()
+    window = timedelta(seconds=60)
+    recent = session.scalar(
+        select(func.count())
+        .select_from(CallAttempt)
+        .where(CallAttempt.round_id == round_id, CallAttempt.placed_at >= now - window)
+    )
+    dial_rate = (recent or 0) / window.total_seconds()
+    remaining = counts["pending"] + counts["dialing"] + counts["in_call"]
+    eta: int | None
+    if round_.status in (RoundStatus.COMPLETED, RoundStatus.CANCELLED) or remaining == 0:
+        eta = 0
+    elif dial_rate > 0:
+        eta = int(remaining / dial_rate)
+    else:
+        eta = int(remaining / round_.cps) if round_.status == RoundStatus.RUNNING else None
+    return {
+        "id": round_.id,
+        "name": round_.name,
+        "status": round_.status.value,
+        "targets": counts,
+        "attempts": attempts or 0,
+        "live_calls": live or 0,
+        "dial_rate": round(dial_rate, 3),
+        "eta_seconds": eta,
+    }

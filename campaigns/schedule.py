@@ -1,0 +1,127 @@
+"""Calling windows and retry delays: pure functions of their inputs (no clock, no database).
+
+Windows are local times in SANLV_TIMEZONE; a window's end is exclusive, ``24:00`` is allowed, and a window
+never wraps midnight (write two).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+DEFAULT_WINDOWS: tuple[tuple[str, str], ...] = (("09:00", "11:30"), ("14:30", "20:30"))
+DEFAULT_RETRY: dict[str, int] = {
+    "busy": 30 * 60,
+    "no-answer": 2 * 3600,
+    "failed": 4 * 3600,
+    "machine": 2 * 3600,
+    "dropped": 3600,
+}
+RETRY_OUTCOMES = tuple(DEFAULT_RETRY)
+
+_HHMM = re.compile(r"^([01]?\d|2[0-4]):([0-5]\d)$")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 60}
+
+
+class ScheduleError(ValueError):
+    """A window, date or duration is malformed; the message names the value."""
+
+
+def _minutes(value: str, where: str) -> int:
+    match = _HHMM.match(value.strip())
+    if not match:
+        raise ScheduleError(f"{where}: {value!r} is not a time like 09:00")
+    hours, minutes = int(match.group(1)), int(match.group(2))
+    if hours == 24 and minutes:
+        raise ScheduleError(f"{where}: {value!r} is after 24:00")
+    return hours * 60 + minutes
+
+
+def parse_windows(text: str) -> list[list[str]]:
+    """``"09:00-11:30,14:30-20:30"`` -> ``[["09:00", "11:30"], ["14:30", "20:30"]]`` (validated, sorted).
+
+    Raises:
+        ScheduleError: a malformed, empty, wrapping or overlapping window.
+    """
+    windows: list[tuple[int, int]] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if part.count("-") != 1:
+            raise ScheduleError(f"--window: {part!r} is not a range like 09:00-11:30")
+        start_s, end_s = part.split("-")
+        start, end = _minutes(start_s, f"--window {part}"), _minutes(end_s, f"--window {part}")
+        if end <= start:
+            raise ScheduleError(f"--window: {part!r} ends before it starts (a window cannot wrap midnight; write two)")
+        windows.append((start, end))
+    if not windows:
+        raise ScheduleError("--window: no window given")
+    windows.sort()
+    for (s1, e1), (s2, _e2) in zip(windows, windows[1:], strict=False):
+        if s2 < e1:
+            raise ScheduleError(f"--window: windows overlap at {_fmt(s2)}")
+    return [[_fmt(s), _fmt(e)] for s, e in windows]
+
+
+def _fmt(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def parse_duration(text: str, where: str) -> int:
+    """``30m`` / ``2h`` / ``90s`` / ``1d`` (a bare number is minutes) -> seconds."""
+    match = _DURATION.match(text.strip().lower())
+    if not match:
+        raise ScheduleError(f"{where}: {text!r} is not a duration like 30m or 2h")
+    return int(float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def parse_retry(text: str) -> dict[str, int]:
+    """``busy=30m,no-answer=2h`` -> the default schedule with those outcomes replaced (seconds)."""
+    schedule = dict(DEFAULT_RETRY)
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if "=" not in part:
+            raise ScheduleError(f"--retry: {part!r} is not outcome=duration")
+        outcome, duration = (x.strip() for x in part.split("=", 1))
+        if outcome not in schedule:
+            raise ScheduleError(f"--retry: unknown outcome {outcome!r} (known: {', '.join(RETRY_OUTCOMES)})")
+        schedule[outcome] = parse_duration(duration, f"--retry {outcome}")
+    return schedule
+
+
+def _spans(windows: Sequence[Sequence[str]]) -> list[tuple[int, int]]:
+    return [(_minutes(s, "window"), _minutes(e, "window")) for s, e in windows]
+
+
+def is_open(windows: Sequence[Sequence[str]], blocked: Iterable[str], when: datetime, tz: ZoneInfo) -> bool:
+    """Whether a call may start at ``when`` (aware)."""
+    local = when.astimezone(tz)
+    if local.date().isoformat() in set(blocked):
+        return False
+    minute = local.hour * 60 + local.minute
+    return any(start <= minute < end for start, end in _spans(windows))
+
+
+def next_open(
+    windows: Sequence[Sequence[str]], blocked: Iterable[str], when: datetime, tz: ZoneInfo, horizon_days: int = 400
+) -> datetime | None:
+    """The first instant at or after ``when`` at which a call may start; None if none within the horizon."""
+    blocked_set = set(blocked)
+    spans = _spans(windows)
+    local = when.astimezone(tz)
+    day: date = local.date()
+    for offset in range(horizon_days):
+        current = day + timedelta(days=offset)
+        if current.isoformat() in blocked_set:
+            continue
+        for start, end in spans:
+            opens = datetime.combine(current, time(0), tz) + timedelta(minutes=start)
+            closes = datetime.combine(current, time(0), tz) + timedelta(minutes=end)
+            if offset == 0 and closes <= local:
+                continue
+            return max(opens, local) if offset == 0 else opens
+    return None

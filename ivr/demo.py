@@ -1,0 +1,248 @@
+"""``sanlv demo``: a whole survey round on the embedded default, end to end, with real parts.
+
+A fresh SQLite file; a synthetic township roster written as a GBK CSV (what Excel on a Chinese PC writes)
+and imported through the real importer; the real Flask app served over HTTP on loopback; real RQ worker
+processes placing calls through the simulated phone network; then the village rates table.
+
+Redis: the one at REDIS_URL when it answers, otherwise an in-process stand-in (fakeredis) served on
+loopback so that the worker processes can reach it.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import click
+import redis
+
+from campaigns.db import session_scope
+from campaigns.migrate import upgrade
+from campaigns.rounds import RoundOptions, change_round, create_round, round_status_report
+from campaigns.runtime import Runtime, set_runtime
+from campaigns.schedule import parse_retry
+from campaigns.settings import Settings, SettingsError, load_settings
+
+VILLAGES = ["东山村", "西溪村", "南坪村", "北岭村", "上洋村", "下坂村", "溪口村", "桥头村", "后垄村", "新厝村",
+            "林洋村", "湖边村", "石门村", "龙井村", "竹溪村", "梅坑村"]
+SURNAMES = "陈林黄张李王吴刘蔡杨郑许谢洪郭邱曾廖赖徐周叶苏庄吕江何罗高潘"
+GIVEN = "国华建明志强秀英丽金水春福玉兰德荣海清文平木火土永"
+
+
+class DemoError(RuntimeError):
+    """The demo could not run (a port, Redis, or a worker failed); the message says what."""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_roster(path: Path, households: int, villages: int, seed: int) -> None:
+    """A synthetic roster: GBK CSV, Chinese headers, mobiles and a few landlines, 2-3 cadres per village."""
+    rng = random.Random(seed)
+    names = [VILLAGES[i] if i < len(VILLAGES) else f"第{i + 1}村" for i in range(villages)]
+    used: set[str] = set()
+    with path.open("w", encoding="gbk", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["村", "户主", "电话", "包户干部", "干部电话"])
+        cadres = {
+            village: [
+                (rng.choice(SURNAMES) + rng.choice(GIVEN) + rng.choice(GIVEN), f"139{rng.randrange(10**8):08d}")
+                for _ in range(rng.choice((2, 3)))
+            ]
+            for village in names
+        }
+        for index in range(households):
+            village = names[index % villages]
+            while True:
+                if rng.random() < 0.08:
+                    phone = f"0593-{rng.choice('2345678')}{rng.randrange(10**6):06d}"
+                else:
+                    phone = f"1{rng.choice('3578')}{rng.randrange(10):d}{rng.randrange(10**8):08d}"
+                if phone not in used:
+                    used.add(phone)
+                    break
+            cadre, cadre_phone = rng.choice(cadres[village])
+            head = rng.choice(SURNAMES) + rng.choice(GIVEN) + rng.choice(GIVEN)
+            writer.writerow([village, head, phone, cadre, cadre_phone])
+
+
+def _redis_for_demo(settings: Settings) -> tuple[str, object | None, str]:
+    """REDIS_URL if it answers; otherwise a fakeredis server on loopback. Returns (url, server, description)."""
+    try:
+        conn = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=2)
+        conn.ping()
+        conn.close()
+        return settings.redis_url, None, f"Redis at {settings.redis_url}"
+    except (redis.ConnectionError, redis.TimeoutError, ValueError):
+        pass
+    from fakeredis import TcpFakeServer
+
+    port = _free_port()
+    server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
+    thread = threading.Thread(target=server.serve_forever, name="fakeredis", daemon=True)
+    thread.start()
+    return (
+        f"redis://127.0.0.1:{port}/0",
+        server,
+        f"no Redis answered at {settings.redis_url}: using an in-process stand-in (fakeredis) on 127.0.0.1:{port}",
+    )
+
+
+def _serve_app(runtime: Runtime, port: int):
+    from werkzeug.serving import make_server
+
+    from ivr.app import create_app
+
+    server = make_server("127.0.0.1", port, create_app(runtime), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="web", daemon=True)
+    thread.start()
+    return server
+
+
+def _progress_line(report: dict, elapsed: float, total: int) -> str:
+    t = report["targets"]
+    done = sum(t[s] for s in ("completed", "refused", "ineligible", "opted_out", "unreachable", "invalid", "cancelled"))
+    return (
+        f"[{elapsed:5.1f}s] 结束 {done}/{total} · 完成访问 {t['completed']} · 通话中 {t['in_call']} · "
+        f"拨号中 {t['dialing']} · 待拨 {t['pending']} · 已拨 {report['attempts']} 通"
+    )
+
+
+def run_demo(
+    *, households: int, villages: int, worker_count: int, directory: str | None, seed: int, timeout: int
+) -> int:
+    try:
+        base = load_settings()
+    except SettingsError as exc:
+        raise DemoError(f"configuration: {exc}") from None
+    workdir = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="sanlv-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    db_path = workdir / "sanlv-demo.db"
+    for leftover in workdir.glob("sanlv-demo.db*"):
+        leftover.unlink()
+    redis_url, fake_server, redis_note = _redis_for_demo(base)
+    port = _free_port()
+    settings = replace(
+        base,
+        database_url=f"sqlite:///{db_path}",
+        redis_url=redis_url,
+        telephony="simulator",
+        twilio_account_sid=None,
+        twilio_auth_token=None,
+        twilio_api_base_url=None,
+        public_base_url=f"http://127.0.0.1:{port}",
+        secret_key=base.secret_key or secrets.token_hex(16),
+        namespace=f"sanlv-demo-{secrets.token_hex(4)}",
+    )
+    click.echo(f"sanlv demo: 数据库 {db_path}")
+    click.echo(f"sanlv demo: {redis_note}")
+    upgrade(settings.database_url)
+    runtime = Runtime(settings)
+    set_runtime(runtime)
+
+    roster = workdir / "roster-gbk.csv"
+    write_roster(roster, households, villages, seed)
+    from campaigns.roster import import_roster
+
+    with session_scope(runtime.sessions) as session:
+        result = import_roster(session, roster)
+    click.echo(f"sanlv demo: 名单 {roster.name}: {result.summary()}")
+
+    options = RoundOptions(
+        name="演示:平安建设三率调查",
+        windows=[["00:00", "24:00"]],  # the demo runs whatever the hour; real rounds use the default windows
+        max_attempts=3,
+        cps=20.0,
+        max_concurrent=40,
+        retry=parse_retry("busy=2s,no-answer=3s,failed=3s,machine=3s,dropped=2s"),
+        seed=seed,
+    )
+    with session_scope(runtime.sessions) as session:
+        round_ = create_round(session, options)
+        round_id = round_.id
+        change_round(session, round_id, "launch")
+
+    web = _serve_app(runtime, port)
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "SANLV_TELEPHONY": "simulator",
+        "PUBLIC_BASE_URL": settings.public_base_url or "",
+        "SECRET_KEY": settings.secret_key or "",
+        "SANLV_NAMESPACE": settings.namespace,
+        "SANLV_SIM_SEED": str(seed),
+    }
+    for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_API_BASE_URL"):
+        env.pop(name, None)
+    log_path = workdir / "workers.log"
+    log_file = log_path.open("ab")
+    workers = [
+        subprocess.Popen([sys.executable, "-m", "ivr", "worker"], env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        for _ in range(max(1, worker_count))
+    ]
+    click.echo(f"sanlv demo: 网页服务 {settings.public_base_url} · {len(workers)} 个 RQ 工作进程 (日志 {log_path})")
+
+    from workers.queues import after_round_change
+
+    after_round_change(settings, round_id, "launch")
+    started = time.monotonic()
+    status = "running"
+    last_line = ""
+    try:
+        while True:
+            time.sleep(1.0)
+            with runtime.sessions() as session:
+                report = round_status_report(session, round_id)
+            line = _progress_line(report, time.monotonic() - started, sum(report["targets"].values()))
+            if line != last_line:
+                click.echo(line)
+                last_line = line
+            status = report["status"]
+            if status == "completed":
+                break
+            dead = [w for w in workers if w.poll() is not None]
+            if dead:
+                raise DemoError(f"a worker process exited (code {dead[0].returncode}); see {log_path}")
+            if time.monotonic() - started > timeout:
+                raise DemoError(f"the round did not finish within {timeout}s; see {log_path}")
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            try:
+                worker.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        log_file.close()
+        web.shutdown()
+        if fake_server is not None:
+            fake_server.shutdown()
+            fake_server.server_close()
+
+    elapsed = time.monotonic() - started
+    click.echo(f"sanlv demo: 第 {round_id} 轮调查结束,用时 {elapsed:.1f} 秒。")
+    click.echo("")
+    from reports.cli import render_rates_table
+    from reports.rates import village_rates
+
+    with runtime.sessions() as session:
+        click.echo(render_rates_table(village_rates(session, round_id)))
+    set_runtime(None)
+    runtime.dispose()
+    return 0
