@@ -126,3 +126,51 @@ def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     set_runtime(Runtime(settings))
     yield settings
     set_runtime(None)
+
+
+@pytest.fixture
+def live_server(database_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch):
+    """The real Flask app over real HTTP on loopback; PUBLIC_BASE_URL points at it.
+
+    Yields the Settings (with ``public_base_url`` = the server's URL). The runtime and the environment carry
+    the same settings, so RQ jobs run in this process (or in child processes) see the same database.
+    """
+    import socket
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from ivr.app import create_app
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    live = Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        telephony="simulator",
+        public_base_url=f"http://127.0.0.1:{port}",
+        secret_key="test-secret",
+        namespace="sanlv-test",
+    )
+    for name, value in (
+        ("DATABASE_URL", live.database_url),
+        ("REDIS_URL", live.redis_url),
+        ("SANLV_TELEPHONY", "simulator"),
+        ("PUBLIC_BASE_URL", live.public_base_url),
+        ("SECRET_KEY", "test-secret"),
+        ("SANLV_NAMESPACE", live.namespace),
+    ):
+        monkeypatch.setenv(name, value)
+    for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM_NUMBER", "TWILIO_API_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    runtime = Runtime(live)
+    set_runtime(runtime)
+    server = make_server("127.0.0.1", port, create_app(runtime), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield live
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+    set_runtime(None)

@@ -56,6 +56,7 @@ def rebuild_dispatch(settings: Settings) -> list[int]:
 def run_worker(settings: Settings, *, burst: bool = False) -> None:
     """Run a worker on sanlv's queues with the scheduler, reconnecting with backoff if Redis goes away."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
     failures = 0
     while True:
         try:

@@ -1,0 +1,1 @@
+"""Test support: doubles of the outer seams (Twilio's REST API), shared by tests and benchmarks."""

@@ -1,0 +1,592 @@
+"""A local stand-in of Twilio's REST API (the Calls resource), served over real HTTP on 127.0.0.1.
+
+The real ``twilio`` client talks to it when ``TWILIO_API_BASE_URL`` (``client.api.base_url``) is its
+``base_url``, so tests exercise the library's own request encoding, auth and error parsing. It behaves like
+Twilio where the project depends on it: Basic auth (20003), form-encoded creates answered with 201 and a
+``queued`` call resource, Twilio-shaped errors, pages the client's ``list()``/``stream()`` can follow, and
+cancel only for queued or ringing calls (21220 otherwise). Scripted faults cover what is hard to get from the
+real service on demand: a 429, a 5xx after the call was created, a reply slower than the client's timeout.
+
+Usage::
+
+    with TwilioStandIn() as standin:
+        settings = Settings(..., twilio_api_base_url=standin.base_url)
+        standin.fail_next(status=500, create_anyway=True)   # the next create is ambiguous
+        ...
+        assert standin.created == 1
+
+Pytest: the ``twilio_standin`` fixture at the bottom; import it into a conftest or a test module.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from email.utils import format_datetime
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+DEFAULT_ACCOUNT_SID = "AC" + "0" * 32
+DEFAULT_AUTH_TOKEN = "0123456789abcdef0123456789abcdef"
+API_VERSION = "2010-04-01"
+
+CANCELABLE_STATUSES = ("queued", "initiated", "ringing")
+STARTED_STATUSES = ("initiated", "ringing", "in-progress")
+FINAL_STATUSES = ("completed", "busy", "no-answer", "failed", "canceled")
+ALL_STATUSES = ("queued", *STARTED_STATUSES, *FINAL_STATUSES)
+
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+
+# Twilio's usual codes for bare HTTP statuses, used when a scripted fault names no code.
+_DEFAULT_CODES = {429: 20429, 500: 20500, 503: 20503}
+_DEFAULT_MESSAGES = {
+    20429: "Too Many Requests",
+    20500: "An internal server error has occurred",
+    20503: "Service unavailable",
+    21211: "Invalid 'To' Phone Number",
+    21214: "'To' phone number cannot be reached",
+    21215: "Account not authorized to call this number. Perhaps you need to enable some international permissions",
+    21216: "Call blocked by Twilio blocklist",
+}
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One HTTP request as the stand-in received it (repeated keys keep every value, in order)."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    form: dict[str, list[str]]
+    username: str | None  # the Basic auth user, which Twilio expects to be the account SID
+    at: float  # time.monotonic() on arrival
+
+    def value(self, key: str) -> str | None:
+        """The first value of ``key`` in the form, else in the query string."""
+        values = self.values(key)
+        return values[0] if values else None
+
+    def values(self, key: str) -> list[str]:
+        """Every value of ``key`` in the form, else in the query string."""
+        return list(self.form.get(key) or self.query.get(key) or [])
+
+
+@dataclass(frozen=True)
+class _Fault:
+    """A scripted answer to one create request."""
+
+    status: int | None  # None: answer 201 as usual (after ``delay``)
+    code: int | None
+    message: str
+    delay: float
+    create_anyway: bool
+
+
+@dataclass
+class _Call:
+    sid: str
+    account_sid: str
+    to: str
+    from_: str
+    status: str
+    date_created: datetime
+    date_updated: datetime
+    seq: int  # creation order, to sort calls created in the same second
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    duration: int | None = None
+    answered_by: str | None = None
+    form: dict[str, list[str]] = field(default_factory=dict)
+
+    def resource(self) -> dict[str, Any]:
+        """The call as Twilio's JSON represents it."""
+        uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Calls/{self.sid}.json"
+        return {
+            "account_sid": self.account_sid,
+            "annotation": None,
+            "answered_by": self.answered_by,
+            "api_version": API_VERSION,
+            "caller_name": None,
+            "date_created": _rfc2822(self.date_created),
+            "date_updated": _rfc2822(self.date_updated),
+            "direction": "outbound-api",
+            "duration": None if self.duration is None else str(self.duration),
+            "end_time": _rfc2822(self.end_time),
+            "forwarded_from": None,
+            "from": self.from_,
+            "from_formatted": self.from_,
+            "group_sid": None,
+            "parent_call_sid": None,
+            "phone_number_sid": "PN" + "0" * 32,
+            "price": None,
+            "price_unit": "USD",
+            "queue_time": "0",
+            "sid": self.sid,
+            "start_time": _rfc2822(self.start_time),
+            "status": self.status,
+            "subresource_uris": {
+                "events": uri.replace(".json", "/Events.json"),
+                "notifications": uri.replace(".json", "/Notifications.json"),
+                "recordings": uri.replace(".json", "/Recordings.json"),
+            },
+            "to": self.to,
+            "to_formatted": self.to,
+            "trunk_sid": None,
+            "uri": uri,
+        }
+
+
+class _QuietRequestHandler(WSGIRequestHandler):
+    """No access log line per request: benchmarks send thousands."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+
+class TwilioStandIn:
+    """Twilio's Calls API on an ephemeral 127.0.0.1 port, in a background thread. Thread-safe.
+
+    Args:
+        account_sid: the account the credentials belong to (also the Basic auth user).
+        auth_token: the Basic auth password.
+    """
+
+    def __init__(self, account_sid: str = DEFAULT_ACCOUNT_SID, auth_token: str = DEFAULT_AUTH_TOKEN):
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()  # releases replies held by delay_next when the stand-in stops
+        self._calls: dict[str, _Call] = {}
+        self._faults: deque[_Fault] = deque()
+        self._recorded: list[RecordedRequest] = []
+        self._create_times: list[float] = []
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self._app = self._make_app()
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    def start(self) -> TwilioStandIn:
+        """Listen on an ephemeral port and serve in a daemon thread."""
+        if self._server is not None:
+            raise RuntimeError("the Twilio stand-in is already running")
+        self._stopping.clear()
+        self._server = make_server("127.0.0.1", 0, self._app, threaded=True, request_handler=_QuietRequestHandler)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="twilio-standin", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the listening socket. Held replies are released at once."""
+        if self._server is None:
+            return
+        self._stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> TwilioStandIn:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT``: the value for TWILIO_API_BASE_URL."""
+        if self._server is None:
+            raise RuntimeError("the Twilio stand-in is not running")
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    # -- scripting -------------------------------------------------------------------------------------------
+
+    def fail_next(
+        self,
+        status: int,
+        code: int | None = None,
+        message: str | None = None,
+        *,
+        create_anyway: bool = False,
+        delay: float = 0.0,
+        times: int = 1,
+    ) -> None:
+        """Answer the next ``times`` create requests with a Twilio error.
+
+        Args:
+            status: the HTTP status, e.g. 429 or 500.
+            code: Twilio's error code (default: 20429 for 429, 20500 for 500, 20503 for 503, else none).
+            message: the error message (default: Twilio's wording where known).
+            create_anyway: create the call before answering with the error (an ambiguous create).
+            delay: seconds to hold the reply, e.g. longer than the client's timeout.
+            times: how many create requests get this answer.
+        """
+        code = code if code is not None else _DEFAULT_CODES.get(status)
+        text = message or _DEFAULT_MESSAGES.get(code or 0, f"Scripted error (HTTP {status})")
+        with self._lock:
+            for _ in range(times):
+                self._faults.append(_Fault(status, code, text, delay, create_anyway))
+
+    def delay_next(self, seconds: float, *, times: int = 1) -> None:
+        """Create the next ``times`` calls at once but hold each 201 reply ``seconds`` (a slow Twilio)."""
+        with self._lock:
+            for _ in range(times):
+                self._faults.append(_Fault(None, None, "", seconds, True))
+
+    def set_call_status(
+        self, sid: str, status: str, *, answered_by: str | None = None, duration: int | None = None
+    ) -> None:
+        """Move a call to ``status`` as Twilio would, with its start and end times.
+
+        Args:
+            sid: the call.
+            status: one of Twilio's call statuses.
+            answered_by: what machine detection found (``human``, ``machine_start``, ...).
+            duration: seconds, for a ``completed`` call (default: since it started).
+
+        Raises:
+            KeyError: no such call.
+            ValueError: not a Twilio call status.
+        """
+        if status not in ALL_STATUSES:
+            raise ValueError(f"{status!r} is not a Twilio call status")
+        now = _now()
+        with self._lock:
+            call = self._calls[sid]
+            call.status = status
+            call.date_updated = now
+            if answered_by is not None:
+                call.answered_by = answered_by
+            if status in STARTED_STATUSES and call.start_time is None:
+                call.start_time = now
+            if status in FINAL_STATUSES:
+                if call.start_time is None and status != "canceled":
+                    call.start_time = now  # busy, no-answer and failed calls were dialled
+                call.end_time = now
+                if duration is not None:
+                    call.duration = duration
+                elif status == "completed" and call.start_time is not None:
+                    call.duration = int((now - call.start_time).total_seconds())
+                else:
+                    call.duration = 0
+
+    def add_call(
+        self,
+        to: str,
+        *,
+        status: str = "completed",
+        from_: str = "+861012345678",
+        date_created: datetime | None = None,
+    ) -> str:
+        """Put a call in the account's history without a create request (not counted in ``created``).
+
+        Returns:
+            The call's SID.
+        """
+        if status not in ALL_STATUSES:
+            raise ValueError(f"{status!r} is not a Twilio call status")
+        created = (date_created or _now()).astimezone(UTC).replace(microsecond=0)
+        with self._lock:
+            call = self._new_call(to, from_, created, {})
+            call.status = status
+            if status in STARTED_STATUSES or (status in FINAL_STATUSES and status != "canceled"):
+                call.start_time = created
+            if status in FINAL_STATUSES:
+                call.end_time = created
+                call.duration = 0
+        return call.sid
+
+    # -- observations ----------------------------------------------------------------------------------------
+
+    def call(self, sid: str) -> dict[str, Any]:
+        """The call's resource as Twilio would return it. Raises KeyError for an unknown SID."""
+        with self._lock:
+            return self._calls[sid].resource()
+
+    @property
+    def calls(self) -> list[dict[str, Any]]:
+        """Every call's resource, in creation order."""
+        with self._lock:
+            return [call.resource() for call in sorted(self._calls.values(), key=lambda c: c.seq)]
+
+    @property
+    def created(self) -> int:
+        """Calls created by create requests (including ambiguous ones)."""
+        with self._lock:
+            return len(self._create_times)
+
+    @property
+    def requests(self) -> int:
+        """HTTP requests received, whatever their outcome."""
+        with self._lock:
+            return len(self._recorded)
+
+    @property
+    def recorded(self) -> list[RecordedRequest]:
+        """Every request received, in arrival order."""
+        with self._lock:
+            return list(self._recorded)
+
+    @property
+    def create_requests(self) -> list[RecordedRequest]:
+        """Every ``POST .../Calls.json`` received, whether it created a call or not."""
+        return [r for r in self.recorded if r.method == "POST" and r.path.endswith("/Calls.json")]
+
+    @property
+    def create_times(self) -> list[float]:
+        """``time.monotonic()`` at which each call was created, in order."""
+        with self._lock:
+            return list(self._create_times)
+
+    def max_creates_in_window(self, seconds: float = 1.0) -> int:
+        """The most calls created within any ``seconds``-long window (the peak dial rate)."""
+        times = self.create_times
+        peak = 0
+        first = 0
+        for last, at in enumerate(times):
+            while at - times[first] >= seconds:
+                first += 1
+            peak = max(peak, last - first + 1)
+        return peak
+
+    # -- the HTTP API ----------------------------------------------------------------------------------------
+
+    def _make_app(self) -> Flask:
+        app = Flask("twilio_standin")
+        prefix = f"/{API_VERSION}/Accounts/<account_sid>"
+
+        @app.before_request
+        def record_and_authenticate() -> tuple[Response, int] | None:
+            auth = request.authorization
+            username = auth.username if auth is not None else None
+            with self._lock:
+                self._recorded.append(
+                    RecordedRequest(
+                        method=request.method,
+                        path=request.path,
+                        query=request.args.to_dict(flat=False),
+                        form=request.form.to_dict(flat=False),
+                        username=username,
+                        at=time.monotonic(),
+                    )
+                )
+            if auth is None or auth.username != self.account_sid or auth.password != self.auth_token:
+                response, status = _error(401, 20003, "Authenticate")
+                response.headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
+                return response, status
+            account = (request.view_args or {}).get("account_sid")
+            if account is not None and account != self.account_sid:
+                return _error(404, 20404, f"The requested resource {request.path} was not found")
+            return None
+
+        @app.errorhandler(HTTPException)
+        def http_error(exc: HTTPException) -> tuple[Response, int]:
+            status = exc.code or 500
+            return _error(status, 20404 if status == 404 else None, exc.description or exc.name)
+
+        @app.post(f"{prefix}/Calls.json")
+        def create_call(account_sid: str) -> tuple[Response, int]:
+            return self._create_call(request.form.to_dict(flat=False))
+
+        @app.get(f"{prefix}/Calls.json")
+        def list_calls(account_sid: str) -> tuple[Response, int]:
+            return self._list_calls()
+
+        @app.get(f"{prefix}/Calls/<sid>.json")
+        def fetch_call(account_sid: str, sid: str) -> tuple[Response, int]:
+            with self._lock:
+                call = self._calls.get(sid)
+                if call is None:
+                    return _error(404, 20404, f"The requested resource {request.path} was not found")
+                return jsonify(call.resource()), 200
+
+        @app.post(f"{prefix}/Calls/<sid>.json")
+        def update_call(account_sid: str, sid: str) -> tuple[Response, int]:
+            return self._update_call(sid, request.form.get("Status"))
+
+        return app
+
+    def _create_call(self, form: dict[str, list[str]]) -> tuple[Response, int]:
+        with self._lock:
+            fault = self._faults.popleft() if self._faults else None
+        call: _Call | None = None
+        if fault is None or fault.status is None or fault.create_anyway:
+            error = _validate_create(form)
+            if error is not None:
+                return error
+            with self._lock:
+                call = self._new_call(form["To"][0], form["From"][0], _now(), form)
+                self._create_times.append(time.monotonic())
+        if fault is not None:
+            if fault.delay:
+                self._stopping.wait(fault.delay)
+            if fault.status is not None:
+                return _error(fault.status, fault.code, fault.message)
+        assert call is not None
+        with self._lock:
+            return jsonify(call.resource()), 201
+
+    def _new_call(self, to: str, from_: str, created: datetime, form: dict[str, list[str]]) -> _Call:
+        """Store a new queued call. The caller holds the lock."""
+        call = _Call(
+            sid="CA" + uuid.uuid4().hex,
+            account_sid=self.account_sid,
+            to=to,
+            from_=from_,
+            status="queued",
+            date_created=created,
+            date_updated=created,
+            seq=len(self._calls),
+            form=form,
+        )
+        self._calls[call.sid] = call
+        return call
+
+    def _list_calls(self) -> tuple[Response, int]:
+        args = request.args
+        try:
+            page_size = min(max(int(args.get("PageSize", 50)), 1), 1000)
+            page = max(int(args.get("Page", 0)), 0)
+            on = _date_filter(args.get("StartTime"))
+            on_or_after = _date_filter(args.get("StartTime>"))
+            on_or_before = _date_filter(args.get("StartTime<"))
+        except ValueError as exc:
+            return _error(400, 20001, f"Invalid paging or StartTime parameter: {exc}")
+
+        def matches(call: _Call) -> bool:
+            if "To" in args and call.to != args["To"]:
+                return False
+            if "From" in args and call.from_ != args["From"]:
+                return False
+            if "Status" in args and call.status != args["Status"]:
+                return False
+            if on or on_or_after or on_or_before:
+                # Twilio compares whole UTC dates, and a call that has not started has no start time.
+                if call.start_time is None:
+                    return False
+                started = call.start_time.date()
+                if (on and started != on) or (on_or_after and started < on_or_after):
+                    return False
+                if on_or_before and started > on_or_before:
+                    return False
+            return True
+
+        with self._lock:
+            matching = sorted(
+                (call for call in self._calls.values() if matches(call)),
+                key=lambda call: (call.date_created, call.seq),
+                reverse=True,  # Twilio lists the most recent calls first
+            )
+            start = page * page_size
+            chunk = [call.resource() for call in matching[start : start + page_size]]
+        filters = {key: value for key, value in args.items() if key not in ("Page", "PageSize", "PageToken")}
+
+        def page_uri(number: int, token: str | None = None) -> str:
+            query = {**filters, "PageSize": page_size, "Page": number}
+            if token:
+                query["PageToken"] = token
+            return f"{request.path}?{urlencode(query)}"
+
+        has_next = start + page_size < len(matching)
+        return (
+            jsonify(
+                {
+                    "calls": chunk,
+                    "end": start + len(chunk) - 1 if chunk else start,
+                    "first_page_uri": page_uri(0),
+                    "next_page_uri": page_uri(page + 1, "PA" + chunk[-1]["sid"]) if has_next else None,
+                    "page": page,
+                    "page_size": page_size,
+                    "previous_page_uri": page_uri(page - 1) if page > 0 else None,
+                    "start": start,
+                    "uri": page_uri(page),
+                }
+            ),
+            200,
+        )
+
+    def _update_call(self, sid: str, status: str | None) -> tuple[Response, int]:
+        with self._lock:
+            call = self._calls.get(sid)
+            if call is None:
+                return _error(404, 20404, f"The requested resource {request.path} was not found")
+            current = call.status
+        if status == "canceled":
+            if current not in CANCELABLE_STATUSES:
+                return _error(400, 21220, f"Call is {current}: only queued or ringing calls can be canceled")
+            self.set_call_status(sid, "canceled")
+        elif status == "completed":
+            if current in FINAL_STATUSES:
+                return _error(400, 21220, f"Call is {current}: it is already over")
+            self.set_call_status(sid, "completed" if current == "in-progress" else "canceled")
+        elif status is not None:
+            return _error(400, 20001, f"Invalid Status {status!r}: use canceled or completed")
+        return jsonify(self.call(sid)), 200
+
+
+def _validate_create(form: dict[str, list[str]]) -> tuple[Response, int] | None:
+    """Twilio's checks of a create request, or None if it passes."""
+
+    def first(key: str) -> str:
+        return (form.get(key) or [""])[0]
+
+    if not first("To"):
+        return _error(400, 21201, "No 'To' number is specified")
+    if not first("From"):
+        return _error(400, 21213, "No 'From' number is specified")
+    if not (first("Url") or first("Twiml") or first("ApplicationSid")):
+        return _error(400, 21200, "Required parameter 'Url' (or 'Twiml', 'ApplicationSid') is missing")
+    if not _E164.match(first("To")):
+        return _error(400, 21211, f"Invalid 'To' Phone Number: {first('To')}")
+    if not _E164.match(first("From")):
+        return _error(400, 21212, f"Invalid 'From' Phone Number: {first('From')}")
+    return None
+
+
+def _error(status: int, code: int | None, message: str) -> tuple[Response, int]:
+    """A Twilio-style JSON error. Without a code, the client falls back to the HTTP status."""
+    body: dict[str, Any] = {"message": message, "status": status}
+    if code is not None:
+        body["code"] = code
+        body["more_info"] = f"https://www.twilio.com/docs/errors/{code}"
+    return jsonify(body), status
+
+
+def _date_filter(value: str | None) -> date | None:
+    """The UTC date of a StartTime filter (the client sends ``YYYY-MM-DDTHH:MM:SSZ`` or ``YYYY-MM-DD``)."""
+    return date.fromisoformat(value[:10]) if value else None
+
+
+def _rfc2822(moment: datetime | None) -> str | None:
+    """Twilio's timestamp format: ``Tue, 31 Aug 2010 20:36:28 +0000``."""
+    return format_datetime(moment) if moment is not None else None
+
+
+def _now() -> datetime:
+    """Now in UTC to the second, as Twilio stamps its resources."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+def twilio_standin() -> Iterator[TwilioStandIn]:
+    """A running stand-in, stopped after the test."""
+    with TwilioStandIn() as standin:
+        yield standin
