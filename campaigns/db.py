@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import StaticPool
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -48,9 +48,9 @@ def make_engine(url: str, **kwargs) -> Engine:
     """
     if url.startswith("sqlite"):
         kwargs.setdefault("connect_args", {"timeout": 30, "check_same_thread": False})
-        if ":memory:" not in url and url not in ("sqlite://", "sqlite:///"):
-            # A file is shared with other processes; one connection per checkout avoids stale WAL snapshots.
-            kwargs.setdefault("poolclass", NullPool)
+        if ":memory:" in url or url in ("sqlite://", "sqlite:///"):
+            # One in-memory database exists per connection: keep exactly one.
+            kwargs.setdefault("poolclass", StaticPool)
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own transaction handling defers BEGIN and breaks SELECT ... then UPDATE claims; take it over.

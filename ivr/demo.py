@@ -37,6 +37,7 @@ from campaigns.settings import Settings, SettingsError, load_settings
 VILLAGES = ["东山村", "西溪村", "南坪村", "北岭村", "上洋村", "下坂村", "溪口村", "桥头村", "后垄村", "新厝村",
             "林洋村", "湖边村", "石门村", "龙井村", "竹溪村", "梅坑村"]
 SURNAMES = "陈林黄张李王吴刘蔡杨郑许谢洪郭邱曾廖赖徐周叶苏庄吕江何罗高潘"
+MOBILE_PREFIXES = ("134", "135", "136", "137", "138", "139", "150", "151", "152", "157", "158", "159", "182", "187", "188")
 GIVEN = "国华建明志强秀英丽金水春福玉兰德荣海清文平木火土永"
 
 
@@ -71,7 +72,7 @@ def write_roster(path: Path, households: int, villages: int, seed: int) -> None:
                 if rng.random() < 0.08:
                     phone = f"0593-{rng.choice('2345678')}{rng.randrange(10**6):06d}"
                 else:
-                    phone = f"1{rng.choice('3578')}{rng.randrange(10):d}{rng.randrange(10**8):08d}"
+                    phone = f"{rng.choice(MOBILE_PREFIXES)}{rng.randrange(10**8):08d}"
                 if phone not in used:
                     used.add(phone)
                     break
@@ -103,7 +104,11 @@ def _redis_for_demo(settings: Settings) -> tuple[str, object | None, str]:
 
 
 def _serve_app(runtime: Runtime, port: int):
+    import logging
+
     from werkzeug.serving import make_server
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
 
     from ivr.app import create_app
 
@@ -231,6 +236,9 @@ def run_demo(
                 worker.kill()
         log_file.close()
         web.shutdown()
+        from workers.queues import clear_namespace
+
+        clear_namespace(settings)
         if fake_server is not None:
             fake_server.shutdown()
             fake_server.server_close()
@@ -238,7 +246,7 @@ def run_demo(
     elapsed = time.monotonic() - started
     click.echo(f"sanlv demo: 第 {round_id} 轮调查结束,用时 {elapsed:.1f} 秒。")
     click.echo("")
-    from reports.cli import render_rates_table
+    from reports.format import render_rates_table
     from reports.rates import village_rates
 
     with runtime.sessions() as session:

@@ -49,7 +49,7 @@ def twilio_webhook(view):
     def wrapped(*args, **kwargs):
         signature = request.headers.get("X-Twilio-Signature", "")
         validator = RequestValidator(settings().webhook_token)
-        params = request.form.to_dict(flat=False) if request.method == "POST" else {}
+        params = request.form if request.method == "POST" else {}
         if not signature or not validator.validate(signed_url(), params, signature):
             log.warning("event=bad_signature path=%s remote=%s", request.path, request.remote_addr)
             abort(403)

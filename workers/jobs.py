@@ -34,7 +34,7 @@ from campaigns.runtime import get_runtime
 from campaigns.schedule import is_open, next_open
 from campaigns.settings import Settings
 from workers.limiter import acquire_dial_slot
-from workers.queues import enqueue, redis_connection, redis_key
+from workers.queues import enqueue, namespaced_job_id, redis_connection, redis_key
 from workers.telephony import get_provider
 from workers.telephony.base import (
     AmbiguousCreateError,
@@ -59,15 +59,16 @@ def _chain_key(settings: Settings, round_id: int) -> str:
 
 def kick_dispatch(settings: Settings, round_id: int, at: datetime | None = None) -> str:
     """Start (or restart) the round's dispatch chain; any older chain stops at its next tick."""
-    job_id = f"dispatch-{round_id}-{uuid.uuid4().hex[:12]}"
+    job_id = namespaced_job_id(settings, f"dispatch-{round_id}-{uuid.uuid4().hex[:12]}")
     conn = redis_connection(settings)
+    # The key names the chain's next job before that job exists, so it never starts unrecognised.
     conn.set(_chain_key(settings, round_id), job_id, ex=7 * 86400)
     enqueue(settings, dispatch_round, round_id, job_id=job_id, at=at)
     return job_id
 
 
 def _continue_chain(settings: Settings, round_id: int, delay: float) -> None:
-    job_id = f"dispatch-{round_id}-{uuid.uuid4().hex[:12]}"
+    job_id = namespaced_job_id(settings, f"dispatch-{round_id}-{uuid.uuid4().hex[:12]}")
     conn = redis_connection(settings)
     conn.set(_chain_key(settings, round_id), job_id, ex=7 * 86400)
     if delay <= 0:

@@ -18,12 +18,19 @@ log = logging.getLogger("sanlv.queues")
 
 DIALER_QUEUE = "dialer"  # dispatching rounds and placing calls
 SIMULATOR_QUEUE = "simulator"  # the simulated phone network's calls
-QUEUES = (DIALER_QUEUE, SIMULATOR_QUEUE)
+# Workers take the simulated network's calls first: calls in progress before new ones (as a real network would).
+QUEUES = (SIMULATOR_QUEUE, DIALER_QUEUE)
 
 
 def queue_name(settings: Settings, name: str) -> str:
     """The Redis-side name of one of QUEUES, prefixed with the deployment's namespace."""
     return f"{settings.namespace}-{name}"
+
+
+def namespaced_job_id(settings: Settings, job_id: str) -> str:
+    """Job ids live in Redis beside other deployments' (and old demos'): keep them in our namespace."""
+    prefix = f"{settings.namespace}-"
+    return job_id if job_id.startswith(prefix) else prefix + job_id
 
 
 def redis_key(settings: Settings, *parts: object) -> str:
@@ -74,6 +81,7 @@ def enqueue(
     """
     q = queue(settings, queue_name)
     if job_id is not None:
+        job_id = namespaced_job_id(settings, job_id)
         try:
             existing = Job.fetch(job_id, connection=q.connection)
         except NoSuchJobError:
@@ -88,6 +96,17 @@ def enqueue(
     if delay is not None:
         return q.enqueue_in(delay, func, *args, **options)
     return q.enqueue(func, *args, **options)
+
+
+def clear_namespace(settings: Settings) -> int:
+    """Delete every queue, job and key of this namespace (the demo cleans up after itself)."""
+    conn = redis_connection(settings)
+    deleted = 0
+    for pattern in (f"rq:*{settings.namespace}*", f"{settings.namespace}:*"):
+        keys = list(conn.scan_iter(match=pattern, count=1000))
+        for start in range(0, len(keys), 500):
+            deleted += conn.delete(*keys[start : start + 500])
+    return deleted
 
 
 def after_round_change(settings: Settings, round_id: int, command: str) -> None:

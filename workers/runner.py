@@ -53,10 +53,25 @@ def rebuild_dispatch(settings: Settings) -> list[int]:
     return restarted
 
 
+def preload() -> None:
+    """Import what jobs use before the worker forks its work-horses, so no job pays for imports."""
+    import phonenumbers
+
+    import workers.jobs  # noqa: F401
+    from workers.telephony import get_provider  # noqa: F401
+
+    if get_runtime().settings.telephony == "simulator":
+        import workers.telephony.simulator  # noqa: F401
+    else:
+        import workers.telephony.twilio_provider  # noqa: F401
+    phonenumbers.parse("+8613800000000", None)  # loads the region metadata once
+
+
 def run_worker(settings: Settings, *, burst: bool = False) -> None:
     """Run a worker on sanlv's queues with the scheduler, reconnecting with backoff if Redis goes away."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
+    preload()
     failures = 0
     while True:
         try:

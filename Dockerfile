@@ -1,0 +1,13 @@
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY campaigns ./campaigns
+COPY ivr ./ivr
+COPY reports ./reports
+COPY workers ./workers
+RUN pip install --no-cache-dir . && useradd --system --home /app sanlv
+USER sanlv
+ENTRYPOINT ["sanlv"]
+CMD ["--help"]
