@@ -7,6 +7,7 @@ logical database (SANLV_TEST_REDIS_URL, default db 15), flushed around each test
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,19 +35,28 @@ def is_postgres() -> bool:
 
 
 @pytest.fixture(scope="session")
-def _migrated(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Migrate once: a template SQLite file, or the PostgreSQL test database from an empty schema."""
+def _migrated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Migrate once: a template SQLite file, or a PostgreSQL schema of this test run's own.
+
+    Each run gets its own PostgreSQL schema (search_path in the URL), so runs sharing one database never
+    disturb each other; the schema is dropped at the end.
+    """
     if is_postgres():
-        engine = make_engine(TEST_DATABASE_URL)
-        with engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
-        engine.dispose()
-        upgrade(TEST_DATABASE_URL)
-        return TEST_DATABASE_URL
+        schema = f"sanlv_test_{os.getpid()}_{secrets.token_hex(3)}"
+        admin = make_engine(TEST_DATABASE_URL)
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        separator = "&" if "?" in TEST_DATABASE_URL else "?"
+        url = f"{TEST_DATABASE_URL}{separator}options=-csearch_path%3D{schema}"
+        upgrade(url)
+        yield url
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+        return
     template = tmp_path_factory.mktemp("db-template") / "template.db"
     upgrade(f"sqlite:///{template}")
-    return str(template)
+    yield str(template)
 
 
 @pytest.fixture

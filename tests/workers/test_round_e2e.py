@@ -1,0 +1,139 @@
+"""A whole round on the simulated phone network with real RQ worker processes, the real Flask app over HTTP,
+real Redis and the real database: the report must equal what the virtual residents answered."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import select
+
+from campaigns.db import session_scope
+from campaigns.models import Answer, Household, Response, RoundTarget, Village
+from campaigns.questionnaire import builtin_questionnaire
+from campaigns.roster import import_roster
+from campaigns.rounds import RoundOptions, change_round, create_round, round_status_report
+from campaigns.schedule import parse_retry
+from reports.rates import village_rates
+from workers.queues import after_round_change, redis_connection
+from workers.telephony.simulator import SimulatorProvider, answers_from_transcript, read_transcript
+
+Q = builtin_questionnaire()
+VILLAGES = ["东山村", "西溪村", "南坪村"]
+
+
+def write_roster(path, per_village: int) -> None:
+    with path.open("w", encoding="gbk", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["村", "户主", "电话", "包户干部"])
+        for v, village in enumerate(VILLAGES):
+            for i in range(per_village):
+                writer.writerow([village, f"户主{v}{i}", f"138{v:02d}{i:06d}", f"干部{v}"])
+
+
+@pytest.fixture
+def workers(live_server, tmp_path):
+    """Two real `sanlv worker` processes (fork-per-job RQ workers with the scheduler)."""
+    log = (tmp_path / "workers.log").open("wb")
+    env = {**os.environ, "SANLV_SIM_SEED": "7"}
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "ivr", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        for _ in range(2)
+    ]
+    yield procs
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    log.close()
+
+
+def wait_for_completion(sessions, round_id: int, procs, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with sessions() as session:
+            report = round_status_report(session, round_id)
+        if report["status"] == "completed":
+            return report
+        assert all(p.poll() is None for p in procs), "a worker process died"
+        time.sleep(0.5)
+    pytest.fail(f"round did not complete: {report}")
+
+
+def test_round_report_equals_what_residents_answered(live_server, workers, sessions, tmp_path):
+    settings = live_server
+    roster = tmp_path / "roster.csv"
+    write_roster(roster, per_village=12)
+    started = datetime.now(UTC)
+    with session_scope(sessions) as session:
+        import_roster(session, roster)
+        round_ = create_round(
+            session,
+            RoundOptions(
+                name="e2e",
+                windows=[["00:00", "24:00"]],
+                cps=20,
+                max_concurrent=20,
+                max_attempts=4,
+                retry=parse_retry("busy=1s,no-answer=1s,failed=1s,machine=1s,dropped=1s"),
+            ),
+        )
+        round_id = round_.id
+        change_round(session, round_id, "launch")
+    after_round_change(settings, round_id, "launch")
+
+    status = wait_for_completion(sessions, round_id, workers)
+    assert sum(status["targets"].values()) == 36
+    assert status["targets"]["pending"] == status["targets"]["dialing"] == status["targets"]["in_call"] == 0
+
+    # What the residents meant, from the simulated network's transcripts (merged across calls: resume).
+    provider = SimulatorProvider(settings, redis_connection(settings))
+    options = {step.key: set(step.options) for step in Q.steps}
+    meant: dict[str, dict[str, str]] = {}
+    with sessions() as session:
+        phones = dict(session.execute(select(Household.phone, Village.name).join(Village)).all())
+    for phone in phones:
+        merged: dict[str, str] = {}
+        for call in provider.find_calls(phone, started):
+            merged.update(answers_from_transcript(read_transcript(redis_connection(settings), call.sid), options))
+        meant[phone] = merged
+
+    # Every stored answer is exactly what the resident pressed.
+    with sessions() as session:
+        stored: dict[str, dict[str, str]] = defaultdict(dict)
+        for phone, question, digit in session.execute(
+            select(RoundTarget.phone, Answer.question, Answer.digit)
+            .join(Response, Response.id == Answer.response_id)
+            .join(RoundTarget, RoundTarget.id == Response.target_id)
+        ):
+            stored[phone][question] = digit
+    for phone in phones:
+        assert stored.get(phone, {}) == meant[phone], phone
+
+    # The report's figures equal a hand count over the residents' answers.
+    completed = {p: a for p, a in meant.items() if all(s.key in a for s in Q.rate_steps)}
+    assert completed, "the simulated population must complete some interviews"
+    with sessions() as session:
+        report = village_rates(session, round_id)
+    by_village = {entry["village"]: entry for entry in report["villages"]}
+    for village in VILLAGES:
+        entry = by_village[village]
+        people = [a for p, a in completed.items() if phones[p] == village]
+        assert entry["sampled"] == 12
+        assert entry["completed"] == len(people)
+        for step in Q.rate_steps:
+            figures = entry["rates"][step.rate]
+            assert figures["valid"] == len(people)
+            assert figures["positive"] == sum(a[step.key] in step.positive for a in people)
+    assert report["total"]["completed"] == len(completed)
