@@ -1,0 +1,386 @@
+"""Village rates: every figure checked against a hand count, on a real database."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy.orm import Session
+
+from campaigns.models import ResponseStatus, Round, RoundStatus, TargetState
+from campaigns.questionnaire import builtin_questionnaire, parse_questionnaire, store_version
+from reports.cli import report_group
+from reports.format import display_width, percent, text_table
+from reports.rates import ReportError, meets_target, village_rates
+from tests.factories import make_household, make_response, make_round, make_target, make_village
+
+RATE_KEYS = ["security", "satisfaction", "awareness", "participation", "cadre_contact"]
+CONTRACT_FIGURES = {"positive", "valid", "rate", "target", "meets_target"}
+
+
+def answers(security: str, awareness: str, participation: str, satisfaction: str, cadre_contact: str) -> dict:
+    """A completed interview's answers, in the default questionnaire's asking order."""
+    out = {"consent": "1", "screen": "1", "security": security}
+    if security in ("3", "4"):
+        out["concern"] = "2"
+    out.update(awareness=awareness, participation=participation, satisfaction=satisfaction)
+    out["cadre_contact"] = cadre_contact
+    return out
+
+
+def seed_township(session: Session, **round_over) -> Round:
+    """Four villages with hand-countable answers (the expected figures are in the tests).
+
+    东村: 5 targets, 4 completed (one "说不清" on security and on satisfaction, one "记不清" on cadre_contact),
+          1 never reached.
+    北村: 2 targets, only an in-progress interview (every rate answered, not completed) and a refusal.
+    西村: 2 targets, nobody reached.
+    南村: 20 targets, 20 completed: security 20/20, satisfaction 19/20, awareness 19/20, participation 18/20,
+          cadre_contact 17/20.
+    """
+    round_ = make_round(session, name="2024年上半年", status=RoundStatus.RUNNING, **round_over)
+
+    east = make_village(session, name="东村")
+    for given in [
+        answers("1", "1", "1", "1", "1"),
+        answers("2", "1", "2", "2", "1"),
+        answers("3", "2", "2", "0", "0"),
+        answers("0", "1", "1", "4", "2"),
+    ]:
+        target = make_target(session, round_, make_household(session, village=east), state=TargetState.COMPLETED)
+        make_response(session, target, ResponseStatus.COMPLETED, given)
+    make_target(session, round_, make_household(session, village=east))
+
+    north = make_village(session, name="北村")
+    partial = make_target(session, round_, make_household(session, village=north), state=TargetState.PENDING)
+    make_response(session, partial, ResponseStatus.IN_PROGRESS, answers("1", "1", "1", "1", "1"))
+    refused = make_target(session, round_, make_household(session, village=north), state=TargetState.REFUSED)
+    make_response(session, refused, ResponseStatus.REFUSED, {"consent": "2"})
+
+    west = make_village(session, name="西村")
+    for _ in range(2):
+        make_target(session, round_, make_household(session, village=west))
+
+    south = make_village(session, name="南村")
+    for i in range(20):
+        given = answers(
+            security="1" if i < 10 else "2",
+            awareness="2" if i == 1 else "1",
+            participation="2" if i in (2, 3) else "1",
+            satisfaction="3" if i == 0 else "1",
+            cadre_contact="2" if i in (4, 5, 6) else "1",
+        )
+        target = make_target(session, round_, make_household(session, village=south), state=TargetState.COMPLETED)
+        make_response(session, target, ResponseStatus.COMPLETED, given)
+
+    # A village with no target in this round does not appear.
+    make_household(session, village=make_village(session, name="中村"))
+    session.flush()
+    return round_
+
+
+def figures(positive: int, valid: int, target: float, meets: bool) -> dict:
+    return {
+        "positive": positive,
+        "valid": valid,
+        "rate": positive / valid if valid else None,
+        "target": target,
+        "meets_target": meets,
+    }
+
+
+def contract_part(rates: dict) -> dict:
+    return {key: {name: value[name] for name in CONTRACT_FIGURES} for key, value in rates.items()}
+
+
+def by_village(report: dict) -> dict[str, dict]:
+    return {entry["village"]: entry for entry in report["villages"]}
+
+
+# --- the figures ----------------------------------------------------------------------------------------
+
+
+def test_villages_listed_by_name_with_sampled_and_completed(session: Session) -> None:
+    round_ = seed_township(session)
+
+    report = village_rates(session, round_.id)
+
+    assert [entry["village"] for entry in report["villages"]] == ["东村", "北村", "南村", "西村"]
+    assert [(e["sampled"], e["completed"]) for e in report["villages"]] == [(5, 4), (2, 0), (20, 20), (2, 0)]
+    assert (report["total"]["village"], report["total"]["sampled"], report["total"]["completed"]) == ("全镇", 29, 24)
+
+
+def test_numbers_in_village_names_sort_as_numbers(session: Session) -> None:
+    round_ = make_round(session)
+    for name in ("新村10组", "新村2组", "新村1组"):
+        make_target(session, round_, make_household(session, village=make_village(session, name=name)))
+
+    report = village_rates(session, round_.id)
+
+    assert [entry["village"] for entry in report["villages"]] == ["新村1组", "新村2组", "新村10组"]
+
+
+def test_unsure_counts_as_valid_and_not_positive_by_default(session: Session) -> None:
+    round_ = seed_township(session)
+
+    east = by_village(village_rates(session, round_.id))["东村"]
+
+    assert contract_part(east["rates"]) == {
+        "security": figures(2, 4, 1.0, False),
+        "satisfaction": figures(2, 4, 0.95, False),
+        "awareness": figures(3, 4, 0.95, False),
+        "participation": figures(2, 4, 0.9, False),
+        "cadre_contact": figures(2, 4, 0.9, False),
+    }
+    assert east["rates"]["security"]["unsure"] == 1
+    assert east["rates"]["security"]["unsure_share"] == 0.25
+    assert east["rates"]["satisfaction"]["unsure"] == 1
+    # cadre_contact's "记不清" is not declared unsure: an ordinary not-positive answer.
+    assert east["rates"]["cadre_contact"]["unsure"] == 0
+
+
+def test_exclude_unsure_drops_unsure_from_valid_and_still_reports_it(session: Session) -> None:
+    round_ = seed_township(session, exclude_unsure=True)
+
+    report = village_rates(session, round_.id)
+    east = by_village(report)["东村"]
+
+    assert report["round"]["exclude_unsure"] is True
+    assert contract_part(east["rates"]) == {
+        "security": figures(2, 3, 1.0, False),
+        "satisfaction": figures(2, 3, 0.95, False),
+        "awareness": figures(3, 4, 0.95, False),
+        "participation": figures(2, 4, 0.9, False),
+        "cadre_contact": figures(2, 4, 0.9, False),
+    }
+    assert (east["rates"]["security"]["unsure"], east["rates"]["security"]["unsure_share"]) == (1, 0.25)
+    total = report["total"]["rates"]
+    assert (total["security"]["positive"], total["security"]["valid"]) == (22, 23)
+    assert (total["satisfaction"]["positive"], total["satisfaction"]["valid"]) == (21, 23)
+    assert total["security"]["unsure_share"] == 1 / 24
+
+
+def test_targets_met_exactly_at_the_target(session: Session) -> None:
+    round_ = seed_township(session)
+
+    south = by_village(village_rates(session, round_.id))["南村"]
+
+    assert contract_part(south["rates"]) == {
+        "security": figures(20, 20, 1.0, True),
+        "satisfaction": figures(19, 20, 0.95, True),
+        "awareness": figures(19, 20, 0.95, True),
+        "participation": figures(18, 20, 0.9, True),
+        "cadre_contact": figures(17, 20, 0.9, False),
+    }
+
+
+def test_villages_without_completed_interviews_have_null_rates(session: Session) -> None:
+    round_ = seed_township(session)
+
+    villages = by_village(village_rates(session, round_.id))
+
+    # 北村's in-progress interview answered every rate question; it still must not count.
+    for name in ("北村", "西村"):
+        assert contract_part(villages[name]["rates"]) == {
+            "security": figures(0, 0, 1.0, False),
+            "satisfaction": figures(0, 0, 0.95, False),
+            "awareness": figures(0, 0, 0.95, False),
+            "participation": figures(0, 0, 0.9, False),
+            "cadre_contact": figures(0, 0, 0.9, False),
+        }
+        assert villages[name]["rates"]["security"]["unsure_share"] is None
+
+
+def test_total_row_sums_every_village(session: Session) -> None:
+    round_ = seed_township(session)
+
+    total = village_rates(session, round_.id)["total"]
+
+    assert contract_part(total["rates"]) == {
+        "security": figures(22, 24, 1.0, False),
+        "satisfaction": figures(21, 24, 0.95, False),
+        "awareness": figures(22, 24, 0.95, False),
+        "participation": figures(20, 24, 0.9, False),
+        "cadre_contact": figures(19, 24, 0.9, False),
+    }
+    assert (total["rates"]["security"]["unsure"], total["rates"]["satisfaction"]["unsure"]) == (1, 1)
+
+
+def test_other_rounds_do_not_leak_in(session: Session) -> None:
+    round_ = seed_township(session)
+    other = make_round(session, name="另一轮")
+    village = make_village(session, name="东村二组")
+    for household in [make_household(session, village=village) for _ in range(3)]:
+        make_response(session, make_target(session, other, household), ResponseStatus.COMPLETED,
+                      answers("4", "2", "2", "4", "2"))
+
+    report = village_rates(session, round_.id)
+
+    assert [entry["village"] for entry in report["villages"]] == ["东村", "北村", "南村", "西村"]
+    assert report["total"]["rates"]["security"]["valid"] == 24
+    other_report = village_rates(session, other.id)
+    assert [(e["village"], e["completed"]) for e in other_report["villages"]] == [("东村二组", 3)]
+    assert contract_part(other_report["total"]["rates"])["security"] == figures(0, 3, 1.0, False)
+
+
+def test_uses_the_rounds_stored_questionnaire_version(session: Session) -> None:
+    content = copy.deepcopy(dict(builtin_questionnaire().content))
+    content["rates"]["awareness"]["target"] = 0.5
+    security = next(step for step in content["steps"] if step["key"] == "security")
+    security["positive"] = ["1"]  # this version counts only 安全, not 基本安全
+    version = store_version(session, parse_questionnaire(content, "test"))
+    round_ = make_round(session, questionnaire_id=version.id)
+    village = make_village(session, name="试点村")
+    for given in (answers("1", "1", "1", "1", "1"), answers("2", "2", "1", "1", "1")):
+        make_response(session, make_target(session, round_, make_household(session, village=village)),
+                      ResponseStatus.COMPLETED, given)
+
+    rates = village_rates(session, round_.id)["villages"][0]["rates"]
+
+    assert (rates["security"]["positive"], rates["security"]["valid"]) == (1, 2)
+    assert (rates["awareness"]["rate"], rates["awareness"]["target"], rates["awareness"]["meets_target"]) == (
+        0.5,
+        0.5,
+        True,
+    )
+
+
+def test_round_section(session: Session) -> None:
+    round_ = seed_township(session)
+
+    section = village_rates(session, round_.id)["round"]
+
+    assert {key: section[key] for key in ("id", "name", "status", "questionnaire", "exclude_unsure")} == {
+        "id": round_.id,
+        "name": "2024年上半年",
+        "status": "running",
+        "questionnaire": "default",
+        "exclude_unsure": False,
+    }
+    assert list(section["rate_labels"]) == RATE_KEYS
+
+
+def test_round_without_targets_has_no_villages(session: Session) -> None:
+    round_ = make_round(session)
+
+    report = village_rates(session, round_.id)
+
+    assert report["villages"] == []
+    assert (report["total"]["sampled"], report["total"]["completed"]) == (0, 0)
+    assert report["total"]["rates"]["security"]["rate"] is None
+
+
+def test_unknown_round_raises(session: Session) -> None:
+    with pytest.raises(ReportError, match="round 999 does not exist"):
+        village_rates(session, 999)
+
+
+@pytest.mark.parametrize(
+    ("positive", "valid", "target", "meets"),
+    [
+        (19, 20, 0.95, True),
+        (18, 20, 0.9, True),
+        (94, 100, 0.95, False),
+        (1, 1, 1.0, True),
+        (99, 100, 1.0, False),
+        (55, 100, 0.55, True),  # in floats 0.55 * 100 is 55.00000000000001, so 55 >= 0.55 * 100 is False
+        (0, 0, 0.0, False),  # no valid answers never meets a target
+    ],
+)
+def test_meets_target_is_exact(positive: int, valid: int, target: float, meets: bool) -> None:
+    assert meets_target(positive, valid, target) is meets
+
+
+# --- formatting -----------------------------------------------------------------------------------------
+
+
+def test_percent_rounds_down() -> None:
+    assert [percent(24, 25), percent(19, 20), percent(1999, 2000), percent(2, 3)] == [
+        "96.0%",
+        "95.0%",
+        "99.9%",
+        "66.6%",
+    ]
+
+
+def test_text_table_aligns_chinese_text() -> None:
+    table = text_table(["村", "完成"], [["东村", "4"], ["南村二组", "20"]], [["全镇", "24"]])
+
+    lines = table.splitlines()
+    assert len(lines) == 6
+    assert len({display_width(line) for line in lines}) == 1
+
+
+# --- the command ----------------------------------------------------------------------------------------
+
+
+def test_cli_json_is_the_contract(session: Session, env) -> None:
+    round_ = seed_township(session)
+    round_id = round_.id
+    session.commit()
+
+    result = CliRunner().invoke(report_group, ["rates", str(round_id), "--format", "json"])
+
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report) == {"round", "villages", "total"}
+    assert report["round"]["id"] == round_id
+    for entry in [*report["villages"], report["total"]]:
+        assert set(entry) == {"village", "sampled", "completed", "rates"}
+        assert list(entry["rates"]) == RATE_KEYS
+        for rate in entry["rates"].values():
+            assert CONTRACT_FIGURES <= set(rate)
+    assert by_village(report)["南村"]["rates"]["satisfaction"] == {
+        **figures(19, 20, 0.95, True),
+        "unsure": 0,
+        "unsure_share": 0.0,
+    }
+    assert report["total"]["village"] == "全镇"
+    assert "\\u" not in result.stdout  # Chinese as written, not escaped
+
+
+def test_cli_table(session: Session, env) -> None:
+    round_ = seed_township(session)
+    round_id = round_.id
+    session.commit()
+
+    result = CliRunner().invoke(report_group, ["rates", str(round_id)])
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("村"))
+    for label in ("抽样", "完成", "群众安全感率", "执法满意率", "平安建设知晓率", "平安建设参与率", "干部联系率(重视率)"):
+        assert label in header
+    south = next(line for line in lines if line.startswith("南村"))
+    assert "100.0% (20/20)" in south
+    assert "95.0% (19/20)" in south and "95.0% (19/20) ✗" not in south
+    assert "85.0% (17/20) ✗" in south
+    east = next(line for line in lines if line.startswith("东村"))
+    assert "50.0% (2/4) ✗" in east
+    west = next(line for line in lines if line.startswith("西村"))
+    assert west.split()[:3] == ["西村", "2", "0"] and "—" in west
+    total = next(line for line in lines if line.startswith("全镇"))
+    assert total.split()[:5] == ["全镇", "29", "24", "91.6%", "(22/24)"]
+
+
+def test_cli_output_file(session: Session, env, tmp_path: Path) -> None:
+    round_ = seed_township(session)
+    round_id = round_.id
+    session.commit()
+    path = tmp_path / "rates.json"
+
+    result = CliRunner().invoke(report_group, ["rates", str(round_id), "--format", "json", "--output", str(path)])
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert json.loads(path.read_text(encoding="utf-8"))["total"]["completed"] == 24
+
+
+def test_cli_unknown_round_exits_non_zero(env) -> None:
+    result = CliRunner().invoke(report_group, ["rates", "999"])
+
+    assert result.exit_code != 0
+    assert result.stderr.strip() == "Error: round 999 does not exist"
