@@ -28,7 +28,7 @@ from werkzeug.serving import make_server
 
 from campaigns.settings import Settings
 from tests.factories import make_household, make_village
-from workers.queues import SIMULATOR_QUEUE, queue
+from workers.queues import SIMULATOR_QUEUE, namespaced_job_id, queue
 from workers.telephony.base import CallRequest, PermanentNumberError, RateLimitedError, TelephonyError
 from workers.telephony.residents import (
     PopulationResident,
@@ -517,7 +517,7 @@ def test_place_call_stores_the_call_and_enqueues_the_job(
     assert stored[b"status"] == b"queued"
     assert stored[b"attempt_id"] == b"12"
     assert stored[b"url"].decode() == f"{ivr.base}/ivr/voice?attempt=12"
-    job = Job.fetch(f"sim-{info.sid}", connection=redis_conn)
+    job = Job.fetch(namespaced_job_id(settings, f"sim-{info.sid}"), connection=redis_conn)
     assert job.func_name == "workers.telephony.simulator.run_call"
     assert job.args == (info.sid,)
     assert job.origin == queue(settings, SIMULATOR_QUEUE).name
