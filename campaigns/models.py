@@ -242,6 +242,10 @@ class Round(Base):
     starts_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     exclude_unsure: Mapped[bool] = mapped_column(Boolean, default=False)  # drop "说不清" from `valid`
+    # Per-round overrides of the questionnaire's rate targets, e.g. {"participation": 0.8}.
+    targets: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    # Ask Twilio to detect answering machines; a machine answer hangs up and counts as not reached.
+    machine_detection: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     launched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -358,6 +362,59 @@ class Answer(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     response: Mapped[Response] = relationship(back_populates="answers")
+
+
+class AnswerChange(Base):
+    """History of an answer replaced by a later, different key press (read-back "re-choose", or a resumed call)."""
+
+    __tablename__ = "answer_changes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    answer_id: Mapped[int] = mapped_column(ForeignKey("answers.id"), index=True)
+    old_digit: Mapped[str] = mapped_column(String(5))
+    new_digit: Mapped[str] = mapped_column(String(5))
+    attempt_id: Mapped[int | None] = mapped_column(ForeignKey("call_attempts.id"))
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class FollowUpStatus(enum.StrEnum):
+    PENDING = "pending"  # the resident asked for a visit; nobody has gone yet
+    VISITED = "visited"  # the cadre visited; the matter may still be open
+    RESOLVED = "resolved"  # final: the resident's concern was dealt with
+    UNREACHABLE = "unreachable"  # final: the cadre could not reach the resident
+
+
+class FollowUp(Base):
+    """A dissatisfied resident who pressed "visit: yes": one item on the responsible cadre's list."""
+
+    __tablename__ = "follow_ups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), index=True)
+    response_id: Mapped[int] = mapped_column(ForeignKey("responses.id"), unique=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
+    cadre_id: Mapped[int | None] = mapped_column(ForeignKey("cadres.id"), index=True)
+    negatives: Mapped[list[str]] = mapped_column(JSON)  # rate keys answered negatively
+    concern: Mapped[str | None] = mapped_column(String(5))  # the `concern` key pressed, if asked
+    status: Mapped[FollowUpStatus] = mapped_column(
+        _enum(FollowUpStatus, "follow_up_status"), default=FollowUpStatus.PENDING
+    )
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class FollowUpEvent(Base):
+    """Each status change of a follow-up, with its note and time (who recorded it, where known)."""
+
+    __tablename__ = "follow_up_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    follow_up_id: Mapped[int] = mapped_column(ForeignKey("follow_ups.id"), index=True)
+    status: Mapped[FollowUpStatus] = mapped_column(_enum(FollowUpStatus, "follow_up_status"))
+    note: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class KeyPress(Base):

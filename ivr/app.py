@@ -17,9 +17,11 @@ def create_app(runtime: Runtime | None = None) -> Flask:
     app.config["SECRET_KEY"] = runtime.settings.secret_key or "sanlv-demo-only"
     app.extensions["sanlv"] = runtime
 
+    from ivr.api import bp as api_bp
     from ivr.views import bp as ivr_bp
 
     app.register_blueprint(ivr_bp)
+    app.register_blueprint(api_bp)
 
     @app.get("/healthz")
     def healthz():

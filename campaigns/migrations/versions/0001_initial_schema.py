@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 12:26:32.538502
+Create Date: 2026-11-29 12:48:14.112803
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ def upgrade() -> None:
     sa.Column('starts_at', sa.DateTime(), nullable=True),
     sa.Column('ends_at', sa.DateTime(), nullable=True),
     sa.Column('exclude_unsure', sa.Boolean(), nullable=False),
+    sa.Column('machine_detection', sa.Boolean(), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('launched_at', sa.DateTime(), nullable=True),
     sa.Column('finished_at', sa.DateTime(), nullable=True),
@@ -184,6 +185,30 @@ def upgrade() -> None:
     with op.batch_alter_table('answers', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_answers_round_id'), ['round_id'], unique=False)
 
+    op.create_table('follow_ups',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('round_id', sa.Integer(), nullable=False),
+    sa.Column('response_id', sa.Integer(), nullable=False),
+    sa.Column('household_id', sa.Integer(), nullable=False),
+    sa.Column('cadre_id', sa.Integer(), nullable=True),
+    sa.Column('negatives', sa.JSON(), nullable=False),
+    sa.Column('concern', sa.String(length=5), nullable=True),
+    sa.Column('status', sa.Enum('pending', 'visited', 'resolved', 'unreachable', name='follow_up_status', native_enum=False, create_constraint=True, length=20), nullable=False),
+    sa.Column('note', sa.Text(), nullable=True),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['cadre_id'], ['cadres.id'], name=op.f('fk_follow_ups_cadre_id_cadres')),
+    sa.ForeignKeyConstraint(['household_id'], ['households.id'], name=op.f('fk_follow_ups_household_id_households')),
+    sa.ForeignKeyConstraint(['response_id'], ['responses.id'], name=op.f('fk_follow_ups_response_id_responses')),
+    sa.ForeignKeyConstraint(['round_id'], ['rounds.id'], name=op.f('fk_follow_ups_round_id_rounds')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_follow_ups')),
+    sa.UniqueConstraint('response_id', name=op.f('uq_follow_ups_response_id'))
+    )
+    with op.batch_alter_table('follow_ups', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_follow_ups_cadre_id'), ['cadre_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_follow_ups_household_id'), ['household_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_follow_ups_round_id'), ['round_id'], unique=False)
+
     op.create_table('key_presses',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('response_id', sa.Integer(), nullable=False),
@@ -202,15 +227,56 @@ def upgrade() -> None:
     with op.batch_alter_table('key_presses', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_key_presses_attempt_id'), ['attempt_id'], unique=False)
 
+    op.create_table('answer_changes',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('answer_id', sa.Integer(), nullable=False),
+    sa.Column('old_digit', sa.String(length=5), nullable=False),
+    sa.Column('new_digit', sa.String(length=5), nullable=False),
+    sa.Column('attempt_id', sa.Integer(), nullable=True),
+    sa.Column('changed_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['answer_id'], ['answers.id'], name=op.f('fk_answer_changes_answer_id_answers')),
+    sa.ForeignKeyConstraint(['attempt_id'], ['call_attempts.id'], name=op.f('fk_answer_changes_attempt_id_call_attempts')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_answer_changes'))
+    )
+    with op.batch_alter_table('answer_changes', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_answer_changes_answer_id'), ['answer_id'], unique=False)
+
+    op.create_table('follow_up_events',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('follow_up_id', sa.Integer(), nullable=False),
+    sa.Column('status', sa.Enum('pending', 'visited', 'resolved', 'unreachable', name='follow_up_status', native_enum=False, create_constraint=True, length=20), nullable=False),
+    sa.Column('note', sa.Text(), nullable=True),
+    sa.Column('actor', sa.String(length=100), nullable=True),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['follow_up_id'], ['follow_ups.id'], name=op.f('fk_follow_up_events_follow_up_id_follow_ups')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_follow_up_events'))
+    )
+    with op.batch_alter_table('follow_up_events', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_follow_up_events_follow_up_id'), ['follow_up_id'], unique=False)
+
 
 
 
 def downgrade() -> None:
 
+    with op.batch_alter_table('follow_up_events', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_follow_up_events_follow_up_id'))
+
+    op.drop_table('follow_up_events')
+    with op.batch_alter_table('answer_changes', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_answer_changes_answer_id'))
+
+    op.drop_table('answer_changes')
     with op.batch_alter_table('key_presses', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_key_presses_attempt_id'))
 
     op.drop_table('key_presses')
+    with op.batch_alter_table('follow_ups', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_follow_ups_round_id'))
+        batch_op.drop_index(batch_op.f('ix_follow_ups_household_id'))
+        batch_op.drop_index(batch_op.f('ix_follow_ups_cadre_id'))
+
+    op.drop_table('follow_ups')
     with op.batch_alter_table('answers', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_answers_round_id'))
 
