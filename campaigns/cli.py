@@ -5,8 +5,10 @@ Each command exits non-zero with a one-line reason on bad input (click's UsageEr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -21,6 +23,21 @@ def runtime_or_exit():
         return get_runtime()
     except SettingsError as exc:
         raise click.ClickException(f"configuration: {exc}") from None
+
+
+@contextlib.contextmanager
+def database_errors() -> Iterator[None]:
+    """A database that cannot be reached or has no schema yet is the operator's to fix: one line, no traceback."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    try:
+        yield
+    except (OperationalError, ProgrammingError) as exc:
+        detail = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
+        first = detail[0] if detail else type(exc).__name__
+        missing_table = "no such table" in first or ("relation " in first and "does not exist" in first)
+        hint = " (has `sanlv db upgrade` been run?)" if missing_table else ""
+        raise click.ClickException(f"database: {first}{hint}") from None
 
 
 def echo_json(data) -> None:
@@ -39,11 +56,17 @@ def db_group() -> None:
 @click.argument("revision", default="head")
 def db_upgrade(revision: str) -> None:
     """Apply migrations up to REVISION (default: head)."""
+    from alembic.util import CommandError
+
     from campaigns.migrate import current, upgrade
 
     rt = runtime_or_exit()
-    upgrade(rt.settings.database_url, revision)
-    click.echo(f"database at revision {current(rt.settings.database_url)}")
+    try:
+        with database_errors():
+            upgrade(rt.settings.database_url, revision)
+            click.echo(f"database at revision {current(rt.settings.database_url)}")
+    except CommandError as exc:
+        raise click.ClickException(f"revision {revision}: {exc}") from None
 
 
 @db_group.command("current")
@@ -51,7 +74,9 @@ def db_current() -> None:
     """Print the database's current migration revision."""
     from campaigns.migrate import current
 
-    click.echo(current(runtime_or_exit().settings.database_url) or "(empty database)")
+    url = runtime_or_exit().settings.database_url
+    with database_errors():
+        click.echo(current(url) or "(empty database)")
 
 
 # --- roster ---------------------------------------------------------------------------------------------
@@ -90,7 +115,7 @@ def roster_import(file: Path, dry_run: bool, skip_invalid: bool) -> None:
 
 @click.group("questionnaire")
 def questionnaire_group() -> None:
-    """Questionnaires: show and validate."""
+    """Questionnaires: show, validate, and list their prompts and recordings."""
 
 
 @questionnaire_group.command("show")
@@ -135,6 +160,53 @@ def questionnaire_validate(file: Path) -> None:
     click.echo(f"{file}: ok ({len(questionnaire.steps)} steps, rates: {', '.join(questionnaire.rates)})")
 
 
+@questionnaire_group.command("prompts")
+@click.argument("key", default="default")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def questionnaire_prompts(key: str, fmt: str) -> None:
+    """List every prompt of KEY (a built-in key or a file path) and whether it has a recording.
+
+    Recordings are looked for in SANLV_RECORDINGS_DIR/<questionnaire key>/ as <prompt>.wav or <prompt>.mp3;
+    a prompt without one is spoken by text-to-speech.
+    """
+    from campaigns.questionnaire import (
+        QuestionnaireError,
+        find_recording,
+        prompts,
+        recording_folder,
+        resolve_questionnaire,
+    )
+    from campaigns.settings import load_settings
+
+    try:
+        questionnaire = resolve_questionnaire(key)
+        settings = load_settings()
+    except (QuestionnaireError, SettingsError) as exc:
+        raise click.ClickException(str(exc)) from None
+    folder = recording_folder(settings.recordings_dir, questionnaire)
+    rows = []
+    for prompt in prompts(questionnaire):
+        found = find_recording(folder, prompt)
+        rows.append(
+            {
+                "prompt": prompt.name,
+                "kind": prompt.kind,
+                "text": prompt.text,
+                "recording": str(found) if found else None,
+                "expected": [str(folder / name) for name in prompt.candidates()],
+            }
+        )
+    if fmt == "json":
+        echo_json({"key": questionnaire.key, "folder": str(folder), "prompts": rows})
+        return
+    recorded = sum(1 for row in rows if row["recording"])
+    click.echo(f"{questionnaire.key}: {recorded} of {len(rows)} prompts recorded (folder {folder})")
+    for row in rows:
+        where = row["recording"] or "TTS (no " + " or ".join(Path(e).name for e in row["expected"]) + ")"
+        click.echo(f"  {row['prompt']:<28} {'recorded' if row['recording'] else 'missing ':<9} {where}")
+        click.echo(f"  {'':<28} {row['text']}")
+
+
 # --- round ----------------------------------------------------------------------------------------------
 
 
@@ -163,7 +235,7 @@ def round_create(**options) -> None:
     rt = runtime_or_exit()
     try:
         round_options = RoundOptions.from_cli(rt.settings, **options)
-        with session_scope(rt.sessions) as session:
+        with database_errors(), session_scope(rt.sessions) as session:
             round_ = create_round(session, round_options)
             round_id = round_.id
     except RoundError as exc:
@@ -179,7 +251,7 @@ def _transition(command: str):
 
         rt = runtime_or_exit()
         try:
-            with session_scope(rt.sessions) as session:
+            with database_errors(), session_scope(rt.sessions) as session:
                 round_ = change_round(session, round_id, command)
                 status = round_.status.value
         except RoundError as exc:
@@ -210,7 +282,7 @@ def round_status(round_id: int, fmt: str) -> None:
 
     rt = runtime_or_exit()
     try:
-        with rt.sessions() as session:
+        with database_errors(), rt.sessions() as session:
             report = round_status_report(session, round_id)
     except RoundError as exc:
         raise click.ClickException(str(exc)) from None

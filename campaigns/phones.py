@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType
 
@@ -34,12 +36,18 @@ def normalise(raw: str | int | float, region: str = DEFAULT_REGION) -> str:
         PhoneNumberError: empty, unparsable, or not a valid callable number.
     """
     if isinstance(raw, float):
-        if raw != int(raw):
+        if not raw.is_integer():  # also NaN and infinity (an empty cell read by pandas is NaN)
             raise PhoneNumberError(str(raw), "号码不是整数", "not a whole number")
         raw = str(int(raw))
     text = str(raw).strip()
     if not text:
         raise PhoneNumberError(text, "号码为空", "the number is empty")
+    if re.search(r"[A-Za-z]", text):
+        # phonenumbers reads letters as a keypad spelling (abcd -> 2223): a typo would dial a stranger.
+        raise PhoneNumberError(text, "号码含有字母", "contains letters")
+    if re.fullmatch(r"\d+\.0+", text):
+        # A CSV exported from a sheet whose column Excel stored as numbers: "13812345678.0".
+        text = text.split(".", 1)[0]
     # A bare 86-prefixed mobile (8613812345678) is common in exported contact lists.
     digits = "".join(ch for ch in text if ch.isdigit())
     if not text.startswith("+") and digits.startswith("86") and len(digits) == 13 and digits[2] == "1":

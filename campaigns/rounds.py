@@ -68,7 +68,7 @@ class RoundOptions:
         if raw.get("seed") is not None:
             values["seed"] = raw["seed"]
         try:
-            if raw.get("windows"):
+            if raw.get("windows") is not None:  # an empty --window is an error, not the default
                 values["windows"] = parse_windows(raw["windows"])
             if raw.get("retry"):
                 values["retry"] = parse_retry(raw["retry"])
@@ -95,7 +95,7 @@ class RoundOptions:
             raise RoundError(f"--sample: {self.sample!r} must be all, village:N or cadre:N (N at least 1)")
         match = _SAMPLE.match(self.sample)
         assert match is not None
-        if match.group(2) == "0" or match.group(3) == "0":
+        if int(match.group(2) or match.group(3) or 1) < 1:  # also "village:00"
             raise RoundError(f"--sample: {self.sample!r}: N must be at least 1")
         if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
             raise RoundError("--ends-at: must be after --starts-at")
@@ -180,7 +180,10 @@ def sample_targets(session: Session, round_: Round) -> int:
             .where(_callable_households())
             .order_by(Household.id),
         )
-        return session.execute(stmt).rowcount or 0
+        session.execute(stmt)
+        # Not the INSERT's rowcount: SQLAlchemy 2.1 with psycopg reports -1 for INSERT ... SELECT.
+        counted = select(func.count()).select_from(RoundTarget).where(RoundTarget.round_id == round_.id)
+        return session.scalar(counted) or 0
     per = int(match.group(2) or match.group(3))
     group_column = Household.village_id if match.group(2) else Household.cadre_id
     rows = session.execute(

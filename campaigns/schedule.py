@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 DEFAULT_WINDOWS: tuple[tuple[str, str], ...] = (("09:00", "11:30"), ("14:30", "20:30"))
@@ -109,19 +109,49 @@ def is_open(windows: Sequence[Sequence[str]], blocked: Iterable[str], when: date
 def next_open(
     windows: Sequence[Sequence[str]], blocked: Iterable[str], when: datetime, tz: ZoneInfo, horizon_days: int = 400
 ) -> datetime | None:
-    """The first instant at or after ``when`` at which a call may start; None if none within the horizon."""
+    """The first instant at or after ``when`` at which a call may start; None if none within the horizon.
+
+    Compared as instants, not wall-clock times: where the zone repeats or skips an hour (daylight saving),
+    a window's start may occur twice or not at all, and the day's first open instant is where a skipped
+    hour ends.
+    """
     blocked_set = set(blocked)
-    spans = _spans(windows)
-    local = when.astimezone(tz)
-    day: date = local.date()
+    starts = sorted({start for start, _end in _spans(windows)})
+    when = when.astimezone(UTC)
+    first_day = when.astimezone(tz).date()
     for offset in range(horizon_days):
-        current = day + timedelta(days=offset)
-        if current.isoformat() in blocked_set:
+        day = first_day + timedelta(days=offset)
+        if day.isoformat() in blocked_set:
             continue
-        for start, end in spans:
-            opens = datetime.combine(current, time(0), tz) + timedelta(minutes=start)
-            closes = datetime.combine(current, time(0), tz) + timedelta(minutes=end)
-            if offset == 0 and closes <= local:
-                continue
-            return max(opens, local) if offset == 0 else opens
+        midnight = datetime.combine(day, time(0), tz)
+        # An open stretch begins at a window's start (either occurrence of a repeated hour), where a
+        # skipped hour ends, or, on the first day, now.
+        candidates = {when} if offset == 0 else set()
+        for start in starts:
+            wall = midnight + timedelta(minutes=start)
+            candidates.update(wall.replace(fold=fold).astimezone(UTC) for fold in (0, 1))
+        candidates.update(_offset_changes(day, tz))
+        opened = [c for c in candidates if c >= when and is_open(windows, blocked_set, c, tz)]
+        if opened:
+            return min(opened).astimezone(tz)
     return None
+
+
+def _offset_changes(day: date, tz: ZoneInfo) -> list[datetime]:
+    """The instant (UTC, to the minute) during local ``day`` at which the zone's UTC offset changes, if any."""
+    low = datetime.combine(day, time(0), tz).astimezone(UTC)
+    high = datetime.combine(day + timedelta(days=1), time(0), tz).astimezone(UTC)
+    offset = low.astimezone(tz).utcoffset()
+    if high.astimezone(tz).utcoffset() == offset:
+        return []
+    # The offset at ``low`` is the old one and at ``high`` the new one: bisect to the minute it changes.
+    while high - low > timedelta(minutes=1):
+        middle = low + (high - low) // 2
+        middle = middle.replace(second=0, microsecond=0)
+        if middle <= low:
+            middle = low + timedelta(minutes=1)
+        if middle.astimezone(tz).utcoffset() == offset:
+            low = middle
+        else:
+            high = middle
+    return [high]
