@@ -1,7 +1,8 @@
 """Shared fixtures: a real database (SQLite by default, PostgreSQL with SANLV_TEST_DATABASE_URL) and a real Redis.
 
 The database is migrated with Alembic once per session; each test gets empty tables. Redis uses its own
-logical database (SANLV_TEST_REDIS_URL, default db 15), flushed around each test.
+server of this test run's own (a `redis-server` started on a free loopback port, so parallel runs never
+flush each other's queues), or the one at SANLV_TEST_REDIS_URL; it is flushed around each test.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +30,7 @@ for _name in ("TWILIO_REGION", "TWILIO_EDGE"):  # they rewrite the Twilio client
     os.environ.pop(_name, None)
 
 TEST_DATABASE_URL = os.environ.get("SANLV_TEST_DATABASE_URL", "").strip()
-TEST_REDIS_URL = os.environ.get("SANLV_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+TEST_REDIS_URL = os.environ.get("SANLV_TEST_REDIS_URL", "").strip()
 WEBHOOK_BASE = "http://127.0.0.1:5000"
 
 
@@ -92,15 +96,52 @@ def session(sessions: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
+@pytest.fixture(scope="session")
+def _redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The test run's Redis: SANLV_TEST_REDIS_URL, else a private redis-server, else 127.0.0.1:6379/15."""
+    if TEST_REDIS_URL:
+        yield TEST_REDIS_URL
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        yield "redis://127.0.0.1:6379/15"
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    conn = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            conn.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail(f"could not start {binary} on port {port}")
+            time.sleep(0.05)
+    conn.close()
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
 @pytest.fixture
-def redis_url() -> Iterator[str]:
-    conn = redis.Redis.from_url(TEST_REDIS_URL)
+def redis_url(_redis_server: str) -> Iterator[str]:
+    conn = redis.Redis.from_url(_redis_server)
     try:
         conn.ping()
     except redis.ConnectionError as exc:  # pragma: no cover - the environment is broken, say so plainly
-        pytest.fail(f"Redis is not reachable at {TEST_REDIS_URL}: {exc}")
+        pytest.fail(f"Redis is not reachable at {_redis_server}: {exc}")
     conn.flushdb()
-    yield TEST_REDIS_URL
+    yield _redis_server
     conn.flushdb()
     conn.close()
 
@@ -113,10 +154,10 @@ def redis_conn(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
+def settings(database_url: str, _redis_server: str) -> Settings:
     return Settings(
         database_url=database_url,
-        redis_url=TEST_REDIS_URL,
+        redis_url=_redis_server,
         telephony="simulator",
         public_base_url=WEBHOOK_BASE,
         secret_key="test-secret",
