@@ -26,7 +26,7 @@ def web_command(host: str, port: int, worker_count: int, dev: bool) -> None:
 
 
 @click.command("demo")
-@click.option("--households", default=240, show_default=True, type=int, help="size of the synthetic roster")
+@click.option("--households", default=200, show_default=True, type=int, help="size of the synthetic roster")
 @click.option("--villages", default=10, show_default=True, type=int)
 @click.option("--workers", "worker_count", default=3, show_default=True, type=int, help="RQ worker processes")
 @click.option("--dir", "directory", default=None, help="keep the demo's database here (default: a new temp dir)")

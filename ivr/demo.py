@@ -10,6 +10,7 @@ loopback so that the worker processes can reach it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import random
@@ -20,12 +21,16 @@ import subprocess
 import sys
 import tempfile
 import threading
+import urllib.request
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import click
 import redis
+from rq import Queue, SimpleWorker
+from rq.scheduler import RQScheduler
+from rq.timeouts import TimerDeathPenalty
 
 from campaigns.db import session_scope
 from campaigns.migrate import upgrade
@@ -81,41 +86,79 @@ def write_roster(path: Path, households: int, villages: int, seed: int) -> None:
             writer.writerow([village, head, phone, cadre, cadre_phone])
 
 
-def _redis_for_demo(settings: Settings) -> tuple[str, object | None, str]:
-    """REDIS_URL if it answers; otherwise a fakeredis server on loopback. Returns (url, server, description)."""
+def _real_redis(settings: Settings) -> bool:
     try:
         conn = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=2)
         conn.ping()
         conn.close()
-        return settings.redis_url, None, f"Redis at {settings.redis_url}"
+        return True
     except (redis.ConnectionError, redis.TimeoutError, ValueError):
+        return False
+
+
+class _ThreadWorker(SimpleWorker):
+    """An RQ worker that runs jobs in its own thread (the in-process stand-in cannot be reached by processes)."""
+
+    death_penalty_class = TimerDeathPenalty
+
+    def _install_signal_handlers(self) -> None:  # only the main thread may install signal handlers
         pass
-    from fakeredis import TcpFakeServer
 
-    port = _free_port()
-    server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
-    thread = threading.Thread(target=server.serve_forever, name="fakeredis", daemon=True)
+
+def _start_inprocess_workers(settings: Settings, server, count: int) -> list[threading.Thread]:
+    """``count`` RQ workers and an RQ scheduler as threads of this process, all on the fakeredis server."""
+    import fakeredis
+
+    from workers.queues import QUEUES, queue_name
+
+    names = [queue_name(settings, name) for name in QUEUES]
+    threads = []
+    for index in range(count):
+        conn = fakeredis.FakeRedis(server=server)
+        worker = _ThreadWorker([Queue(name, connection=conn) for name in names], connection=conn, name=f"demo-{index}")
+        thread = threading.Thread(
+            target=worker.work, kwargs={"logging_level": "WARNING"}, name=f"rq-worker-{index}", daemon=True
+        )
+        thread.start()
+        threads.append(thread)
+
+    def schedule() -> None:
+        scheduler = RQScheduler(names, connection=fakeredis.FakeRedis(server=server))
+        while True:
+            scheduler.acquire_locks()
+            scheduler.enqueue_scheduled_jobs()
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=schedule, name="rq-scheduler", daemon=True)
     thread.start()
-    return (
-        f"redis://127.0.0.1:{port}/0",
-        server,
-        f"no Redis answered at {settings.redis_url}: using an in-process stand-in (fakeredis) on 127.0.0.1:{port}",
+    threads.append(thread)
+    return threads
+
+
+def _wait_until(probe, proc: subprocess.Popen, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            probe()
+            return
+        except Exception:  # noqa: BLE001 - not up yet
+            if proc.poll() is not None:
+                raise DemoError(f"{what} exited (code {proc.returncode})") from None
+            if time.monotonic() > deadline:
+                raise DemoError(f"{what} did not start within {timeout:.0f}s") from None
+            time.sleep(0.1)
+
+
+def _start_web(env: dict[str, str], port: int, log_file) -> subprocess.Popen:
+    """The real app under gunicorn (``sanlv web``), as in production."""
+    web = subprocess.Popen(
+        [sys.executable, "-m", "ivr", "web", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
     )
-
-
-def _serve_app(runtime: Runtime, port: int):
-    import logging
-
-    from werkzeug.serving import make_server
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-
-    from ivr.app import create_app
-
-    server = make_server("127.0.0.1", port, create_app(runtime), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="web", daemon=True)
-    thread.start()
-    return server
+    _wait_until(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).close(), web, "the web app")
+    return web
 
 
 def _progress_line(report: dict, elapsed: float, total: int) -> str:
@@ -125,6 +168,16 @@ def _progress_line(report: dict, elapsed: float, total: int) -> str:
         f"[{elapsed:5.1f}s] 结束 {done}/{total} · 完成访问 {t['completed']} · 通话中 {t['in_call']} · "
         f"拨号中 {t['dialing']} · 待拨 {t['pending']} · 已拨 {report['attempts']} 通"
     )
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def run_demo(
@@ -139,76 +192,100 @@ def run_demo(
     db_path = workdir / "sanlv-demo.db"
     for leftover in workdir.glob("sanlv-demo.db*"):
         leftover.unlink()
-    redis_url, fake_server, redis_note = _redis_for_demo(base)
-    port = _free_port()
-    settings = replace(
-        base,
-        database_url=f"sqlite:///{db_path}",
-        redis_url=redis_url,
-        telephony="simulator",
-        twilio_account_sid=None,
-        twilio_auth_token=None,
-        twilio_api_base_url=None,
-        public_base_url=f"http://127.0.0.1:{port}",
-        secret_key=base.secret_key or secrets.token_hex(16),
-        namespace=f"sanlv-demo-{secrets.token_hex(4)}",
-    )
-    click.echo(f"sanlv demo: 数据库 {db_path}")
-    click.echo(f"sanlv demo: {redis_note}")
-    upgrade(settings.database_url)
-    runtime = Runtime(settings)
-    set_runtime(runtime)
+    with contextlib.ExitStack() as stack:
+        fake_server = None
+        if _real_redis(base):
+            redis_url, redis_note = base.redis_url, f"Redis at {base.redis_url}"
+        else:
+            import fakeredis
 
-    roster = workdir / "roster-gbk.csv"
-    write_roster(roster, households, villages, seed)
-    from campaigns.roster import import_roster
+            from workers.queues import set_redis_connection
 
-    with session_scope(runtime.sessions) as session:
-        result = import_roster(session, roster)
-    click.echo(f"sanlv demo: 名单 {roster.name}: {result.summary()}")
+            fake_server = fakeredis.FakeServer()
+            redis_url = "redis://fakeredis.invalid:6379/0"  # never dialled: the connection is registered below
+            set_redis_connection(redis_url, fakeredis.FakeRedis(server=fake_server))
+            redis_note = (
+                f"no Redis answered at {base.redis_url}: using an in-process stand-in (fakeredis), "
+                "with the RQ workers as threads of this process"
+            )
+        port = _free_port()
+        settings = replace(
+            base,
+            database_url=f"sqlite:///{db_path}",
+            redis_url=redis_url,
+            telephony="simulator",
+            twilio_account_sid=None,
+            twilio_auth_token=None,
+            twilio_api_base_url=None,
+            public_base_url=f"http://127.0.0.1:{port}",
+            secret_key=base.secret_key or secrets.token_hex(16),
+            namespace=f"sanlv-demo-{secrets.token_hex(4)}",
+        )
+        click.echo(f"sanlv demo: 数据库 {db_path}")
+        click.echo(f"sanlv demo: {redis_note}")
+        upgrade(settings.database_url)
+        runtime = Runtime(settings)
+        set_runtime(runtime)
+        stack.callback(set_runtime, None)
 
-    options = RoundOptions(
-        name="演示:平安建设三率调查",
-        windows=[["00:00", "24:00"]],  # the demo runs whatever the hour; real rounds use the default windows
-        max_attempts=3,
-        cps=20.0,
-        max_concurrent=40,
-        retry=parse_retry("busy=2s,no-answer=3s,failed=3s,machine=3s,dropped=2s"),
-        seed=seed,
-    )
-    with session_scope(runtime.sessions) as session:
-        round_ = create_round(session, options)
-        round_id = round_.id
-        change_round(session, round_id, "launch")
+        roster = workdir / "roster-gbk.csv"
+        write_roster(roster, households, villages, seed)
+        from campaigns.roster import import_roster
 
-    web = _serve_app(runtime, port)
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "SANLV_TELEPHONY": "simulator",
-        "PUBLIC_BASE_URL": settings.public_base_url or "",
-        "SECRET_KEY": settings.secret_key or "",
-        "SANLV_NAMESPACE": settings.namespace,
-        "SANLV_SIM_SEED": str(seed),
-    }
-    for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_API_BASE_URL"):
-        env.pop(name, None)
-    log_path = workdir / "workers.log"
-    log_file = log_path.open("ab")
-    workers = [
-        subprocess.Popen([sys.executable, "-m", "ivr", "worker"], env=env, stdout=log_file, stderr=subprocess.STDOUT)
-        for _ in range(max(1, worker_count))
-    ]
-    click.echo(f"sanlv demo: 网页服务 {settings.public_base_url} · {len(workers)} 个 RQ 工作进程 (日志 {log_path})")
+        with session_scope(runtime.sessions) as session:
+            result = import_roster(session, roster)
+        click.echo(f"sanlv demo: 名单 {roster.name}: {result.summary()}")
 
-    from workers.queues import after_round_change
+        options = RoundOptions(
+            name="演示:平安建设三率调查",
+            windows=[["00:00", "24:00"]],  # the demo runs whatever the hour; real rounds use the default windows
+            max_attempts=3,
+            cps=20.0,
+            max_concurrent=40,
+            retry=parse_retry("busy=2s,no-answer=3s,failed=3s,machine=3s,dropped=2s"),
+            seed=seed,
+        )
+        with session_scope(runtime.sessions) as session:
+            round_id = create_round(session, options).id
+            change_round(session, round_id, "launch")
 
-    after_round_change(settings, round_id, "launch")
-    started = time.monotonic()
-    status = "running"
-    last_line = ""
-    try:
+        env = {
+            **os.environ,
+            "DATABASE_URL": settings.database_url,
+            "REDIS_URL": settings.redis_url,
+            "SANLV_TELEPHONY": "simulator",
+            "PUBLIC_BASE_URL": settings.public_base_url or "",
+            "SECRET_KEY": settings.secret_key or "",
+            "SANLV_NAMESPACE": settings.namespace,
+            "SANLV_SIM_SEED": str(seed),
+        }
+        for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_API_BASE_URL"):
+            env.pop(name, None)
+        log_path = workdir / "processes.log"
+        log_file = stack.enter_context(log_path.open("ab"))
+        from workers.queues import after_round_change, clear_namespace
+
+        stack.callback(clear_namespace, settings)
+        web = _start_web(env, port, log_file)
+        stack.callback(_stop, web)
+        workers: list[subprocess.Popen] = []
+        if fake_server is None:
+            for _ in range(max(1, worker_count)):
+                worker = subprocess.Popen(
+                    [sys.executable, "-m", "ivr", "worker"], env=env, stdout=log_file, stderr=subprocess.STDOUT
+                )
+                stack.callback(_stop, worker)
+                workers.append(worker)
+            kind = f"{len(workers)} 个 RQ 工作进程"
+        else:
+            os.environ["SANLV_SIM_SEED"] = str(seed)
+            _start_inprocess_workers(settings, fake_server, max(1, worker_count))
+            kind = f"{max(1, worker_count)} 个 RQ 工作线程"
+        click.echo(f"sanlv demo: 网页服务 {settings.public_base_url} (gunicorn) · {kind} · 日志 {log_path}")
+
+        after_round_change(settings, round_id, "launch")
+        started = time.monotonic()
+        last_line = ""
         while True:
             time.sleep(1.0)
             with runtime.sessions() as session:
@@ -217,33 +294,15 @@ def run_demo(
             if line != last_line:
                 click.echo(line)
                 last_line = line
-            status = report["status"]
-            if status == "completed":
+            if report["status"] == "completed":
                 break
-            dead = [w for w in workers if w.poll() is not None]
+            dead = [w for w in [web, *workers] if w.poll() is not None]
             if dead:
-                raise DemoError(f"a worker process exited (code {dead[0].returncode}); see {log_path}")
+                raise DemoError(f"a demo process exited (code {dead[0].returncode}); see {log_path}")
             if time.monotonic() - started > timeout:
                 raise DemoError(f"the round did not finish within {timeout}s; see {log_path}")
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-        for worker in workers:
-            try:
-                worker.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-        log_file.close()
-        web.shutdown()
-        from workers.queues import clear_namespace
+        elapsed = time.monotonic() - started
 
-        clear_namespace(settings)
-        if fake_server is not None:
-            fake_server.shutdown()
-            fake_server.server_close()
-
-    elapsed = time.monotonic() - started
     click.echo(f"sanlv demo: 第 {round_id} 轮调查结束,用时 {elapsed:.1f} 秒。")
     click.echo("")
     from reports.format import render_rates_table
@@ -251,6 +310,5 @@ def run_demo(
 
     with runtime.sessions() as session:
         click.echo(render_rates_table(village_rates(session, round_id)))
-    set_runtime(None)
     runtime.dispose()
     return 0
