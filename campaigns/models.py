@@ -243,7 +243,7 @@ class Round(Base):
     ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     exclude_unsure: Mapped[bool] = mapped_column(Boolean, default=False)  # drop "说不清" from `valid`
     # Per-round overrides of the questionnaire's rate targets, e.g. {"participation": 0.8}.
-    targets: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    rate_targets: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
     # Ask Twilio to detect answering machines; a machine answer hangs up and counts as not reached.
     machine_detection: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

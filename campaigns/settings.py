@@ -5,6 +5,7 @@ Every problem names the variable that caused it, so an operator can fix the depl
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,6 +44,12 @@ class Settings:
     tts_voice: str = "Polly.Zhiyu"
     # Prefix of queue names and Redis keys, so two deployments (or the demo) can share one Redis.
     namespace: str = "sanlv"
+    # Reports: a rate with fewer valid answers than this is marked "too few answers to judge" (样本不足).
+    report_min_sample: int = 10
+    # Days after a resident asked for a visit before a follow-up still pending counts as overdue.
+    followup_overdue_days: int = 7
+    # Recorded prompts: <recordings_dir>/<questionnaire key>/<prompt>.wav|.mp3 (see `sanlv questionnaire prompts`).
+    recordings_dir: str = "recordings"
 
     @property
     def webhook_token(self) -> str:
@@ -67,7 +74,9 @@ class Settings:
 
 def _url(name: str, value: str, schemes: tuple[str, ...]) -> str:
     parts = urlsplit(value)
-    if parts.scheme not in schemes or not parts.netloc:
+    # A unix-socket URL (redis-py's unix:///run/redis.sock) names a path, not a host.
+    where = parts.path if parts.scheme == "unix" else parts.netloc
+    if parts.scheme not in schemes or not where:
         raise SettingsError(f"{name}={value!r} is not a URL with scheme {'/'.join(schemes)}")
     return value.rstrip("/")
 
@@ -77,7 +86,7 @@ def _positive_number(name: str, value: str, kind: type) -> float | int:
         number = kind(value)
     except ValueError:
         raise SettingsError(f"{name}={value!r} is not a number") from None
-    if number <= 0:
+    if not math.isfinite(number) or number <= 0:
         raise SettingsError(f"{name}={value!r} must be greater than zero")
     return number
 
@@ -128,16 +137,27 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         values["twilio_api_base_url"] = _url("TWILIO_API_BASE_URL", base, ("http", "https"))
     if public := get("PUBLIC_BASE_URL"):
         values["public_base_url"] = _url("PUBLIC_BASE_URL", public, ("http", "https"))
+        if "_" in (urlsplit(public).hostname or ""):
+            # Not a valid host name (RFC 1123); Twilio refuses to call such webhook URLs.
+            raise SettingsError(f"PUBLIC_BASE_URL={public!r}: the host name must not contain '_'")
     if tz := get("SANLV_TIMEZONE"):
         try:
             ZoneInfo(tz)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder such as "Asia"
             raise SettingsError(f"SANLV_TIMEZONE={tz!r} is not an IANA time zone such as Asia/Shanghai") from None
         values["timezone"] = tz
     if timeout := get("SANLV_TWILIO_HTTP_TIMEOUT"):
         values["twilio_http_timeout"] = _positive_number("SANLV_TWILIO_HTTP_TIMEOUT", timeout, float)
     if ring := get("SANLV_RING_TIMEOUT"):
         values["ring_timeout"] = _positive_number("SANLV_RING_TIMEOUT", ring, int)
+    if min_sample := get("SANLV_REPORT_MIN_SAMPLE"):
+        values["report_min_sample"] = _positive_number("SANLV_REPORT_MIN_SAMPLE", min_sample, int)
+    if overdue := get("SANLV_FOLLOWUP_OVERDUE_DAYS"):
+        values["followup_overdue_days"] = _positive_number("SANLV_FOLLOWUP_OVERDUE_DAYS", overdue, int)
+    if recordings := get("SANLV_RECORDINGS_DIR"):
+        if not Path(recordings).is_dir():
+            raise SettingsError(f"SANLV_RECORDINGS_DIR={recordings!r} is not a folder")
+        values["recordings_dir"] = recordings
 
     telephony = get("SANLV_TELEPHONY")
     if telephony is None:

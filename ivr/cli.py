@@ -25,5 +25,5 @@ def _add_optional(module: str, names: tuple[str, ...]) -> None:
 
 
 _add_optional("workers.cli", ("worker_command",))
-_add_optional("reports.cli", ("report_group",))
+_add_optional("reports.cli", ("report_group", "followup_group"))
 _add_optional("ivr.commands", ("web_command", "demo_command"))

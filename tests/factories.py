@@ -126,3 +126,60 @@ def make_response(
         session.add(Answer(response_id=response.id, round_id=target.round_id, question=question, digit=digit))
     session.flush()
     return response
+
+
+def interview_answers(
+    security: str = "1",
+    awareness: str = "1",
+    participation: str = "1",
+    satisfaction: str = "1",
+    cadre_contact: str = "1",
+    *,
+    concern: str | None = None,
+    visit: str | None = None,
+) -> dict[str, str]:
+    """The answers of a completed interview of the default questionnaire, in asking order.
+
+    ``concern`` is asked only when security is 3 or 4 (defaults to "2" then); ``visit`` only when security
+    or satisfaction is 3 or 4 (left unanswered unless given).
+    """
+    out = {"consent": "1", "screen": "1", "security": security}
+    if security in ("3", "4"):
+        out["concern"] = concern or "2"
+    out.update(awareness=awareness, participation=participation, satisfaction=satisfaction, cadre_contact=cadre_contact)
+    if visit is not None:
+        out["visit"] = visit
+    return out
+
+
+_TARGET_STATE_OF = {
+    ResponseStatus.COMPLETED: TargetState.COMPLETED,
+    ResponseStatus.REFUSED: TargetState.REFUSED,
+    ResponseStatus.INELIGIBLE: TargetState.INELIGIBLE,
+    ResponseStatus.OPTED_OUT: TargetState.OPTED_OUT,
+    ResponseStatus.IN_PROGRESS: TargetState.PENDING,
+}
+
+
+def make_interview(
+    session: Session,
+    round_: Round,
+    answers: Mapping[str, str] | None = None,
+    *,
+    village: Village | None = None,
+    cadre: Cadre | None = None,
+    status: ResponseStatus | str = ResponseStatus.COMPLETED,
+    household: Household | None = None,
+    **target_over: Any,
+) -> Response:
+    """A household of ``village``/``cadre`` sampled in ``round_`` whose interview ended with ``status``.
+
+    The target's state follows the response (completed, refused, ...; pending for an unfinished interview)
+    and it was dialled once, unless ``target_over`` says otherwise.
+    """
+    status = ResponseStatus(status)
+    household = household or make_household(session, village=village, cadre=cadre)
+    fields: dict[str, Any] = {"state": _TARGET_STATE_OF[status], "attempts": 1}
+    fields.update(target_over)
+    target = make_target(session, round_, household, **fields)
+    return make_response(session, target, status, interview_answers() if answers is None else answers)

@@ -214,8 +214,9 @@ def test_other_rounds_do_not_leak_in(session: Session) -> None:
     other = make_round(session, name="另一轮")
     village = make_village(session, name="东村二组")
     for household in [make_household(session, village=village) for _ in range(3)]:
-        make_response(session, make_target(session, other, household), ResponseStatus.COMPLETED,
-                      answers("4", "2", "2", "4", "2"))
+        make_response(
+            session, make_target(session, other, household), ResponseStatus.COMPLETED, answers("4", "2", "2", "4", "2")
+        )
 
     report = village_rates(session, round_.id)
 
@@ -235,8 +236,12 @@ def test_uses_the_rounds_stored_questionnaire_version(session: Session) -> None:
     round_ = make_round(session, questionnaire_id=version.id)
     village = make_village(session, name="试点村")
     for given in (answers("1", "1", "1", "1", "1"), answers("2", "2", "1", "1", "1")):
-        make_response(session, make_target(session, round_, make_household(session, village=village)),
-                      ResponseStatus.COMPLETED, given)
+        make_response(
+            session,
+            make_target(session, round_, make_household(session, village=village)),
+            ResponseStatus.COMPLETED,
+            given,
+        )
 
     rates = village_rates(session, round_.id)["villages"][0]["rates"]
 
@@ -329,15 +334,23 @@ def test_cli_json_is_the_contract(session: Session, env) -> None:
     assert set(report) == {"round", "villages", "total"}
     assert report["round"]["id"] == round_id
     for entry in [*report["villages"], report["total"]]:
-        assert set(entry) == {"village", "sampled", "completed", "rates"}
+        # The contract's keys stay; later fields are additions.
+        assert {"village", "sampled", "completed", "rates"} <= set(entry)
         assert list(entry["rates"]) == RATE_KEYS
         for rate in entry["rates"].values():
             assert CONTRACT_FIGURES <= set(rate)
-    assert by_village(report)["南村"]["rates"]["satisfaction"] == {
+    satisfaction = by_village(report)["南村"]["rates"]["satisfaction"]
+    assert satisfaction == {
         **figures(19, 20, 0.95, True),
         "unsure": 0,
         "unsure_share": 0.0,
+        "negative": 1,
+        "too_few": False,
+        "rank": 1,
+        "ci_low": satisfaction["ci_low"],
+        "ci_high": satisfaction["ci_high"],
     }
+    assert (round(satisfaction["ci_low"], 4), round(satisfaction["ci_high"], 4)) == (0.7639, 0.9911)
     assert report["total"]["village"] == "全镇"
     assert "\\u" not in result.stdout  # Chinese as written, not escaped
 
@@ -352,7 +365,15 @@ def test_cli_table(session: Session, env) -> None:
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     header = next(line for line in lines if line.startswith("村"))
-    for label in ("抽样", "完成", "群众安全感率", "执法满意率", "平安建设知晓率", "平安建设参与率", "干部联系率(重视率)"):
+    for label in (
+        "抽样",
+        "完成",
+        "群众安全感率",
+        "执法满意率",
+        "平安建设知晓率",
+        "平安建设参与率",
+        "干部联系率(重视率)",
+    ):
         assert label in header
     south = next(line for line in lines if line.startswith("南村"))
     assert "100.0% (20/20)" in south
@@ -384,3 +405,314 @@ def test_cli_unknown_round_exits_non_zero(env) -> None:
 
     assert result.exit_code != 0
     assert result.stderr.strip() == "Error: round 999 does not exist"
+
+
+# --- progress, intervals, small samples -----------------------------------------------------------------
+
+PROGRESS_KEYS = [
+    "sampled",
+    "dialled",
+    "reached",
+    "completed",
+    "refused",
+    "ineligible",
+    "opted_out",
+    "partial",
+    "not_reached",
+    "waiting",
+]
+
+
+def progress(entry: dict) -> dict:
+    return {key: entry[key] for key in PROGRESS_KEYS}
+
+
+def test_progress_of_each_village_in_the_seeded_township(session: Session) -> None:
+    round_ = seed_township(session)
+
+    report = village_rates(session, round_.id)
+    villages = by_village(report)
+
+    # Factories leave attempts at 0: a target counts as dialled once it has a response.
+    assert progress(villages["东村"]) == dict(zip(PROGRESS_KEYS, [5, 4, 4, 4, 0, 0, 0, 0, 0, 1], strict=True))
+    assert villages["东村"]["response_rate"] == 0.8
+    assert progress(villages["北村"]) == dict(zip(PROGRESS_KEYS, [2, 2, 2, 0, 1, 0, 0, 1, 0, 0], strict=True))
+    assert villages["北村"]["response_rate"] == 0.0
+    assert progress(villages["西村"]) == dict(zip(PROGRESS_KEYS, [2, 0, 0, 0, 0, 0, 0, 0, 0, 2], strict=True))
+    assert progress(report["total"]) == dict(zip(PROGRESS_KEYS, [29, 26, 26, 24, 1, 0, 0, 1, 0, 3], strict=True))
+    assert report["total"]["response_rate"] == 24 / 29
+
+
+def test_every_way_a_target_can_end(session: Session) -> None:
+    round_ = make_round(session)
+    village = make_village(session, name="试验村")
+
+    def target(state: TargetState, attempts: int, status: ResponseStatus | None = None, given: dict | None = None):
+        t = make_target(session, round_, make_household(session, village=village), state=state, attempts=attempts)
+        if status is not None:
+            make_response(session, t, status, given if given is not None else {"consent": "1"})
+
+    target(TargetState.COMPLETED, 2, ResponseStatus.COMPLETED, answers("1", "1", "1", "1", "1"))
+    target(TargetState.REFUSED, 1, ResponseStatus.REFUSED, {"consent": "2"})
+    target(TargetState.INELIGIBLE, 1, ResponseStatus.INELIGIBLE, {"consent": "1", "screen": "2"})
+    target(TargetState.OPTED_OUT, 1, ResponseStatus.OPTED_OUT)
+    target(TargetState.UNREACHABLE, 3, ResponseStatus.IN_PROGRESS)  # dropped mid-survey, attempts used up
+    target(TargetState.PENDING, 1, ResponseStatus.IN_PROGRESS)  # dropped, a retry is scheduled
+    target(TargetState.UNREACHABLE, 3)  # never answered
+    target(TargetState.INVALID, 1)  # a dead number
+    target(TargetState.CANCELLED, 0)  # the round was cancelled before it was dialled
+    target(TargetState.DIALING, 1)  # ringing now
+    target(TargetState.PENDING, 0)
+
+    entry = village_rates(session, round_.id)["villages"][0]
+
+    assert progress(entry) == {
+        "sampled": 11,
+        "dialled": 9,
+        "reached": 6,
+        "completed": 1,
+        "refused": 1,
+        "ineligible": 1,
+        "opted_out": 1,
+        "partial": 2,
+        "not_reached": 3,
+        "waiting": 2,
+    }
+    assert sum(entry[key] for key in PROGRESS_KEYS[3:]) == entry["sampled"]
+    assert entry["response_rate"] == 1 / 10  # the ineligible household is out of scope
+
+
+def test_wilson_interval_of_each_rate(session: Session) -> None:
+    round_ = seed_township(session)
+
+    report = village_rates(session, round_.id)
+    south = by_village(report)["南村"]["rates"]
+
+    assert (south["security"]["ci_low"], south["security"]["ci_high"]) == (pytest.approx(0.8389, abs=1e-4), 1.0)
+    assert south["participation"]["ci_low"] == pytest.approx(0.6990, abs=1e-4)  # 18/20
+    assert south["participation"]["ci_high"] == pytest.approx(0.9721, abs=1e-4)
+    west = by_village(report)["西村"]["rates"]["security"]
+    assert (west["ci_low"], west["ci_high"]) == (None, None)
+
+
+def test_too_few_answers_to_judge_below_the_minimum_sample(session: Session) -> None:
+    round_ = seed_township(session, exclude_unsure=True)
+
+    default = by_village(village_rates(session, round_.id))
+    assert default["东村"]["too_few"] and default["东村"]["rates"]["awareness"]["too_few"]
+    assert not default["南村"]["too_few"] and not default["南村"]["rates"]["awareness"]["too_few"]
+    assert village_rates(session, round_.id)["round"]["min_sample"] == 10
+
+    # With 4 the bar is the valid answers of each rate: 东村 has 4 for awareness but 3 for security once
+    # its 说不清 is excluded.
+    four = by_village(village_rates(session, round_.id, min_sample=4))
+    assert not four["东村"]["too_few"]
+    assert not four["东村"]["rates"]["awareness"]["too_few"]
+    assert four["东村"]["rates"]["security"]["too_few"]
+    assert four["西村"]["rates"]["security"]["too_few"]  # no answers at all
+    with pytest.raises(ValueError):
+        village_rates(session, round_.id, min_sample=0)
+
+
+# --- rankings and the accountability rules --------------------------------------------------------------
+
+
+def test_ranks_on_each_rate_and_on_dissatisfied_answers(session: Session) -> None:
+    round_ = seed_township(session)
+
+    villages = by_village(village_rates(session, round_.id))
+
+    assert {name: villages[name]["rates"]["satisfaction"]["rank"] for name in villages} == {
+        "东村": 2,
+        "北村": None,
+        "南村": 1,
+        "西村": None,
+    }
+    # 东村: 不太安全 once and 不满意 once; 南村: 不太满意 once. 说不清 is not dissatisfied.
+    assert {name: (v["dissatisfied"], v["dissatisfied_rank"]) for name, v in villages.items()} == {
+        "东村": (2, 1),
+        "北村": (0, None),
+        "南村": (1, 2),
+        "西村": (0, None),
+    }
+    assert villages["东村"]["rates"]["security"]["negative"] == 1
+    assert villages["东村"]["rates"]["cadre_contact"]["negative"] == 2  # 没有 and 记不清
+
+
+def test_equal_rates_share_a_rank(session: Session) -> None:
+    round_ = make_round(session)
+    results = {"甲村": ["1", "2"], "乙村": ["1", "2", "2", "1"], "丙村": ["1"], "丁村": ["2", "2"]}
+    for name, awareness in results.items():
+        village = make_village(session, name=name)
+        for digit in awareness:
+            make_response(
+                session,
+                make_target(session, round_, make_household(session, village=village)),
+                ResponseStatus.COMPLETED,
+                answers("1", digit, "1", "1", "1"),
+            )
+
+    villages = by_village(village_rates(session, round_.id))
+
+    assert {name: villages[name]["rates"]["awareness"]["rank"] for name in results} == {
+        "丙村": 1,
+        "甲村": 2,
+        "乙村": 2,
+        "丁村": 4,
+    }
+    assert {name: villages[name]["dissatisfied_rank"] for name in results} == dict.fromkeys(results, 1)
+    assert village_rates(session, round_.id)["total"]["rates"]["awareness"]["rank"] is None
+
+
+def _round_with(
+    session: Session, name: str, status: RoundStatus, launched_day: int | None, villages: dict[str, list[dict]]
+) -> Round:
+    from datetime import UTC, datetime, timedelta
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    round_ = make_round(
+        session,
+        name=name,
+        status=status,
+        created_at=start + timedelta(days=launched_day or 0),
+        launched_at=start + timedelta(days=launched_day) if launched_day is not None else None,
+    )
+    for village_name, interviews in villages.items():
+        village = _village(session, village_name)
+        for given in interviews:
+            make_response(
+                session,
+                make_target(session, round_, make_household(session, village=village)),
+                ResponseStatus.COMPLETED,
+                given,
+            )
+    return round_
+
+
+def _village(session: Session, name: str):
+    from sqlalchemy import select
+
+    from campaigns.models import Village
+
+    return session.scalar(select(Village).where(Village.name == name)) or make_village(session, name=name)
+
+
+GOOD = answers("1", "1", "1", "1", "1")
+UNAWARE = answers("1", "2", "1", "1", "1")
+UNSAFE = answers("4", "1", "1", "1", "1")
+
+
+def test_accountability_flags_over_two_consecutive_rounds(session: Session) -> None:
+    # 甲村 is the most dissatisfied in both rounds; 乙村 misses the awareness target in both; 丙村 only now.
+    _round_with(session, "2025年上半年", RoundStatus.COMPLETED, 0, {"甲村": [UNSAFE, GOOD], "乙村": [UNAWARE, GOOD]})
+    previous = _round_with(
+        session,
+        "2025年下半年",
+        RoundStatus.COMPLETED,
+        100,
+        {"甲村": [UNSAFE, UNSAFE], "乙村": [UNAWARE, GOOD], "丙村": [GOOD, GOOD]},
+    )
+    _round_with(session, "试点（未结束）", RoundStatus.PAUSED, 150, {"乙村": [GOOD], "丙村": [UNSAFE, UNSAFE, UNSAFE]})
+    current = _round_with(
+        session,
+        "2026年上半年",
+        RoundStatus.RUNNING,
+        200,
+        {"甲村": [UNSAFE, GOOD], "乙村": [UNAWARE, GOOD], "丙村": [UNAWARE, GOOD]},
+    )
+    _round_with(session, "2026年下半年", RoundStatus.COMPLETED, 300, {"乙村": [GOOD]})
+
+    report = village_rates(session, current.id)
+    villages = by_village(report)
+
+    assert report["round"]["previous_round"] == {"id": previous.id, "name": "2025年下半年"}
+    assert villages["甲村"]["flags"] == {"most_dissatisfied_twice": True, "below_target_twice": ["security"]}
+    assert villages["乙村"]["flags"] == {"most_dissatisfied_twice": False, "below_target_twice": ["awareness"]}
+    # 丙村 met every target last time: once below is not twice.
+    assert villages["丙村"]["flags"] == {"most_dissatisfied_twice": False, "below_target_twice": []}
+
+
+def test_no_flags_without_a_previous_ended_round(session: Session) -> None:
+    first = _round_with(session, "第一轮", RoundStatus.COMPLETED, 10, {"甲村": [UNSAFE]})
+    _round_with(session, "草稿", RoundStatus.DRAFT, None, {"甲村": [UNSAFE]})
+
+    report = village_rates(session, first.id)
+
+    assert report["round"]["previous_round"] is None
+    assert by_village(report)["甲村"]["flags"] == {"most_dissatisfied_twice": False, "below_target_twice": []}
+
+
+def test_most_dissatisfied_needs_dissatisfied_answers(session: Session) -> None:
+    _round_with(session, "上一轮", RoundStatus.COMPLETED, 0, {"甲村": [GOOD], "乙村": [GOOD]})
+    current = _round_with(session, "本轮", RoundStatus.COMPLETED, 10, {"甲村": [GOOD], "乙村": [GOOD]})
+
+    villages = by_village(village_rates(session, current.id))
+
+    # Both tie at rank 1 with no dissatisfied answer: nobody is "the most dissatisfied".
+    assert villages["甲村"]["dissatisfied_rank"] == 1
+    assert not villages["甲村"]["flags"]["most_dissatisfied_twice"]
+
+
+# --- targets --------------------------------------------------------------------------------------------
+
+
+def test_effective_targets_apply_valid_overrides_only() -> None:
+    from reports.rates import effective_targets
+
+    questionnaire = builtin_questionnaire()
+
+    targets = effective_targets(
+        questionnaire, {"participation": 0.8, "cadre_contact": 1, "awareness": 1.5, "security": "x", "bogus": 0.1}
+    )
+
+    assert targets == {
+        "security": 1.0,
+        "satisfaction": 0.95,
+        "awareness": 0.95,
+        "participation": 0.8,
+        "cadre_contact": 1.0,
+    }
+
+
+def test_round_target_overrides_are_used(session: Session) -> None:
+    round_ = seed_township(session, rate_targets={"participation": 0.8})
+
+    south = by_village(village_rates(session, round_.id))["南村"]["rates"]["participation"]
+
+    assert (south["target"], south["meets_target"]) == (0.8, True)
+
+
+def test_cli_min_sample_option_and_table_sections(session: Session, env) -> None:
+    round_ = seed_township(session)
+    round_id = round_.id
+    session.commit()
+
+    as_json = CliRunner().invoke(report_group, ["rates", str(round_id), "--format", "json", "--min-sample", "4"])
+    table = CliRunner().invoke(report_group, ["rates", str(round_id)])
+    bad = CliRunner().invoke(report_group, ["rates", str(round_id), "--min-sample", "0"])
+
+    assert as_json.exit_code == 0, as_json.output
+    east = by_village(json.loads(as_json.stdout))["东村"]
+    assert not east["too_few"] and east["rates"]["security"]["too_few"] is False
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    east_line = next(line for line in lines if line.startswith("东村"))
+    assert "50.0% (2/4) ✗*" in east_line  # below target, and 4 answers are too few (default 10)
+    assert "调查完成情况" in table.stdout and "排名与问责提示" in table.stdout
+    assert "没有更早结束的轮次" in table.stdout
+    assert bad.exit_code != 0 and "--min-sample" in bad.output
+
+
+def test_the_planner_setting_does_not_outlive_the_report(session: Session) -> None:
+    from sqlalchemy import text
+
+    from tests.conftest import is_postgres
+
+    if not is_postgres():
+        pytest.skip("join_collapse_limit is a PostgreSQL setting")
+    round_ = seed_township(session)
+    before = session.execute(text("SHOW join_collapse_limit")).scalar()
+
+    village_rates(session, round_.id)
+
+    assert session.execute(text("SHOW join_collapse_limit")).scalar() == before

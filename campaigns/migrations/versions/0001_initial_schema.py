@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 12:48:14.112803
+Create Date: 2026-11-29 13:58:16.116747
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ def upgrade() -> None:
     sa.Column('starts_at', sa.DateTime(), nullable=True),
     sa.Column('ends_at', sa.DateTime(), nullable=True),
     sa.Column('exclude_unsure', sa.Boolean(), nullable=False),
+    sa.Column('rate_targets', sa.JSON(), nullable=False),
     sa.Column('machine_detection', sa.Boolean(), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('launched_at', sa.DateTime(), nullable=True),

@@ -1,0 +1,209 @@
+"""The supervisors' view (纪委/抽查组): per cadre, the households assigned, how many were reached, the contact
+rate (重视率) measured in the round, and their follow-ups (open, overdue).
+
+The contact rate is what the residents of a cadre's households answered to the ``cadre_contact`` question,
+over completed interviews, with its Wilson interval and the "too few to judge" mark. It is for supervisors
+only: no cadre-facing report or endpoint includes it (DESIGN.md, "Policies that protect people").
+
+Households are assigned by the roster as it is now. ``households`` counts every household of the cadre in
+the roster; ``sampled`` those that are targets of the round. Households without a cadre are grouped under
+``cadre_id: null`` ("未分配").
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, case, func, select
+from sqlalchemy.orm import Session
+
+from campaigns import clock
+from campaigns.models import (
+    Answer,
+    Cadre,
+    FollowUp,
+    FollowUpStatus,
+    Household,
+    Response,
+    ResponseStatus,
+    Round,
+    RoundTarget,
+    Village,
+)
+from campaigns.phones import mask
+from campaigns.questionnaire import from_version
+from reports.followups import DEFAULT_OVERDUE_DAYS, OPEN_STATUSES, sync_followups
+from reports.rates import (
+    DEFAULT_MIN_SAMPLE,
+    ReportError,
+    effective_targets,
+    natural_key,
+    rate_figures,
+    rate_steps,
+    round_section,
+    target_overrides,
+)
+
+CONTACT_RATE = "cadre_contact"
+UNASSIGNED = "未分配"
+
+
+def cadre_overview(
+    session: Session,
+    round_id: int,
+    *,
+    now: datetime | None = None,
+    overdue_days: int = DEFAULT_OVERDUE_DAYS,
+    min_sample: int = DEFAULT_MIN_SAMPLE,
+    sync: bool = True,
+) -> dict[str, Any]:
+    """``{"round": {...}, "cadres": [...], "total": {...}}``, one entry per cadre with a target in the round.
+
+    Each entry: ``cadre_id``, ``cadre``, ``phone`` (masked), ``villages``, ``households``, ``sampled``,
+    ``reached``, ``completed``, ``contact`` (the rate figures of :func:`reports.rates.rate_figures`, or None
+    when the questionnaire has no contact question) and ``followups`` (counts by status, ``open``,
+    ``overdue``).
+
+    Raises:
+        ReportError: no round has this id.
+    """
+    now = now or clock.now()
+    round_ = session.get(Round, round_id)
+    if round_ is None:
+        raise ReportError(f"round {round_id} does not exist")
+    if sync:
+        sync_followups(session, round_id)
+    questionnaire = from_version(round_.questionnaire)
+    targets = effective_targets(questionnaire, target_overrides(round_))
+    contact_step = rate_steps(questionnaire).get(CONTACT_RATE)
+
+    sample = {
+        cadre_id: {"sampled": sampled, "reached": reached, "completed": int(completed or 0)}
+        for cadre_id, sampled, reached, completed in session.execute(
+            select(
+                Household.cadre_id,
+                func.count(RoundTarget.id),
+                func.count(Response.id),
+                func.sum(case((Response.status == ResponseStatus.COMPLETED, 1), else_=0)),
+            )
+            .select_from(RoundTarget)
+            .join(Household, Household.id == RoundTarget.household_id)
+            .outerjoin(Response, Response.target_id == RoundTarget.id)
+            .where(RoundTarget.round_id == round_id)
+            .group_by(Household.cadre_id)
+        )
+    }
+    roster = dict(
+        session.execute(
+            select(Household.cadre_id, func.count())
+            .where(Household.cadre_id.in_([c for c in sample if c is not None]))
+            .group_by(Household.cadre_id)
+        ).all()
+    )
+    if None in sample:
+        roster[None] = session.scalar(select(func.count()).select_from(Household).where(Household.cadre_id.is_(None)))
+    villages: dict[int | None, set[str]] = {}
+    for cadre_id, name in session.execute(
+        select(Household.cadre_id, Village.name)
+        .select_from(RoundTarget)
+        .join(Household, Household.id == RoundTarget.household_id)
+        .join(Village, Village.id == Household.village_id)
+        .where(RoundTarget.round_id == round_id)
+        .distinct()
+    ):
+        villages.setdefault(cadre_id, set()).add(name)
+
+    contact: dict[int | None, Counter[str]] = {}
+    if contact_step is not None:
+        for cadre_id, digit, count in session.execute(
+            select(Household.cadre_id, Answer.digit, func.count())
+            .select_from(Answer)
+            .join(Response, Response.id == Answer.response_id)
+            .join(RoundTarget, RoundTarget.id == Response.target_id)
+            .join(Household, Household.id == RoundTarget.household_id)
+            .where(
+                Answer.round_id == round_id,
+                Answer.question == contact_step.key,
+                Response.status == ResponseStatus.COMPLETED,
+            )
+            .group_by(Household.cadre_id, Answer.digit)
+        ):
+            contact.setdefault(cadre_id, Counter())[digit] += count
+
+    overdue = case(
+        (
+            and_(FollowUp.status == FollowUpStatus.PENDING, FollowUp.created_at < now - timedelta(days=overdue_days)),
+            1,
+        ),
+        else_=0,
+    )
+    followups: dict[int | None, dict[str, int]] = {}
+    for cadre_id, status, count, late in session.execute(
+        select(FollowUp.cadre_id, FollowUp.status, func.count(), func.sum(overdue))
+        .where(FollowUp.round_id == round_id)
+        .group_by(FollowUp.cadre_id, FollowUp.status)
+    ):
+        entry = followups.setdefault(cadre_id, _blank_followups())
+        entry[FollowUpStatus(status).value] += count
+        entry["total"] += count
+        if FollowUpStatus(status) in OPEN_STATUSES:
+            entry["open"] += count
+        entry["overdue"] += int(late or 0)
+
+    ids = set(sample) | set(followups)
+    cadres = {
+        cadre.id: cadre
+        for cadre in session.scalars(select(Cadre).where(Cadre.id.in_([i for i in ids if i is not None])))
+    }
+
+    def figures(digits: Counter[str]) -> dict[str, Any] | None:
+        if contact_step is None:
+            return None
+        return rate_figures(contact_step, targets[CONTACT_RATE], digits, round_.exclude_unsure, min_sample)
+
+    entries = []
+    for cadre_id in ids:
+        cadre = cadres.get(cadre_id) if cadre_id is not None else None
+        counts = sample.get(cadre_id, {"sampled": 0, "reached": 0, "completed": 0})
+        entries.append(
+            {
+                "cadre_id": cadre_id,
+                "cadre": cadre.name if cadre else UNASSIGNED,
+                "phone": mask(cadre.phone) if cadre and cadre.phone else None,
+                "villages": sorted(villages.get(cadre_id, ()), key=natural_key),
+                "households": roster.get(cadre_id, 0),
+                **counts,
+                "contact": figures(contact.get(cadre_id, Counter())),
+                "followups": followups.get(cadre_id, _blank_followups()),
+            }
+        )
+    entries.sort(key=lambda e: (e["cadre_id"] is None, natural_key(e["cadre"]), e["cadre_id"] or 0))
+
+    township: Counter[str] = Counter()
+    for digits in contact.values():
+        township.update(digits)
+    total_followups = _blank_followups()
+    for entry in entries:
+        for key in total_followups:
+            total_followups[key] += entry["followups"][key]
+    section = round_section(round_, questionnaire, targets)
+    section.update(min_sample=min_sample, overdue_days=overdue_days)
+    return {
+        "round": section,
+        "cadres": entries,
+        "total": {
+            "cadre": "合计",
+            "households": sum(e["households"] for e in entries),
+            "sampled": sum(e["sampled"] for e in entries),
+            "reached": sum(e["reached"] for e in entries),
+            "completed": sum(e["completed"] for e in entries),
+            "contact": figures(township),
+            "followups": total_followups,
+        },
+    }
+
+
+def _blank_followups() -> dict[str, int]:
+    return {"total": 0, **{status.value: 0 for status in FollowUpStatus}, "open": 0, "overdue": 0}

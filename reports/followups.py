@@ -1,0 +1,656 @@
+"""Cadre follow-up lists (整改回访) and the tracking of each visit.
+
+A follow-up is one resident who gave a dissatisfied answer (security or satisfaction: a key that is neither
+positive nor "说不清", i.e. 3/4 in the default questionnaire) **and** pressed "visit: yes". It goes on the list
+of the cadre responsible for the household. Residents who declined a visit are counted per village, never
+listed (DESIGN.md, "Policies that protect people").
+
+Follow-ups are derived from the stored answers by :func:`sync_followups`, which the list commands and the API
+call before reading, so the IVR code need not know about them. It is idempotent (one item per response; the
+unique ``response_id`` settles a race between two syncs) and it withdraws an item that nobody has acted on
+yet if the resident's "visit: yes" was since replaced by another key.
+
+An item's ``created_at`` is the time the resident asked for the visit (their "visit: yes" answer), so that
+"overdue" counts from the request, not from whenever somebody first opened a list. An item is **overdue**
+when it is still ``pending`` more than ``overdue_days`` (``SANLV_FOLLOWUP_OVERDUE_DAYS``) after that.
+
+Status changes, each recorded as a :class:`FollowUpEvent` with its note, actor and time::
+
+    pending -> visited | unreachable
+    visited -> resolved | unreachable
+    resolved, unreachable: final
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, case, delete, exists, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, aliased
+
+from campaigns import clock
+from campaigns.models import (
+    Answer,
+    Cadre,
+    FollowUp,
+    FollowUpEvent,
+    FollowUpStatus,
+    Household,
+    Response,
+    Round,
+    RoundStatus,
+    RoundTarget,
+    Village,
+)
+from campaigns.phones import mask, national
+from campaigns.questionnaire import Questionnaire, from_version
+from campaigns.settings import Settings
+from reports.rates import (
+    DISSATISFACTION_RATES,
+    VISIT_NO,
+    VISIT_STEP,
+    VISIT_YES,
+    ReportError,
+    effective_targets,
+    natural_key,
+    rate_steps,
+    round_section,
+    target_overrides,
+)
+
+log = logging.getLogger("sanlv.reports")
+
+CONCERN_STEP = "concern"
+DEFAULT_OVERDUE_DAYS: int = Settings.followup_overdue_days
+SYSTEM_ACTOR = "sanlv"
+NOTE_MAX_LENGTH = 2000
+
+STATUS_LABELS = {
+    FollowUpStatus.PENDING: "待走访",
+    FollowUpStatus.VISITED: "已走访",
+    FollowUpStatus.RESOLVED: "已解决",
+    FollowUpStatus.UNREACHABLE: "无法联系",
+}
+TRANSITIONS: Mapping[FollowUpStatus, frozenset[FollowUpStatus]] = {
+    FollowUpStatus.PENDING: frozenset({FollowUpStatus.VISITED, FollowUpStatus.UNREACHABLE}),
+    FollowUpStatus.VISITED: frozenset({FollowUpStatus.RESOLVED, FollowUpStatus.UNREACHABLE}),
+    FollowUpStatus.RESOLVED: frozenset(),
+    FollowUpStatus.UNREACHABLE: frozenset(),
+}
+OPEN_STATUSES = (FollowUpStatus.PENDING, FollowUpStatus.VISITED)
+# Rounds whose answers may hold follow-ups (a draft has none).
+SYNCED_ROUND_STATUSES = (RoundStatus.RUNNING, RoundStatus.PAUSED, RoundStatus.COMPLETED, RoundStatus.CANCELLED)
+
+
+class FollowUpError(ValueError):
+    """A follow-up request cannot be done; the message says why, in Chinese then English.
+
+    ``not_found`` is set when the item does not exist (or is not on the cadre's own list).
+    """
+
+    def __init__(self, message: str, *, not_found: bool = False):
+        super().__init__(message)
+        self.not_found = not_found
+
+
+# --- creating the items from the answers ----------------------------------------------------------------
+
+
+def sync_followups(session: Session, round_id: int) -> int:
+    """Create the follow-ups of ``round_id`` that its answers call for; withdraw the ones no longer asked for.
+
+    Safe to run any number of times and concurrently. The caller commits.
+
+    Returns:
+        How many items were created.
+
+    Raises:
+        ReportError: no round has this id.
+    """
+    round_ = session.get(Round, round_id)
+    if round_ is None:
+        raise ReportError(f"round {round_id} does not exist")
+    questionnaire = from_version(round_.questionnaire)
+    if not questionnaire.has_step(VISIT_STEP):
+        return 0
+    _withdraw(session, round_id)
+    created = store_followups(session, round_id, followup_candidates(session, round_id, questionnaire))
+    if created:
+        log.info("event=followups_synced round=%s created=%s", round_id, created)
+    return created
+
+
+def followup_candidates(session: Session, round_id: int, questionnaire: Questionnaire) -> list[tuple]:
+    """Responses of the round with "visit: yes" and a dissatisfied answer that have no item yet.
+
+    Returns:
+        ``(response_id, household_id, cadre_id, asked_at, concern_key, negatives)`` tuples.
+    """
+    steps = [step for key, step in rate_steps(questionnaire).items() if key in DISSATISFACTION_RATES]
+    visit = aliased(Answer, name="visit")
+    concern = aliased(Answer, name="concern")
+    rated = [aliased(Answer, name=f"rated_{step.rate}") for step in steps]
+    stmt = (
+        select(
+            Response.id,
+            RoundTarget.household_id,
+            Household.cadre_id,
+            visit.updated_at,
+            concern.digit,
+            *(alias.digit for alias in rated),
+        )
+        .select_from(visit)
+        .join(Response, Response.id == visit.response_id)
+        .join(RoundTarget, RoundTarget.id == Response.target_id)
+        .join(Household, Household.id == RoundTarget.household_id)
+        .outerjoin(concern, and_(concern.response_id == Response.id, concern.question == CONCERN_STEP))
+        .where(
+            visit.round_id == round_id,
+            visit.question == VISIT_STEP,
+            visit.digit == VISIT_YES,
+            ~exists().where(FollowUp.response_id == Response.id),
+        )
+        .order_by(Response.id)
+    )
+    for step, alias in zip(steps, rated, strict=True):
+        stmt = stmt.outerjoin(alias, and_(alias.response_id == Response.id, alias.question == step.key))
+    rows = []
+    for response_id, household_id, cadre_id, asked_at, concern_digit, *digits in session.execute(stmt):
+        negatives = [
+            step.rate
+            for step, digit in zip(steps, digits, strict=True)
+            if digit is not None and digit not in step.positive and digit not in step.unsure
+        ]
+        if negatives:
+            rows.append((response_id, household_id, cadre_id, asked_at, concern_digit, negatives))
+    return rows
+
+
+def store_followups(session: Session, round_id: int, rows: list[tuple]) -> int:
+    """Insert the items for ``rows`` (from :func:`followup_candidates`); returns how many were new.
+
+    All at once in a savepoint; if another sync inserted some of them in the meantime (the unique
+    ``response_id`` refuses the batch), one by one, skipping the ones that exist.
+    """
+    if not rows:
+        return 0
+    try:
+        with session.begin_nested():
+            return _insert(session, round_id, rows)
+    except IntegrityError:
+        created = 0
+        for row in rows:
+            try:
+                with session.begin_nested():
+                    created += _insert(session, round_id, [row])
+            except IntegrityError:
+                continue
+        return created
+
+
+def _insert(session: Session, round_id: int, rows: list[tuple]) -> int:
+    items = [
+        FollowUp(
+            round_id=round_id,
+            response_id=response_id,
+            household_id=household_id,
+            cadre_id=cadre_id,
+            negatives=negatives,
+            concern=concern_digit,
+            status=FollowUpStatus.PENDING,
+            created_at=asked_at,
+            updated_at=asked_at,
+        )
+        for response_id, household_id, cadre_id, asked_at, concern_digit, negatives in rows
+    ]
+    session.add_all(items)
+    session.flush()
+    session.add_all(
+        FollowUpEvent(
+            follow_up_id=item.id, status=FollowUpStatus.PENDING, actor=SYSTEM_ACTOR, created_at=item.created_at
+        )
+        for item in items
+    )
+    session.flush()
+    return len(items)
+
+
+def _withdraw(session: Session, round_id: int) -> None:
+    """Remove pending items, never acted on, whose resident no longer says "visit: yes"."""
+    still_yes = (
+        select(Answer.id)
+        .where(Answer.response_id == FollowUp.response_id, Answer.question == VISIT_STEP, Answer.digit == VISIT_YES)
+        .exists()
+    )
+    acted_on = (
+        select(FollowUpEvent.id)
+        .where(FollowUpEvent.follow_up_id == FollowUp.id, FollowUpEvent.status != FollowUpStatus.PENDING)
+        .exists()
+    )
+    ids = session.scalars(
+        select(FollowUp.id).where(
+            FollowUp.round_id == round_id, FollowUp.status == FollowUpStatus.PENDING, ~still_yes, ~acted_on
+        )
+    ).all()
+    if ids:
+        session.execute(delete(FollowUpEvent).where(FollowUpEvent.follow_up_id.in_(ids)))
+        session.execute(delete(FollowUp).where(FollowUp.id.in_(ids)))
+        log.info("event=followups_withdrawn round=%s items=%s", round_id, ",".join(map(str, ids)))
+
+
+def sync_all_rounds(session: Session) -> int:
+    """:func:`sync_followups` for every round that has been launched. Returns the items created."""
+    ids = session.scalars(select(Round.id).where(Round.status.in_(SYNCED_ROUND_STATUSES)).order_by(Round.id)).all()
+    return sum(sync_followups(session, round_id) for round_id in ids)
+
+
+# --- recording visits -----------------------------------------------------------------------------------
+
+
+def parse_status(value: str) -> FollowUpStatus:
+    """A status given by a user: its English value (``visited``) or its Chinese label (``已走访``)."""
+    text = (value or "").strip()
+    for status, label in STATUS_LABELS.items():
+        if text in (status.value, label):
+            return status
+    choices = "、".join(f"{status.value}（{label}）" for status, label in STATUS_LABELS.items())
+    raise FollowUpError(f"状态“{text}”无效，可选：{choices} / unknown status {text!r}")
+
+
+def mark_followup(
+    session: Session,
+    item_id: int,
+    status: str | FollowUpStatus,
+    note: str | None = None,
+    *,
+    actor: str | None = None,
+    cadre_id: int | None = None,
+    now: datetime | None = None,
+) -> FollowUp:
+    """Move follow-up ``item_id`` to ``status``, recording the change with its note, actor and time.
+
+    Args:
+        cadre_id: when given, the item must be on this cadre's own list (a cadre marks only their own).
+        note: replaces the item's note when given (an empty note is ignored).
+
+    Raises:
+        FollowUpError: no such item (or not the cadre's), an unknown status, a note that is too long, or a
+        change the status machine does not allow.
+    """
+    new = status if isinstance(status, FollowUpStatus) else parse_status(status)
+    note = (note or "").strip() or None
+    if note is not None and len(note) > NOTE_MAX_LENGTH:
+        raise FollowUpError(f"备注不能超过 {NOTE_MAX_LENGTH} 字 / the note is longer than {NOTE_MAX_LENGTH} characters")
+    item = session.get(FollowUp, item_id, with_for_update=True)
+    if item is None or (cadre_id is not None and item.cadre_id != cadre_id):
+        raise FollowUpError(f"回访事项 {item_id} 不存在 / follow-up {item_id} does not exist", not_found=True)
+    old = FollowUpStatus(item.status)
+    if new not in TRANSITIONS[old]:
+        allowed = "、".join(STATUS_LABELS[s] for s in sorted(TRANSITIONS[old], key=list(STATUS_LABELS).index))
+        hint = f"只能改为：{allowed}" if allowed else "该事项已结束"
+        raise FollowUpError(
+            f"回访事项 {item_id} 不能从“{STATUS_LABELS[old]}”改为“{STATUS_LABELS[new]}”（{hint}）"
+            f" / follow-up {item_id} cannot go from {old.value} to {new.value}"
+        )
+    when = now or clock.now()
+    item.status = new
+    if note is not None:
+        item.note = note
+    item.updated_at = when
+    session.add(FollowUpEvent(follow_up_id=item.id, status=new, note=note, actor=actor, created_at=when))
+    session.flush()
+    log.info("event=followup_marked item=%s from=%s to=%s actor=%s", item.id, old.value, new.value, actor or "-")
+    return item
+
+
+def followup_history(session: Session, item_id: int) -> list[dict[str, Any]]:
+    """Every status change of an item, oldest first."""
+    events = session.scalars(
+        select(FollowUpEvent).where(FollowUpEvent.follow_up_id == item_id).order_by(FollowUpEvent.id)
+    ).all()
+    return [
+        {
+            "status": event.status.value,
+            "status_label": STATUS_LABELS[event.status],
+            "note": event.note,
+            "actor": event.actor,
+            "at": event.created_at.isoformat(),
+        }
+        for event in events
+    ]
+
+
+# --- lists ----------------------------------------------------------------------------------------------
+
+
+def is_overdue(status: FollowUpStatus | str, created_at: datetime, now: datetime, overdue_days: int) -> bool:
+    """Still pending more than ``overdue_days`` after the resident asked for the visit."""
+    return FollowUpStatus(status) == FollowUpStatus.PENDING and now - created_at > timedelta(days=overdue_days)
+
+
+def iter_followup_items(
+    session: Session,
+    *,
+    round_id: int | None = None,
+    cadre_id: int | None = None,
+    item_id: int | None = None,
+    reveal_phones: bool = False,
+    statuses: tuple[FollowUpStatus, ...] | None = None,
+    overdue_only: bool = False,
+    now: datetime | None = None,
+    overdue_days: int = DEFAULT_OVERDUE_DAYS,
+    questionnaire: Questionnaire | None = None,
+) -> Iterator[dict[str, Any]]:
+    """The items, oldest request first, streamed from the database (flat memory for any list size).
+
+    Args:
+        round_id, cadre_id, item_id: filters (all optional).
+        reveal_phones: full numbers (a cadre's own list); otherwise masked, 138****1234.
+        statuses: only items in these statuses.
+        overdue_only: only overdue items.
+        questionnaire: labels the concern key; the round's questionnaire when not given.
+    """
+    now = now or clock.now()
+    stmt = (
+        select(
+            FollowUp.id,
+            FollowUp.round_id,
+            FollowUp.cadre_id,
+            Cadre.name,
+            Village.id,
+            Village.name,
+            FollowUp.household_id,
+            Household.name,
+            Household.phone,
+            FollowUp.negatives,
+            FollowUp.concern,
+            FollowUp.status,
+            FollowUp.note,
+            FollowUp.created_at,
+            FollowUp.updated_at,
+        )
+        .select_from(FollowUp)
+        .join(Household, Household.id == FollowUp.household_id)
+        .join(Village, Village.id == Household.village_id)
+        .outerjoin(Cadre, Cadre.id == FollowUp.cadre_id)
+        .order_by(FollowUp.created_at, FollowUp.id)
+    )
+    if round_id is not None:
+        stmt = stmt.where(FollowUp.round_id == round_id)
+    if cadre_id is not None:
+        stmt = stmt.where(FollowUp.cadre_id == cadre_id)
+    if item_id is not None:
+        stmt = stmt.where(FollowUp.id == item_id)
+    if statuses:
+        stmt = stmt.where(FollowUp.status.in_(statuses))
+    if overdue_only:
+        stmt = stmt.where(
+            FollowUp.status == FollowUpStatus.PENDING, FollowUp.created_at < now - timedelta(days=overdue_days)
+        )
+    concerns = _ConcernLabels(session, questionnaire)
+    for row in session.execute(stmt.execution_options(yield_per=1000)):
+        (
+            item,
+            round_of,
+            cadre,
+            cadre_name,
+            village_id,
+            village,
+            household_id,
+            household,
+            phone,
+            negatives,
+            concern,
+            status,
+            note,
+            created_at,
+            updated_at,
+        ) = row
+        yield {
+            "id": item,
+            "round_id": round_of,
+            "cadre": cadre_name,
+            "cadre_id": cadre,
+            "village": village,
+            "village_id": village_id,
+            "household": household,
+            "household_id": household_id,
+            "phone": national(phone) if reveal_phones else mask(phone),
+            "negatives": list(negatives),
+            "concern": concerns.label(round_of, concern),
+            "concern_key": concern,
+            "status": FollowUpStatus(status).value,
+            "status_label": STATUS_LABELS[FollowUpStatus(status)],
+            "note": note,
+            "created_at": created_at.isoformat(),
+            "updated_at": updated_at.isoformat(),
+            "overdue": is_overdue(status, created_at, now, overdue_days),
+        }
+
+
+class _ConcernLabels:
+    """The meaning of a concern key in each round's questionnaire (looked up once per round)."""
+
+    def __init__(self, session: Session, questionnaire: Questionnaire | None):
+        self._session = session
+        self._fixed = questionnaire
+        self._by_round: dict[int, Mapping[str, str]] = {}
+
+    def label(self, round_id: int, key: str | None) -> str | None:
+        if key is None:
+            return None
+        if round_id not in self._by_round:
+            questionnaire = self._fixed
+            if questionnaire is None:
+                round_ = self._session.get(Round, round_id)
+                questionnaire = from_version(round_.questionnaire) if round_ is not None else None
+            options = (
+                questionnaire.step(CONCERN_STEP).options
+                if questionnaire and questionnaire.has_step(CONCERN_STEP)
+                else {}
+            )
+            self._by_round[round_id] = options
+        return self._by_round[round_id].get(key, key)
+
+
+def followup_report(
+    session: Session,
+    round_id: int,
+    *,
+    cadre_id: int | None = None,
+    own: bool = False,
+    statuses: tuple[FollowUpStatus, ...] | None = None,
+    overdue_only: bool = False,
+    now: datetime | None = None,
+    overdue_days: int = DEFAULT_OVERDUE_DAYS,
+    sync: bool = True,
+) -> dict[str, Any]:
+    """The ``report followups --format json`` contract: ``{"round": {...}, "items": [...], ...}``.
+
+    Args:
+        cadre_id: only this cadre's items.
+        own: the list is the cadre's own (phones in full, and no per-village counts of other residents);
+            only meaningful with ``cadre_id``.
+        sync: create the round's missing items from its answers first (see :func:`sync_followups`).
+
+    Returns:
+        ``round`` (with the labels a reader needs), ``cadre`` (or None), ``phones_masked``, ``items``,
+        ``summary`` (counts by status, open and overdue), and — on office lists — ``villages``: per village
+        the residents who asked for a visit, who declined one (counted, never listed), and the items by state.
+
+    Raises:
+        ReportError: unknown round or cadre.
+    """
+    now = now or clock.now()
+    header = followup_header(session, round_id, cadre_id=cadre_id, overdue_days=overdue_days)
+    if sync:
+        sync_followups(session, round_id)
+    reveal = own and cadre_id is not None
+    questionnaire = from_version(session.get(Round, round_id).questionnaire)
+    items = list(
+        iter_followup_items(
+            session,
+            round_id=round_id,
+            cadre_id=cadre_id,
+            reveal_phones=reveal,
+            statuses=statuses,
+            overdue_only=overdue_only,
+            now=now,
+            overdue_days=overdue_days,
+            questionnaire=questionnaire,
+        )
+    )
+    report = {**header, "phones_masked": not reveal, "items": items, "summary": summarise(items)}
+    if not reveal:
+        report["villages"] = village_followups(session, round_id, cadre_id=cadre_id, now=now, overdue_days=overdue_days)
+    return report
+
+
+def followup_header(
+    session: Session, round_id: int, *, cadre_id: int | None = None, overdue_days: int = DEFAULT_OVERDUE_DAYS
+) -> dict[str, Any]:
+    """The ``round`` and ``cadre`` parts of a follow-up list. Raises ReportError for an unknown round or cadre."""
+    round_ = session.get(Round, round_id)
+    if round_ is None:
+        raise ReportError(f"round {round_id} does not exist")
+    cadre = None
+    if cadre_id is not None:
+        found = session.get(Cadre, cadre_id)
+        if found is None:
+            raise ReportError(f"cadre {cadre_id} does not exist")
+        cadre = {"id": found.id, "name": found.name}
+    questionnaire = from_version(round_.questionnaire)
+    section = round_section(round_, questionnaire, effective_targets(questionnaire, target_overrides(round_)))
+    concern = questionnaire.step(CONCERN_STEP).options if questionnaire.has_step(CONCERN_STEP) else {}
+    section.update(
+        overdue_days=overdue_days,
+        concern_labels=dict(concern),
+        status_labels={status.value: label for status, label in STATUS_LABELS.items()},
+    )
+    return {"round": section, "cadre": cadre}
+
+
+def summarise(items: list[Mapping[str, Any]]) -> dict[str, int]:
+    """Counts of items by status, plus ``total``, ``open`` (pending or visited) and ``overdue``."""
+    counts = Counter(item["status"] for item in items)
+    summary = {"total": len(items)}
+    summary.update({status.value: counts.get(status.value, 0) for status in FollowUpStatus})
+    summary["open"] = sum(counts.get(status.value, 0) for status in OPEN_STATUSES)
+    summary["overdue"] = sum(1 for item in items if item["overdue"])
+    return summary
+
+
+def village_followups(
+    session: Session,
+    round_id: int,
+    *,
+    cadre_id: int | None = None,
+    now: datetime | None = None,
+    overdue_days: int = DEFAULT_OVERDUE_DAYS,
+) -> list[dict[str, Any]]:
+    """Per village: residents who asked for a visit or declined one (their answers, whether or not the interview
+    was completed, as for the items), and the items by state.
+
+    Only villages with at least one visit answer or item are listed, by name.
+    """
+    now = now or clock.now()
+    visits = (
+        select(Household.village_id, Answer.digit, func.count())
+        .select_from(Answer)
+        .join(Response, Response.id == Answer.response_id)
+        .join(RoundTarget, RoundTarget.id == Response.target_id)
+        .join(Household, Household.id == RoundTarget.household_id)
+        .where(Answer.round_id == round_id, Answer.question == VISIT_STEP, Answer.digit.in_((VISIT_YES, VISIT_NO)))
+        .group_by(Household.village_id, Answer.digit)
+    )
+    overdue = case(
+        (
+            and_(FollowUp.status == FollowUpStatus.PENDING, FollowUp.created_at < now - timedelta(days=overdue_days)),
+            1,
+        ),
+        else_=0,
+    )
+    items = (
+        select(Household.village_id, FollowUp.status, func.count(), func.sum(overdue))
+        .select_from(FollowUp)
+        .join(Household, Household.id == FollowUp.household_id)
+        .where(FollowUp.round_id == round_id)
+        .group_by(Household.village_id, FollowUp.status)
+    )
+    if cadre_id is not None:
+        visits = visits.where(Household.cadre_id == cadre_id)
+        items = items.where(FollowUp.cadre_id == cadre_id)
+    rows: dict[int, dict[str, int]] = {}
+
+    def blank() -> dict[str, int]:
+        return {"requested": 0, "declined": 0, **{s.value: 0 for s in FollowUpStatus}, "open": 0, "overdue": 0}
+
+    for village_id, digit, count in session.execute(visits):
+        rows.setdefault(village_id, blank())["requested" if digit == VISIT_YES else "declined"] += count
+    for village_id, status, count, late in session.execute(items):
+        entry = rows.setdefault(village_id, blank())
+        entry[FollowUpStatus(status).value] += count
+        if FollowUpStatus(status) in OPEN_STATUSES:
+            entry["open"] += count
+        entry["overdue"] += int(late or 0)
+    if not rows:
+        return []
+    names = dict(session.execute(select(Village.id, Village.name).where(Village.id.in_(rows))).all())
+    out = [{"village": names[village_id], "village_id": village_id, **counts} for village_id, counts in rows.items()]
+    return sorted(out, key=lambda entry: (natural_key(entry["village"]), entry["village_id"]))
+
+
+def cadre_list(
+    session: Session,
+    cadre_id: int,
+    *,
+    round_id: int | None = None,
+    statuses: tuple[FollowUpStatus, ...] | None = None,
+    now: datetime | None = None,
+    overdue_days: int = DEFAULT_OVERDUE_DAYS,
+) -> dict[str, Any]:
+    """A cadre's own list, across rounds unless ``round_id`` is given: full phone numbers, nothing else.
+
+    Raises:
+        ReportError: unknown cadre or round.
+    """
+    now = now or clock.now()
+    cadre = session.get(Cadre, cadre_id)
+    if cadre is None:
+        raise ReportError(f"cadre {cadre_id} does not exist")
+    if round_id is not None:
+        if session.get(Round, round_id) is None:
+            raise ReportError(f"round {round_id} does not exist")
+        sync_followups(session, round_id)
+    else:
+        sync_all_rounds(session)
+    items = list(
+        iter_followup_items(
+            session,
+            round_id=round_id,
+            cadre_id=cadre_id,
+            reveal_phones=True,
+            statuses=statuses,
+            now=now,
+            overdue_days=overdue_days,
+        )
+    )
+    rounds = dict(
+        session.execute(select(Round.id, Round.name).where(Round.id.in_({i["round_id"] for i in items}))).all()
+    )
+    for item in items:
+        item["round"] = rounds.get(item["round_id"])
+    return {
+        "cadre": {"id": cadre.id, "name": cadre.name},
+        "round_id": round_id,
+        "overdue_days": overdue_days,
+        "status_labels": {status.value: label for status, label in STATUS_LABELS.items()},
+        "phones_masked": False,
+        "items": items,
+        "summary": summarise(items),
+    }
