@@ -2,16 +2,25 @@
 
 A questionnaire file (YAML or JSON) declares its steps, prompts, valid keys, which rate each answer feeds,
 branching (``ask_if``: asked when ANY listed earlier answer is one of the given keys), ending keys
-(``end_on``), and the messages spoken around the questions. Validation reports every problem with its
-location, so an office can fix a file in one pass.
+(``end_on``), the messages spoken around the questions (greeting, re-prompts, closing messages), and
+whether rate answers are read back for confirmation (``readback: true``). Validation reports every problem
+with its location (unknown fields, unreachable steps, branches on missing steps, rates without a question,
+...), so an office can fix a file in one pass.
+
+Recorded prompts: every prompt (a step's question, a message, a read-back sentence) has a file name stem
+(``step-security``, ``message-intro``, ``readback-security-3``); a ``.wav`` or ``.mp3`` file of that name
+in ``SANLV_RECORDINGS_DIR/<questionnaire key>/`` is played instead of text-to-speech. A step may name its
+recording explicitly with ``audio: file.wav``. :func:`prompts` lists them all.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -39,7 +48,24 @@ REQUIRED_MESSAGES = (
     "incomplete",
     "unknown_caller",
 )
+# Messages a file may give; without them the IVR falls back as noted.
+OPTIONAL_MESSAGES = (
+    "machine",  # said to an answering machine before hanging up (default: nothing)
+    "already_done",  # an inbound caller whose interview in the active round is over (default: unknown_caller)
+    "call_later",  # an inbound caller we are dialling right now (default: unknown_caller)
+    "readback",  # "您选择的是{answer},确认请按1,重新选择请按2": required when readback is on
+)
+KNOWN_MESSAGES = REQUIRED_MESSAGES + OPTIONAL_MESSAGES
+TOP_FIELDS = ("key", "title", "max_tries", "gather_timeout", "readback", "messages", "rates", "steps")
+STEP_FIELDS = ("key", "prompt", "options", "rate", "positive", "unsure", "ask_if", "end_on", "audio")
 VALID_DIGITS = frozenset("0123456789")
+# Step keys travel in webhook URLs and in Response.current_step (50 characters with a ".confirm" suffix).
+STEP_KEY = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+AUDIO_EXTENSIONS = (".wav", ".mp3")  # WAV first: Twilio plays it without transcoding
+AUDIO_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*\.(wav|mp3)$")
+# The reachability analysis enumerates the answers that branching depends on; past this many distinct
+# combinations it stops rather than take long (no questionnaire of ours comes near it).
+MAX_BRANCH_STATES = 20000
 
 
 class QuestionnaireError(ValueError):
@@ -80,20 +106,30 @@ class Questionnaire:
     messages: Mapping[str, str]
     max_tries: int = 2
     gather_timeout: int = 8
+    readback: bool = False  # read rate answers back: "您选择的是……,确认请按1,重新选择请按2"
     content: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
+    @cached_property
+    def _index(self) -> dict[str, int]:
+        return {step.key: index for index, step in enumerate(self.steps)}
+
     def step(self, key: str) -> Step:
-        for step in self.steps:
-            if step.key == key:
-                return step
-        raise KeyError(key)
+        return self.steps[self._index[key]]
+
+    def index(self, key: str) -> int:
+        """The position of step ``key`` in asking order. Raises KeyError for an unknown step."""
+        return self._index[key]
 
     def has_step(self, key: str) -> bool:
-        return any(step.key == key for step in self.steps)
+        return key in self._index
 
-    @property
+    @cached_property
     def rate_steps(self) -> tuple[Step, ...]:
         return tuple(step for step in self.steps if step.rate)
+
+    def reads_back(self, step: Step) -> bool:
+        """Whether an answer to ``step`` is read back for confirmation."""
+        return self.readback and step.rate is not None
 
     @property
     def checksum(self) -> str:
@@ -109,6 +145,40 @@ def _digits(value: Any) -> str:
     return str(value).strip()
 
 
+def unreachable_steps(steps: Iterable[Step]) -> list[Step]:
+    """The steps that no sequence of answers ever asks, in asking order.
+
+    Walks the steps in order, carrying every distinct combination of the answers that branching depends on
+    (``ask_if``). At each step, for each combination: a step whose condition fails is skipped; otherwise it
+    is asked (so it is reachable) and each key that does not end the survey continues, as does leaving the
+    question unanswered, unless it is a gate (a step with ``end_on``: unanswered, it ends the call).
+    """
+    steps = list(steps)
+    relevant = {key for step in steps for key in step.ask_if}
+    states: set[frozenset[tuple[str, str]]] = {frozenset()}
+    unreachable: list[Step] = []
+    for step in steps:
+        following: set[frozenset[tuple[str, str]]] = set()
+        asked = False
+        for state in states:
+            answers = dict(state)
+            if step.ask_if and not any(answers.get(key) in digits for key, digits in step.ask_if.items()):
+                following.add(state)
+                continue
+            asked = True
+            for digit in step.options:
+                if digit not in step.end_on:
+                    following.add(state | {(step.key, digit)} if step.key in relevant else state)
+            if not step.end_on:
+                following.add(state)
+        if not asked:
+            unreachable.append(step)
+        states = following
+        if len(states) > MAX_BRANCH_STATES:
+            break
+    return unreachable
+
+
 def parse_questionnaire(content: Any, source: str = "<questionnaire>") -> Questionnaire:
     """Validate ``content`` (the parsed file) and build a Questionnaire.
 
@@ -119,10 +189,16 @@ def parse_questionnaire(content: Any, source: str = "<questionnaire>") -> Questi
     if not isinstance(content, Mapping):
         raise QuestionnaireError(source, ["the file must contain a mapping with key, steps, rates and messages"])
 
+    for name in content:
+        if name not in TOP_FIELDS:
+            problems.append(f"{name}: unknown field (known: {', '.join(TOP_FIELDS)})")
     key = content.get("key")
     if not isinstance(key, str) or not key.strip():
         problems.append("key: missing or empty")
         key = ""
+    elif not STEP_KEY.match(key):
+        # The key names the recordings folder: no spaces, slashes or dots.
+        problems.append(f"key: {key!r} must be 1-40 letters, digits, '_' or '-'")
     title = str(content.get("title") or key)
     max_tries = content.get("max_tries", 2)
     if not isinstance(max_tries, int) or not 1 <= max_tries <= 5:
@@ -132,6 +208,10 @@ def parse_questionnaire(content: Any, source: str = "<questionnaire>") -> Questi
     if not isinstance(gather_timeout, int) or not 3 <= gather_timeout <= 30:
         problems.append(f"gather_timeout: {gather_timeout!r} must be a whole number of seconds from 3 to 30")
         gather_timeout = 8
+    readback = content.get("readback", False)
+    if not isinstance(readback, bool):
+        problems.append(f"readback: {readback!r} must be true or false")
+        readback = False
 
     messages_in = content.get("messages") or {}
     messages: dict[str, str] = {}
@@ -139,10 +219,21 @@ def parse_questionnaire(content: Any, source: str = "<questionnaire>") -> Questi
         problems.append("messages: must be a mapping of message name to text")
         messages_in = {}
     for name, text in messages_in.items():
+        if str(name) not in KNOWN_MESSAGES:
+            problems.append(f"messages.{name}: unknown message (known: {', '.join(KNOWN_MESSAGES)})")
         messages[str(name)] = "" if text is None else str(text)
-    for name in REQUIRED_MESSAGES:
+    for name in REQUIRED_MESSAGES + (("readback",) if readback else ()):
         if not messages.get(name, "").strip():
-            problems.append(f"messages.{name}: missing")
+            problems.append(f"messages.{name}: missing" + (" (readback is on)" if name == "readback" else ""))
+    if messages.get("readback", "").strip():
+        try:
+            messages["readback"].format(answer="")
+            if "{answer}" not in messages["readback"]:
+                raise KeyError("answer")
+        except (KeyError, IndexError, ValueError):
+            problems.append(
+                "messages.readback: must contain {answer} (the meaning of the key pressed) and no other {...}"
+            )
     messages.setdefault("machine", "")
 
     rates_in = content.get("rates") or {}
@@ -184,6 +275,11 @@ def parse_questionnaire(content: Any, source: str = "<questionnaire>") -> Questi
             problems.append(f"{where}.key: duplicate of steps[{seen[step_key]}]")
             continue
         seen[step_key] = index
+        if not STEP_KEY.match(step_key):
+            problems.append(f"{where}.key: must be 1-40 letters, digits, '_' or '-'")
+        for name in raw:
+            if name not in STEP_FIELDS:
+                problems.append(f"{where}.{name}: unknown field (known: {', '.join(STEP_FIELDS)})")
         prompt = raw.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             problems.append(f"{where}.prompt: missing")
@@ -200,7 +296,9 @@ def parse_questionnaire(content: Any, source: str = "<questionnaire>") -> Questi
             elif len(d) != 1 or d not in VALID_DIGITS:
                 problems.append(f"{where}.options.{d}: a key must be one digit 0-8")
             else:
-                options[d] = str(meaning)
+                if meaning is None or not str(meaning).strip():
+                    problems.append(f"{where}.options.{d}: the meaning of key {d} is missing")
+                options[d] = "" if meaning is None else str(meaning)
 
         def key_set(name: str, values: Any) -> frozenset[str]:
             if values is None:
@@ -217,8 +315,9 @@ def parse_questionnaire(content: Any, source: str = "<questionnaire>") -> Questi
         positive = key_set("positive", raw.get("positive"))
         unsure = key_set("unsure", raw.get("unsure"))
         if rate is not None:
-            if rate not in RATE_KEYS:
+            if not isinstance(rate, str) or rate not in RATE_KEYS:
                 problems.append(f"{where}.rate: unknown rate {rate!r} (known: {', '.join(RATE_KEYS)})")
+                rate = str(rate)  # a list here must not break the checks below; the problem is reported
             elif rate not in rates:
                 problems.append(f"{where}.rate: {rate} has no entry under rates (label and target)")
             if not positive:
@@ -246,6 +345,9 @@ def parse_questionnaire(content: Any, source: str = "<questionnaire>") -> Questi
                 for d in sorted(wanted - earlier.options.keys()):
                     problems.append(f"{where}.ask_if.{other}: key {d} is not an option of {other}")
             ask_if[other] = wanted
+        if rate is not None and ask_if:
+            # Completion needs every rate question answered: a skipped one could never complete.
+            problems.append(f"{where}.ask_if: a rate question must always be asked")
 
         end_on: dict[str, str] = {}
         end_on_in = raw.get("end_on") or {}
@@ -261,6 +363,9 @@ def parse_questionnaire(content: Any, source: str = "<questionnaire>") -> Questi
             end_on[d] = str(outcome)
 
         audio = raw.get("audio")
+        if audio is not None and (not isinstance(audio, str) or not AUDIO_NAME.match(audio)):
+            problems.append(f"{where}.audio: {audio!r} must be a .wav or .mp3 file name (no folders)")
+            audio = None
         steps.append(
             Step(
                 key=step_key,
@@ -285,6 +390,10 @@ def parse_questionnaire(content: Any, source: str = "<questionnaire>") -> Questi
             if step.rate in rate_steps_by_rate:
                 problems.append(f"steps ({step.key}).rate: {step.rate} is already fed by {rate_steps_by_rate[step.rate]}")
             rate_steps_by_rate[step.rate] = step.key
+    for step in unreachable_steps(steps):
+        problems.append(
+            f"steps[{seen[step.key]}] ({step.key}): unreachable: no answers to the earlier questions lead to it"
+        )
 
     if problems:
         raise QuestionnaireError(source, problems)
@@ -296,7 +405,8 @@ def parse_questionnaire(content: Any, source: str = "<questionnaire>") -> Questi
         messages=messages,
         max_tries=max_tries,
         gather_timeout=gather_timeout,
-        content=json.loads(json.dumps(content, ensure_ascii=False)),
+        readback=readback,
+        content=json.loads(json.dumps(content, ensure_ascii=False, default=str)),  # YAML dates become text
     )
 
 
@@ -346,6 +456,60 @@ def store_version(session: Session, questionnaire: Questionnaire) -> Questionnai
 
 def from_version(version: QuestionnaireVersion) -> Questionnaire:
     return parse_questionnaire(version.content, f"questionnaire version {version.id}")
+
+
+@dataclass(frozen=True)
+class PromptInfo:
+    """One thing the IVR says: a step's question, a message, or the read-back of one answer."""
+
+    name: str  # the recording's file name stem: step-security, message-intro, readback-security-3
+    kind: str  # step | message | readback
+    text: str  # what text-to-speech says when there is no recording
+    audio: str | None = None  # a file name the questionnaire gives explicitly (steps only)
+
+    def candidates(self) -> tuple[str, ...]:
+        """File names that hold this prompt's recording, in order of preference."""
+        if self.audio:
+            return (self.audio,)
+        return tuple(self.name + ext for ext in AUDIO_EXTENSIONS)
+
+
+def step_prompt(step: Step) -> PromptInfo:
+    return PromptInfo(f"step-{step.key}", "step", step.prompt, step.audio)
+
+
+def message_prompt(questionnaire: Questionnaire, name: str) -> PromptInfo:
+    return PromptInfo(f"message-{name}", "message", questionnaire.messages.get(name, ""))
+
+
+def readback_prompt(questionnaire: Questionnaire, step: Step, digit: str) -> PromptInfo:
+    meaning = step.options.get(digit, digit)
+    text = questionnaire.messages.get("readback", "").replace("{answer}", meaning)
+    return PromptInfo(f"readback-{step.key}-{digit}", "readback", text)
+
+
+def prompts(questionnaire: Questionnaire) -> list[PromptInfo]:
+    """Every prompt the IVR may say for ``questionnaire``: messages, questions, read-backs (non-empty only)."""
+    out = [message_prompt(questionnaire, name) for name in KNOWN_MESSAGES if name != "readback"]
+    for step in questionnaire.steps:
+        out.append(step_prompt(step))
+        if questionnaire.reads_back(step):
+            out.extend(readback_prompt(questionnaire, step, digit) for digit in step.options)
+    return [prompt for prompt in out if prompt.text.strip() or prompt.audio]
+
+
+def recording_folder(recordings_dir: Path | str, questionnaire: Questionnaire) -> Path:
+    """Where the recordings of ``questionnaire`` live: ``<recordings dir>/<questionnaire key>/``."""
+    return Path(recordings_dir) / questionnaire.key
+
+
+def find_recording(folder: Path, prompt: PromptInfo) -> Path | None:
+    """The recording of ``prompt`` in ``folder``, or None (the IVR falls back to text-to-speech)."""
+    for name in prompt.candidates():
+        path = folder / name
+        if path.is_file():
+            return path
+    return None
 
 
 def to_show_json(questionnaire: Questionnaire) -> dict[str, Any]:

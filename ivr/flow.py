@@ -4,7 +4,17 @@ No Flask, no database, no Redis: the views persist what this decides and render 
 
 Keys: an option key answers the question; ``*`` repeats it; ``9`` stops the survey (do-not-call); anything
 else is an invalid key. Silence (no key) re-asks. After ``max_tries`` failed tries (invalid or silent) the
-question is left unanswered and the flow goes on.
+question is left unanswered and the flow goes on (a gate question, one with ``end_on``, ends the call).
+
+Read-back (``readback: true`` in the questionnaire): after a rate question is answered, the flow asks for
+confirmation ("您选择的是……,确认请按1,重新选择请按2") at the position ``<step>.confirm``. The answer is
+kept as soon as it is pressed; ``1`` confirms and goes on; ``2`` asks the question again, and the new key
+replaces the answer. A resident may re-choose at most :data:`MAX_RECHOOSES` times per question; after that
+the answer is taken without read-back. A confirmation left unanswered (invalid keys, silence) keeps the
+answer and goes on.
+
+A *position* names what is being asked: a step key (``security``) or its confirmation
+(``security.confirm``). Positions are what the Gather URLs and ``Response.current_step`` carry.
 """
 
 from __future__ import annotations
@@ -14,6 +24,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from campaigns.questionnaire import REPEAT_KEY, STOP_KEY, Questionnaire, Step
+
+CONFIRM_SUFFIX = ".confirm"
+CONFIRM_KEY = "1"
+RECHOOSE_KEY = "2"
+MAX_RECHOOSES = 2
 
 
 class Outcome(enum.StrEnum):
@@ -25,20 +40,30 @@ class Outcome(enum.StrEnum):
 
 
 class KeyKind(enum.StrEnum):
-    ANSWER = "answer"
-    INVALID = "invalid"
-    SILENCE = "silence"
-    REPEAT = "repeat"
-    STOP = "stop"
+    ANSWER = "answer"  # an option key of the question
+    INVALID = "invalid"  # a key that means nothing here
+    SILENCE = "silence"  # no key before the Gather timed out
+    REPEAT = "repeat"  # * : say it again
+    STOP = "stop"  # 9 : stop, never call again
+    CONFIRM = "confirm"  # read-back: 1, the answer stands
+    RECHOOSE = "rechoose"  # read-back: 2, ask the question again
 
 
 @dataclass(frozen=True)
 class Ask:
-    """Ask ``step`` (try ``try_number``), after saying the ``preface`` messages (names in messages)."""
+    """Ask ``step`` (try ``try_number``), after saying the ``preface`` messages (names in messages).
+
+    With ``confirm``, read back the answer given to ``step`` and ask for confirmation instead.
+    """
 
     step: str
     try_number: int = 1
     preface: tuple[str, ...] = ()
+    confirm: bool = False
+
+    @property
+    def position(self) -> str:
+        return position_key(self.step, self.confirm)
 
 
 @dataclass(frozen=True)
@@ -56,6 +81,24 @@ class Turn:
     kind: KeyKind
     next: Ask | End
     answer: tuple[str, str] | None = None  # (question, digit) to store
+
+
+def position_key(step: str, confirm: bool = False) -> str:
+    return step + CONFIRM_SUFFIX if confirm else step
+
+
+def parse_position(questionnaire: Questionnaire, position: str) -> tuple[Step, bool]:
+    """The step and phase a position names.
+
+    Raises:
+        KeyError: not a step of the questionnaire, or a confirmation where nothing is read back.
+    """
+    confirm = position.endswith(CONFIRM_SUFFIX)
+    key = position[: -len(CONFIRM_SUFFIX)] if confirm else position
+    step = questionnaire.step(key)
+    if confirm and not questionnaire.reads_back(step):
+        raise KeyError(position)
+    return step, confirm
 
 
 def is_asked(step: Step, answers: Mapping[str, str]) -> bool:
@@ -82,6 +125,16 @@ def _end_of_questions(questionnaire: Questionnaire, answers: Mapping[str, str]) 
     return End(Outcome.INCOMPLETE, "incomplete")
 
 
+def _go_on(
+    questionnaire: Questionnaire, answers: Mapping[str, str], step: Step, preface: tuple[str, ...] = ()
+) -> Ask | End:
+    """The question after ``step`` that applies, or the end of the questions."""
+    following = _next_step_after(questionnaire, answers, questionnaire.index(step.key))
+    if following is None:
+        return _end_of_questions(questionnaire, answers)
+    return Ask(following.key, 1, preface)
+
+
 def start(questionnaire: Questionnaire, answers: Mapping[str, str]) -> Ask | End:
     """Where a call begins: the first unanswered question that applies, with a greeting.
 
@@ -94,7 +147,7 @@ def start(questionnaire: Questionnaire, answers: Mapping[str, str]) -> Ask | End
     return Ask(step.key, 1, ("welcome_back",) if answers else ("intro",))
 
 
-def classify(step: Step, digits: str | None) -> KeyKind:
+def classify(step: Step, digits: str | None, confirm: bool = False) -> KeyKind:
     if not digits:
         return KeyKind.SILENCE
     key = digits[0]
@@ -102,6 +155,12 @@ def classify(step: Step, digits: str | None) -> KeyKind:
         return KeyKind.REPEAT
     if key == STOP_KEY:
         return KeyKind.STOP
+    if confirm:
+        if digits == CONFIRM_KEY:
+            return KeyKind.CONFIRM
+        if digits == RECHOOSE_KEY:
+            return KeyKind.RECHOOSE
+        return KeyKind.INVALID
     if digits in step.options:
         return KeyKind.ANSWER
     return KeyKind.INVALID
@@ -110,27 +169,31 @@ def classify(step: Step, digits: str | None) -> KeyKind:
 def advance(
     questionnaire: Questionnaire,
     answers: Mapping[str, str],
-    step_key: str,
+    position: str,
     try_number: int,
     digits: str | None,
+    *,
+    rechosen: int = 0,
 ) -> Turn:
-    """One input at ``step_key`` (try ``try_number``): ``digits`` is the key(s) pressed, None/"" for silence.
+    """One input at ``position`` (try ``try_number``): ``digits`` is the key(s) pressed, None/"" for silence.
+
+    ``rechosen`` is how many times the resident already re-chose this question's answer at its read-back.
 
     Raises:
-        KeyError: ``step_key`` is not a step of the questionnaire (the caller validates it first).
+        KeyError: ``position`` is not a position of the questionnaire (the caller validates it first).
     """
-    for index, step in enumerate(questionnaire.steps):
-        if step.key == step_key:
-            break
-    else:
-        raise KeyError(step_key)
-    kind = classify(step, digits)
+    step, confirm = parse_position(questionnaire, position)
+    kind = classify(step, digits, confirm)
 
     if kind is KeyKind.STOP:
         return Turn(kind, End(Outcome.OPTED_OUT, "opted_out"))
     if kind is KeyKind.REPEAT:
         # A repeat is the resident asking, not a failed try: the try count stays.
-        return Turn(kind, Ask(step.key, try_number))
+        return Turn(kind, Ask(step.key, try_number, (), confirm))
+    if kind is KeyKind.CONFIRM:
+        return Turn(kind, _go_on(questionnaire, answers, step))
+    if kind is KeyKind.RECHOOSE:
+        return Turn(kind, Ask(step.key, 1))
     if kind is KeyKind.ANSWER:
         assert digits is not None
         outcome = step.end_on.get(digits)
@@ -138,20 +201,19 @@ def advance(
             return Turn(kind, End(Outcome.REFUSED, "refused"), (step.key, digits))
         if outcome == "ineligible":
             return Turn(kind, End(Outcome.INELIGIBLE, "ineligible"), (step.key, digits))
+        if questionnaire.reads_back(step) and rechosen < MAX_RECHOOSES:
+            return Turn(kind, Ask(step.key, 1, (), True), (step.key, digits))
         merged = {**answers, step.key: digits}
-        following = _next_step_after(questionnaire, merged, index)
-        if following is None:
-            return Turn(kind, _end_of_questions(questionnaire, merged), (step.key, digits))
-        return Turn(kind, Ask(following.key, 1), (step.key, digits))
+        return Turn(kind, _go_on(questionnaire, merged, step), (step.key, digits))
 
-    # Invalid key or silence: ask again, or leave the question unanswered once the tries are used up.
+    # Invalid key or silence: ask again, or give up on this question once the tries are used up.
     message = "invalid" if kind is KeyKind.INVALID else "silence"
     if try_number < questionnaire.max_tries:
-        return Turn(kind, Ask(step.key, try_number + 1, (message,)))
+        return Turn(kind, Ask(step.key, try_number + 1, (message,), confirm))
+    if confirm:
+        # The answer was pressed and kept; an unanswered confirmation does not undo it.
+        return Turn(kind, _go_on(questionnaire, answers, step, (message,)))
     if step.end_on:
         # A gate question (consent, screening) left unanswered ends the call; the resident may be retried.
         return Turn(kind, End(Outcome.INCOMPLETE, "incomplete"))
-    following = _next_step_after(questionnaire, answers, index)
-    if following is None:
-        return Turn(kind, _end_of_questions(questionnaire, answers))
-    return Turn(kind, Ask(following.key, 1, (message,)))
+    return Turn(kind, _go_on(questionnaire, answers, step, (message,)))

@@ -2,35 +2,68 @@
 
 Every key press is stored once (KeyPress, unique per response and prompt sequence number); each answer is
 written when its key press arrives; a replayed webhook changes nothing and gets the current prompt again.
+A different key pressed later for an answered question (read-back "re-choose") replaces the answer and
+keeps the old one in AnswerChange.
+
+Inbound calls: a resident calling our number is found by caller number among the non-final targets of the
+active rounds (running or paused, the latest first), gets an inbound CallAttempt and resumes the interview.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, Float, Integer, String, bindparam, case, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from campaigns import clock
 from campaigns.calls import finish_from_response, mark_answered
 from campaigns.models import (
+    FINAL_CALL_STATUSES,
     FINAL_RESPONSE_STATUSES,
+    FINAL_TARGET_STATES,
     Answer,
+    AnswerChange,
     CallAttempt,
+    CallDirection,
+    CallStatus,
     DoNotCall,
     KeyPress,
     QuestionnaireVersion,
     Response,
     ResponseStatus,
     Round,
+    RoundStatus,
     RoundTarget,
+    UTCDateTime,
 )
-from campaigns.questionnaire import Questionnaire, from_version
-from ivr.flow import Ask, End, KeyKind, Outcome, advance, rates_complete, start
+from campaigns.phones import PhoneNumberError, normalise
+from campaigns.questionnaire import Questionnaire, builtin_questionnaire, from_version
+from ivr.flow import (
+    Ask,
+    End,
+    KeyKind,
+    Outcome,
+    advance,
+    parse_position,
+    position_key,
+    rates_complete,
+    start,
+)
 
 log = logging.getLogger("sanlv.ivr")
+
+ACTIVE_ROUND_STATUSES = (RoundStatus.RUNNING, RoundStatus.PAUSED)
+# Outcomes of a key press at a question that count as a try (a repeat is the resident asking, not a try).
+TRY_OUTCOMES = (KeyKind.ANSWER.value, KeyKind.INVALID.value, KeyKind.SILENCE.value)
+
+
+class ConcurrentChange(RuntimeError):
+    """Another request changed the interview while this one worked on it: roll back and try again."""
 
 
 class InterviewError(ValueError):
@@ -43,25 +76,55 @@ class InterviewError(ValueError):
 
 @dataclass(frozen=True)
 class Prompt:
-    """What to play next: an Ask with the sequence number its Gather carries, or an End."""
+    """What to play next: an Ask with the sequence number its Gather carries, or an End.
+
+    ``chosen`` is the key being read back when the Ask is a confirmation.
+    """
 
     action: Ask | End
     seq: int
     questionnaire: Questionnaire
+    chosen: str | None = None
 
 
-_questionnaires: dict[int, Questionnaire] = {}
+@dataclass(frozen=True)
+class InboundReply:
+    """An inbound call: the interview's prompt for a known caller, or a polite ``message`` and hang up."""
+
+    questionnaire: Questionnaire
+    attempt_id: int | None = None
+    prompt: Prompt | None = None
+    message: str | None = None
+
+
+# Stored versions are immutable: parsed once per process, keyed by id and checksum (the checksum guards
+# against a database that was recreated under a running process, as tests do).
+_questionnaires: dict[tuple[int, str], Questionnaire] = {}
+
+
+def _cached_questionnaire(session: Session, version_id: int, checksum: str) -> Questionnaire:
+    cached = _questionnaires.get((version_id, checksum))
+    if cached is None:
+        version = session.get(QuestionnaireVersion, version_id)
+        assert version is not None
+        cached = from_version(version)
+        _questionnaires[(version_id, checksum)] = cached
+    return cached
 
 
 def questionnaire_for(session: Session, round_: Round) -> Questionnaire:
-    """The round's questionnaire version (immutable, so cached per process by version id)."""
-    cached = _questionnaires.get(round_.questionnaire_id)
-    if cached is None:
-        version = session.get(QuestionnaireVersion, round_.questionnaire_id)
-        assert version is not None
-        cached = from_version(version)
-        _questionnaires[round_.questionnaire_id] = cached
-    return cached
+    """The questionnaire version the round launched with."""
+    checksum = session.scalar(
+        select(QuestionnaireVersion.checksum).where(QuestionnaireVersion.id == round_.questionnaire_id)
+    )
+    assert checksum is not None
+    return _cached_questionnaire(session, round_.questionnaire_id, checksum)
+
+
+@lru_cache(maxsize=1)
+def default_questionnaire() -> Questionnaire:
+    """The built-in questionnaire: its messages greet callers that belong to no round."""
+    return builtin_questionnaire()
 
 
 def answers_of(session: Session, response: Response) -> dict[str, str]:
@@ -83,11 +146,11 @@ def _response_for(session: Session, target: RoundTarget) -> Response:
     return response
 
 
-def _ask(response: Response, ask: Ask) -> int:
-    response.current_step = ask.step
+def _ask(response: Response, ask: Ask, now: datetime | None = None) -> int:
+    response.current_step = ask.position
     response.current_try = ask.try_number
     response.prompt_seq += 1
-    response.prompted_at = clock.now()
+    response.prompted_at = now or clock.now()
     return response.prompt_seq
 
 
@@ -103,83 +166,322 @@ def begin_call(session: Session, attempt: CallAttempt) -> Prompt:
     answers = answers_of(session, response)
     action = start(questionnaire, answers)
     if isinstance(action, End):
-        _finish(session, target, response, action, questionnaire, answers)
+        _finish(session, target, response, action)
         return Prompt(action, response.prompt_seq, questionnaire)
     seq = _ask(response, action)
-    log.info("event=interview_start attempt=%s response=%s step=%s resumed=%s", attempt.id, response.id, action.step, bool(answers))
+    log.info(
+        "event=interview_start attempt=%s direction=%s response=%s step=%s resumed=%s",
+        attempt.id, attempt.direction.value, response.id, action.step, bool(answers),
+    )
     return Prompt(action, seq, questionnaire)
+
+
+def begin_inbound_call(session: Session, call_sid: str, caller: str) -> InboundReply:
+    """A resident called our number: resume their interview in the latest active round, or say why not.
+
+    Raises:
+        InterviewError: ``call_sid`` belongs to an outbound call.
+    """
+    known = session.scalar(select(CallAttempt).where(CallAttempt.call_sid == call_sid))
+    if known is not None:
+        if known.direction != CallDirection.INBOUND:
+            raise InterviewError(f"CallSid {call_sid} belongs to outbound attempt {known.id}")
+        # Twilio asked again for the same call (a retried webhook): carry on with the same attempt.
+        prompt = begin_call(session, known)
+        return InboundReply(prompt.questionnaire, known.id, prompt)
+    try:
+        phone = normalise(caller)
+    except PhoneNumberError:
+        log.info("event=inbound_unknown_caller sid=%s reason=unparsable_number", call_sid)
+        return InboundReply(_greeting_questionnaire(session), message="unknown_caller")
+
+    rows = session.execute(
+        select(RoundTarget, Round)
+        .join(Round, Round.id == RoundTarget.round_id)
+        .where(RoundTarget.phone == phone, Round.status.in_(ACTIVE_ROUND_STATUSES))
+        .order_by(Round.id.desc())
+    ).all()
+    if not rows:
+        log.info("event=inbound_unknown_caller sid=%s reason=no_active_round_target", call_sid)
+        return InboundReply(_greeting_questionnaire(session), message="unknown_caller")
+    open_rows = [(t, r) for t, r in rows if t.state not in FINAL_TARGET_STATES]
+    if not open_rows:
+        target, round_ = rows[0]
+        questionnaire = questionnaire_for(session, round_)
+        log.info("event=inbound_already_done sid=%s target=%s state=%s", call_sid, target.id, target.state.value)
+        return InboundReply(questionnaire, message=_message_or(questionnaire, "already_done", "unknown_caller"))
+    target, round_ = open_rows[0]
+    questionnaire = questionnaire_for(session, round_)
+    # Locked: the dispatcher's claim (a conditional UPDATE on the same row) waits for us, and we for it.
+    session.refresh(target, with_for_update=True)
+    live = session.scalar(
+        select(func.count())
+        .select_from(CallAttempt)
+        .where(CallAttempt.target_id == target.id, CallAttempt.status.not_in(FINAL_CALL_STATUSES))
+    )
+    if target.state in FINAL_TARGET_STATES or live:
+        # We are dialling this household (or it is in another call): never two live calls at once.
+        log.info("event=inbound_while_live sid=%s target=%s state=%s", call_sid, target.id, target.state.value)
+        return InboundReply(questionnaire, message=_message_or(questionnaire, "call_later", "unknown_caller"))
+    # Outbound attempts are numbered 1, 2, ... by the dialler; call-backs count down from -1 so the two
+    # never collide under the (target, number) uniqueness rule and call-backs use no dialling budget.
+    lowest = session.scalar(
+        select(func.min(CallAttempt.number)).where(CallAttempt.target_id == target.id, CallAttempt.number < 0)
+    )
+    now = clock.now()
+    attempt = CallAttempt(
+        round_id=round_.id,
+        target_id=target.id,
+        number=(lowest or 0) - 1,
+        direction=CallDirection.INBOUND,
+        call_sid=call_sid,
+        status=CallStatus.IN_PROGRESS,
+        created_at=now,
+        placed_at=now,
+    )
+    session.add(attempt)
+    session.flush()
+    log.info("event=inbound_call attempt=%s target=%s round=%s", attempt.id, target.id, round_.id)
+    prompt = begin_call(session, attempt)
+    return InboundReply(questionnaire, attempt.id, prompt)
+
+
+def _greeting_questionnaire(session: Session) -> Questionnaire:
+    """Whose messages an unknown caller hears: the latest active round's questionnaire, else the default."""
+    round_ = session.scalar(
+        select(Round).where(Round.status.in_(ACTIVE_ROUND_STATUSES)).order_by(Round.id.desc()).limit(1)
+    )
+    return questionnaire_for(session, round_) if round_ is not None else default_questionnaire()
+
+
+def _message_or(questionnaire: Questionnaire, name: str, fallback: str) -> str:
+    return name if questionnaire.messages.get(name, "").strip() else fallback
 
 
 def current_prompt(session: Session, response: Response, questionnaire: Questionnaire) -> Prompt:
     """The prompt the interview is at now (for a replayed webhook)."""
     if response.current_step is None:
         raise InterviewError(f"response {response.id} has not started")
-    return Prompt(Ask(response.current_step, response.current_try), response.prompt_seq, questionnaire)
+    step, confirm = parse_position(questionnaire, response.current_step)
+    chosen = None
+    if confirm:
+        chosen = session.scalar(
+            select(Answer.digit).where(Answer.response_id == response.id, Answer.question == step.key)
+        )
+    return Prompt(Ask(step.key, response.current_try, (), confirm), response.prompt_seq, questionnaire, chosen)
+
+
+# The key-press webhook is the hot path (every press of every resident). Its statements are built once, on
+# the tables (Core): a handful of round trips and no unit-of-work bookkeeping. The rarer transitions (an
+# interview ending or completing, 9) load the ORM objects and use the shared service functions.
+_attempts, _targets, _rounds = CallAttempt.__table__, RoundTarget.__table__, Round.__table__
+_versions, _responses, _answers = QuestionnaireVersion.__table__, Response.__table__, Answer.__table__
+_presses, _changes = KeyPress.__table__, AnswerChange.__table__
+
+_INPUT_STATE = (
+    select(
+        _attempts.c.call_sid,
+        _attempts.c.target_id,
+        _targets.c.round_id,
+        _targets.c.phone,
+        _rounds.c.questionnaire_id,
+        _versions.c.checksum,
+        _responses.c.id,
+        _responses.c.status,
+        _responses.c.current_step,
+        _responses.c.current_try,
+        _responses.c.prompt_seq,
+        _responses.c.prompted_at,
+        _answers.c.id,
+        _answers.c.question,
+        _answers.c.digit,
+    )
+    .select_from(_attempts)
+    .join(_targets, _targets.c.id == _attempts.c.target_id)
+    .join(_rounds, _rounds.c.id == _targets.c.round_id)
+    .join(_versions, _versions.c.id == _rounds.c.questionnaire_id)
+    .join(_responses, _responses.c.target_id == _targets.c.id)
+    .outerjoin(_answers, _answers.c.response_id == _responses.c.id)
+    .where(_attempts.c.id == bindparam("attempt_id"))
+)
+_PRESS_AT = select(_presses.c.id).where(
+    _presses.c.response_id == bindparam("response_id"), _presses.c.seq == bindparam("seq")
+)
+_RECHOSEN = select(func.count()).select_from(_presses).where(
+    _presses.c.response_id == bindparam("response_id"),
+    _presses.c.step == bindparam("position"),
+    _presses.c.outcome == KeyKind.RECHOOSE.value,
+)
+_TRIES = (
+    select(_presses.c.outcome, func.count())
+    .where(
+        _presses.c.response_id == bindparam("response_id"),
+        _presses.c.step == bindparam("question"),
+        _presses.c.outcome.in_(TRY_OUTCOMES),
+    )
+    .group_by(_presses.c.outcome)
+)
+_INSERT_PRESS = _presses.insert()
+
+
+def _new_answer_statement():
+    """INSERT a new answer whose paradata is counted from the presses at the question, in one statement."""
+    response_id = bindparam("response_id", type_=Integer)
+    question = bindparam("question", type_=String)
+    now = bindparam("now", type_=UTCDateTime())
+
+    def presses(outcome: KeyKind):
+        return func.coalesce(func.sum(case((_presses.c.outcome == outcome.value, 1), else_=0)), 0)
+
+    counted = select(
+        response_id,
+        bindparam("round_id", type_=Integer),
+        question,
+        bindparam("digit", type_=String),
+        bindparam("attempt_id", type_=Integer),
+        func.count(),
+        presses(KeyKind.INVALID),
+        presses(KeyKind.SILENCE),
+        bindparam("seconds", type_=Float),
+        now,
+        now,
+    ).where(_presses.c.response_id == response_id, _presses.c.step == question, _presses.c.outcome.in_(TRY_OUTCOMES))
+    columns = ["response_id", "round_id", "question", "digit", "attempt_id", "tries", "invalid_keys", "silences",
+               "seconds_to_answer", "created_at", "updated_at"]
+    return _answers.insert().from_select(columns, counted)
+
+
+_INSERT_NEW_ANSWER = _new_answer_statement()
+_INSERT_CHANGE = _changes.insert()
+_UPDATE_ANSWER = (
+    _answers.update()
+    .where(_answers.c.id == bindparam("answer_id"))
+    .values(
+        digit=bindparam("new_digit"),
+        attempt_id=bindparam("new_attempt_id"),
+        tries=bindparam("new_tries"),
+        invalid_keys=bindparam("new_invalid_keys"),
+        silences=bindparam("new_silences"),
+        seconds_to_answer=bindparam("new_seconds"),
+        updated_at=bindparam("now"),
+    )
+)
+_ASK_NEXT = (
+    _responses.update()
+    # Only from the prompt this press answered: a concurrent change to the interview makes it match nothing.
+    .where(_responses.c.id == bindparam("response_id"), _responses.c.prompt_seq == bindparam("answered_seq"))
+    .values(
+        current_step=bindparam("position"),
+        current_try=bindparam("try_number"),
+        prompt_seq=bindparam("seq"),
+        prompted_at=bindparam("now"),
+        updated_at=bindparam("now"),
+    )
+)
 
 
 def handle_input(
-    session: Session, attempt: CallAttempt, step: str, seq: int, digits: str | None
+    session: Session, attempt_id: int, call_sid: str, position: str, seq: int, digits: str | None
 ) -> Prompt:
-    """One Gather result (``digits``) or silence (None) for prompt ``seq`` asking ``step``.
+    """One Gather result (``digits``) or silence (None) for prompt ``seq`` asking ``position`` in the call
+    ``call_sid`` of attempt ``attempt_id``.
 
     Raises:
-        InterviewError: the step or sequence number is not the interview's current one.
+        InterviewError: the attempt is unknown (404) or belongs to another call (409), no interview has
+            started (409), the position is not a question (400), or it is not the one being asked (409).
     """
-    target = session.get(RoundTarget, attempt.target_id)
-    assert target is not None
-    round_ = session.get(Round, target.round_id)
-    assert round_ is not None
-    questionnaire = questionnaire_for(session, round_)
-    response = session.scalar(select(Response).where(Response.target_id == target.id))
-    if response is None:
-        raise InterviewError(f"attempt {attempt.id}: no interview has started", 409)
-    if not questionnaire.has_step(step):
-        raise InterviewError(f"step={step!r} is not a question of this questionnaire", 400)
-    already = session.scalar(select(KeyPress.id).where(KeyPress.response_id == response.id, KeyPress.seq == seq))
-    if already is not None:
-        log.info("event=replayed_webhook attempt=%s response=%s seq=%s", attempt.id, response.id, seq)
-        if response.status in FINAL_RESPONSE_STATUSES and response.current_step is None:
-            return Prompt(End(Outcome(response.status.value), response.status.value), seq, questionnaire)
-        return _replay(session, response, questionnaire)
-    if seq != response.prompt_seq or step != response.current_step:
-        raise InterviewError(
-            f"step={step} n={seq} is not the current question (current: {response.current_step} n={response.prompt_seq})"
-        )
-    answers = answers_of(session, response)
-    turn = advance(questionnaire, answers, step, response.current_try, digits)
-    now = clock.now()
-    press = KeyPress(
-        response_id=response.id,
-        attempt_id=attempt.id,
-        seq=seq,
-        step=step,
-        try_number=response.current_try,
-        digits=digits or "",
-        outcome=turn.kind.value,
-        received_at=now,
-    )
+    db = session.connection()  # the hot path's statements go straight to the transaction's connection
+    # One round trip: the call, its interview and the answers so far (a row per answer). Nothing is locked:
+    # two deliveries of one press race to store it, the (response, seq) uniqueness rule lets one win, and
+    # the other is answered as a replay (see ivr.views.in_transaction).
+    rows = db.execute(_INPUT_STATE, {"attempt_id": attempt_id}).all()
+    if not rows:
+        attempt = session.get(CallAttempt, attempt_id)
+        if attempt is None:
+            raise InterviewError(f"attempt {attempt_id} is not known", 404)
+        check_call_sid(session, attempt, call_sid)
+        raise InterviewError(f"attempt {attempt_id}: no interview has started", 409)
+    (known_sid, target_id, round_id, phone, version_id, checksum, response_id, status, current, try_number,
+     prompt_seq, prompted_at, *_answer) = rows[0]
+    if known_sid != call_sid:
+        check_call_sid(session, session.get(CallAttempt, attempt_id), call_sid)
+    questionnaire = _cached_questionnaire(session, version_id, checksum)
     try:
-        with session.begin_nested():
-            session.add(press)
-    except IntegrityError:
-        # The same webhook is being processed concurrently; the other request wins.
-        return _replay(session, response, questionnaire)
+        step, confirm = parse_position(questionnaire, position)
+    except KeyError:
+        raise InterviewError(f"step={position!r} is not a question of this questionnaire", 400) from None
+    if seq != prompt_seq or position != current:
+        # Not the prompt being asked: a replay of one already answered (its press is stored), or wrong.
+        if db.execute(_PRESS_AT, {"response_id": response_id, "seq": seq}).first() is not None:
+            log.info("event=replayed_webhook attempt=%s response=%s seq=%s", attempt_id, response_id, seq)
+            return _replay(session, session.get(Response, response_id), questionnaire)
+        raise InterviewError(
+            f"step={position} n={seq} is not the current question (current: {current} n={prompt_seq})"
+        )
+
+    answer_rows = {row[-2]: (row[-3], row[-1]) for row in rows if row[-3] is not None}
+    answers = {question: digit for question, (_id, digit) in answer_rows.items()}
+    rechosen = 0
+    if not confirm and questionnaire.reads_back(step):
+        confirmation = position_key(step.key, True)
+        rechosen = db.execute(_RECHOSEN, {"response_id": response_id, "position": confirmation}).scalar_one()
+    turn = advance(questionnaire, answers, position, try_number, digits, rechosen=rechosen)
+    now = clock.now()
+    # Under the response lock nobody else stores this press; the (response, seq) uniqueness rule still backs
+    # that up (the view answers a violation as a replay).
+    db.execute(
+        _INSERT_PRESS,
+        {"response_id": response_id, "attempt_id": attempt_id, "seq": seq, "step": position, "try_number": try_number,
+         "digits": digits or "", "outcome": turn.kind.value, "received_at": now},
+    )
     if turn.answer is not None:
         question, digit = turn.answer
-        _store_answer(session, response, attempt, question, digit, now)
+        existing = answer_rows.get(question)
+        _store_answer(db, response_id, round_id, attempt_id, question, digit, now, prompted_at, existing)
         answers[question] = digit
-    if response.status == ResponseStatus.IN_PROGRESS and rates_complete(questionnaire, answers):
+
+    response: Response | None = None
+    if status == ResponseStatus.IN_PROGRESS and rates_complete(questionnaire, answers):
         # Completed the moment the last rate question is answered, whatever happens after (DESIGN.md).
+        response = session.get(Response, response_id)
         response.status = ResponseStatus.COMPLETED
         response.completed_at = now
-        finish_from_response(session, target, response)
+        finish_from_response(session, session.get(RoundTarget, target_id), response)
     if turn.kind is KeyKind.STOP:
-        add_to_do_not_call(session, target.phone, round_.id, "pressed 9 during the survey")
+        add_to_do_not_call(session, phone, round_id, "pressed 9 during the survey")
     action = turn.next
     if isinstance(action, End):
-        _finish(session, target, response, action, questionnaire, answers)
+        response = response or session.get(Response, response_id)
+        _finish(session, session.get(RoundTarget, target_id), response, action)
         return Prompt(action, seq, questionnaire)
-    return Prompt(action, _ask(response, action), questionnaire)
+    asked = db.execute(
+        _ASK_NEXT,
+        {"response_id": response_id, "answered_seq": seq, "position": action.position,
+         "try_number": action.try_number, "seq": seq + 1, "now": now},
+    )
+    if asked.rowcount != 1:
+        raise ConcurrentChange(f"response {response_id} moved on from prompt {seq} meanwhile")
+    chosen = answers.get(action.step) if action.confirm else None
+    return Prompt(action, seq + 1, questionnaire, chosen)
+
+
+def check_call_sid(session: Session, attempt: CallAttempt, call_sid: str) -> None:
+    """The webhook's CallSid must be the attempt's; a call whose sid was never saved (the worker died right
+    after creating it) is adopted.
+
+    Raises:
+        InterviewError: 409, the CallSid belongs to another call.
+    """
+    if attempt.call_sid == call_sid:
+        return
+    if attempt.call_sid is not None:
+        raise InterviewError(f"CallSid does not match attempt {attempt.id}", 409)
+    other = session.scalar(select(CallAttempt.id).where(CallAttempt.call_sid == call_sid))
+    if other is not None:
+        raise InterviewError(f"CallSid {call_sid} belongs to another attempt", 409)
+    attempt.call_sid = call_sid
+    session.flush()
+    log.info("event=call_adopted attempt=%s sid=%s", attempt.id, call_sid)
 
 
 def _replay(session: Session, response: Response, questionnaire: Questionnaire) -> Prompt:
@@ -190,41 +492,50 @@ def _replay(session: Session, response: Response, questionnaire: Questionnaire) 
 
 
 def _store_answer(
-    session: Session, response: Response, attempt: CallAttempt, question: str, digit: str, now
+    db: Connection,
+    response_id: int,
+    round_id: int,
+    attempt_id: int,
+    question: str,
+    digit: str,
+    now: datetime,
+    prompted_at: datetime | None,
+    existing: tuple[int, str] | None,
 ) -> None:
-    counts = dict(
-        session.execute(
-            select(KeyPress.outcome, func.count())
-            .where(KeyPress.response_id == response.id, KeyPress.step == question)
-            .group_by(KeyPress.outcome)
-        ).all()
-    )
-    seconds = (now - response.prompted_at).total_seconds() if response.prompted_at else None
-    existing = session.scalar(select(Answer).where(Answer.response_id == response.id, Answer.question == question))
-    values = {
-        "digit": digit,
-        "attempt_id": attempt.id,
-        "tries": response.current_try,
-        "invalid_keys": counts.get(KeyKind.INVALID.value, 0),
-        "silences": counts.get(KeyKind.SILENCE.value, 0),
-        "seconds_to_answer": seconds,
-    }
+    """Write the answer with its paradata; a different key for an answered question replaces it, with history.
+
+    Paradata, over every call of the interview: ``tries`` = key presses and silences at the question (not
+    counting ``*``), ``invalid_keys`` and ``silences`` among them, ``seconds_to_answer`` = from the prompt
+    that was answered to the key press. The press being answered is already stored, so it counts.
+    """
+    seconds = round((now - prompted_at).total_seconds(), 3) if prompted_at else None
     if existing is None:
-        session.add(Answer(response_id=response.id, round_id=response.round_id, question=question, **values))
-    else:
-        for name, value in values.items():
-            setattr(existing, name, value)
-    session.flush()
+        db.execute(
+            _INSERT_NEW_ANSWER,
+            {"response_id": response_id, "round_id": round_id, "question": question, "digit": digit,
+             "attempt_id": attempt_id, "seconds": seconds, "now": now},
+        )
+        return
+    counts = dict(db.execute(_TRIES, {"response_id": response_id, "question": question}).all())
+    tries = sum(counts.values())
+    invalid = counts.get(KeyKind.INVALID.value, 0)
+    silences = counts.get(KeyKind.SILENCE.value, 0)
+    answer_id, old_digit = existing
+    if old_digit != digit:
+        db.execute(
+            _INSERT_CHANGE,
+            {"answer_id": answer_id, "old_digit": old_digit, "new_digit": digit, "attempt_id": attempt_id,
+             "changed_at": now},
+        )
+        log.info("event=answer_changed response=%s question=%s old=%s new=%s", response_id, question, old_digit, digit)
+    db.execute(
+        _UPDATE_ANSWER,
+        {"answer_id": answer_id, "new_digit": digit, "new_attempt_id": attempt_id, "new_tries": tries,
+         "new_invalid_keys": invalid, "new_silences": silences, "new_seconds": seconds, "now": now},
+    )
 
 
-def _finish(
-    session: Session,
-    target: RoundTarget,
-    response: Response,
-    end: End,
-    questionnaire: Questionnaire,
-    answers: dict[str, str],
-) -> None:
+def _finish(session: Session, target: RoundTarget, response: Response, end: End) -> None:
     now = clock.now()
     response.current_step = None
     response.current_try = 0

@@ -1,12 +1,26 @@
-"""TwiML for the survey, built with twilio's VoiceResponse (never by string concatenation)."""
+"""TwiML for the survey, built with twilio's VoiceResponse (never by string concatenation).
+
+Each prompt is a recording played with ``<Play>`` where one exists in the questionnaire's recordings folder
+(served by the app at ``/ivr/recordings/<questionnaire>/<file>``), else text-to-speech with ``<Say>`` in the
+configured language and voice.
+"""
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+from pathlib import Path
+from urllib.parse import quote, urlencode
 
 from twilio.twiml.voice_response import VoiceResponse
 
-from campaigns.questionnaire import Questionnaire
+from campaigns.questionnaire import (
+    PromptInfo,
+    Questionnaire,
+    find_recording,
+    message_prompt,
+    readback_prompt,
+    recording_folder,
+    step_prompt,
+)
 from campaigns.settings import Settings
 from ivr.flow import Ask, End
 
@@ -17,19 +31,52 @@ def webhook_url(settings: Settings, base: str, path: str, **params: object) -> s
     return f"{base}{path}" + (f"?{query}" if query else "")
 
 
-def _say(parent, settings: Settings, text: str) -> None:
-    if text:
-        parent.say(text, language=settings.tts_language, voice=settings.tts_voice)
+class Voice:
+    """Says prompts: ``<Play>`` of the recording when there is one, ``<Say>`` otherwise."""
+
+    def __init__(self, settings: Settings, base: str, questionnaire: Questionnaire):
+        self.settings = settings
+        self.base = base
+        self.questionnaire = questionnaire
+        self.folder = recording_folder(settings.recordings_dir, questionnaire)
+
+    def recording_url(self, path: Path) -> str:
+        # The file's modification time in the URL: Twilio caches media by URL, a new recording gets a new one.
+        version = int(path.stat().st_mtime)
+        return f"{self.base}/ivr/recordings/{quote(self.questionnaire.key)}/{quote(path.name)}?v={version}"
+
+    def speak(self, parent, prompt: PromptInfo) -> None:
+        recording = find_recording(self.folder, prompt)
+        if recording is not None:
+            parent.play(self.recording_url(recording))
+        elif prompt.text:
+            parent.say(prompt.text, language=self.settings.tts_language, voice=self.settings.tts_voice)
+
+    def message(self, parent, name: str) -> None:
+        self.speak(parent, message_prompt(self.questionnaire, name))
 
 
-def render(settings: Settings, base: str, questionnaire: Questionnaire, attempt_id: int, action: Ask | End, seq: int) -> str:
+def render(
+    settings: Settings,
+    base: str,
+    questionnaire: Questionnaire,
+    attempt_id: int,
+    action: Ask | End,
+    seq: int,
+    chosen: str | None = None,
+) -> str:
+    """The TwiML document for ``action``: a Gather (with a Redirect after it for silence), or the end.
+
+    ``chosen`` is the key read back when ``action`` is a confirmation.
+    """
+    voice = Voice(settings, base, questionnaire)
     response = VoiceResponse()
     if isinstance(action, End):
-        _say(response, settings, questionnaire.messages.get(action.message, ""))
+        voice.message(response, action.message)
         response.hangup()
         return str(response)
     step = questionnaire.step(action.step)
-    gather_url = webhook_url(settings, base, "/ivr/gather", attempt=attempt_id, step=step.key, n=seq)
+    gather_url = webhook_url(settings, base, "/ivr/gather", attempt=attempt_id, step=action.position, n=seq)
     gather = response.gather(
         action=gather_url,
         method="POST",
@@ -39,15 +86,19 @@ def render(settings: Settings, base: str, questionnaire: Questionnaire, attempt_
         finish_on_key="",
     )
     for message in action.preface:
-        _say(gather, settings, questionnaire.messages.get(message, ""))
-    _say(gather, settings, step.prompt)
+        voice.message(gather, message)
+    if action.confirm:
+        voice.speak(gather, readback_prompt(questionnaire, step, chosen or ""))
+    else:
+        voice.speak(gather, step_prompt(step))
     # Silence: Twilio skips the action and goes on to the next verb; come back to count the no-input.
     response.redirect(gather_url, method="POST")
     return str(response)
 
 
-def hangup(settings: Settings, text: str = "") -> str:
+def say_and_hang_up(settings: Settings, base: str, questionnaire: Questionnaire, message: str) -> str:
+    """Say the questionnaire's ``message`` (recorded or TTS) and hang up."""
     response = VoiceResponse()
-    _say(response, settings, text)
+    Voice(settings, base, questionnaire).message(response, message)
     response.hangup()
     return str(response)

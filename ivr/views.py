@@ -1,30 +1,42 @@
-"""Twilio webhooks: voice (call answered), gather (a key press or silence), status callbacks.
+"""Twilio webhooks: voice (call answered), gather (a key press or silence), status callbacks, inbound calls;
+and the recorded prompts that ``<Play>`` fetches.
 
 Thin handlers: validate the signature and parameters, call one domain function, commit, render TwiML.
-Webhooks never need Redis; an answer is committed before its webhook is answered.
+Webhooks never need Redis; an answer is committed before its webhook is answered. A parameter that is
+missing or malformed, or does not fit the call's state, gets a 4xx and a log line naming it; never a 500,
+never a stored answer.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import re
+from pathlib import Path
 
-from flask import Blueprint, Response, abort, current_app, g, request
+from flask import Blueprint, Response, abort, current_app, request, send_from_directory
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from twilio.request_validator import RequestValidator
 
-from campaigns.calls import apply_call_status
+from campaigns.calls import MACHINE_ANSWERS, apply_call_status
 from campaigns.db import session_scope
-from campaigns.models import CallAttempt
+from campaigns.models import CallAttempt, Round
+from campaigns.questionnaire import AUDIO_NAME, STEP_KEY
 from campaigns.settings import Settings
 from ivr import interview
-from ivr.twiml import hangup, render
+from ivr.twiml import render, say_and_hang_up
 
 log = logging.getLogger("sanlv.ivr")
 
 bp = Blueprint("ivr", __name__, url_prefix="/ivr")
 
-MACHINE_ANSWERS = {"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax"}
+CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
+DIGITS = re.compile(r"^[0-9*#]{0,20}$")
+POSITION = re.compile(r"^[A-Za-z0-9_.-]{1,50}$")
+NUMBER = re.compile(r"^[0-9]{1,10}$")  # ASCII digits only: str.isdigit() also accepts "²" and "١"
+MAX_ID = 2**31 - 1  # INTEGER columns: a larger id is malformed, not a database error
+ANSWERED_BY = frozenset(MACHINE_ANSWERS | {"human", "unknown"})
 
 
 def settings() -> Settings:
@@ -42,15 +54,19 @@ def signed_url() -> str:
     return public_base() + request.path + (f"?{query}" if query else "")
 
 
+@functools.lru_cache(maxsize=8)
+def _validator(token: str) -> RequestValidator:
+    return RequestValidator(token)
+
+
 def twilio_webhook(view):
     """Refuse (403) any request whose X-Twilio-Signature is not valid for the public URL and its parameters."""
 
     @functools.wraps(view)
     def wrapped(*args, **kwargs):
         signature = request.headers.get("X-Twilio-Signature", "")
-        validator = RequestValidator(settings().webhook_token)
         params = request.form if request.method == "POST" else {}
-        if not signature or not validator.validate(signed_url(), params, signature):
+        if not signature or not _validator(settings().webhook_token).validate(signed_url(), params, signature):
             log.warning("event=bad_signature path=%s remote=%s", request.path, request.remote_addr)
             abort(403)
         return view(*args, **kwargs)
@@ -62,123 +78,204 @@ def twiml(body: str) -> Response:
     return Response(body, mimetype="text/xml")
 
 
-def _int_param(name: str, *, source=None) -> int:
-    raw = (source or request.args).get(name)
-    if raw is None or not raw.strip().lstrip("-").isdigit():
-        log.warning("event=bad_parameter path=%s name=%s value=%r", request.path, name, raw)
-        abort(400, description=f"parameter {name} must be a whole number")
+def in_transaction(work):
+    """Run ``work(session)`` in one transaction and return its result.
+
+    A uniqueness violation (or an interview that moved on meanwhile) means a concurrent delivery of the same
+    webhook stored its effect first: the work runs once more, in a new transaction, where it finds that and
+    answers as a replay.
+    """
+    rt = current_app.extensions["sanlv"]
+    for attempt in (1, 2):
+        try:
+            with session_scope(rt.sessions) as session:
+                return work(session)
+        except (IntegrityError, interview.ConcurrentChange):
+            if attempt == 2:
+                raise
+            log.info("event=concurrent_delivery path=%s", request.path)
+    raise AssertionError("unreachable")
+
+
+def render_prompt(prompt: interview.Prompt, attempt_id: int) -> str:
+    return render(settings(), public_base(), prompt.questionnaire, attempt_id, prompt.action, prompt.seq, prompt.chosen)
+
+
+def reject(status: int, reason: str, **fields: object) -> None:
+    """Log the refused request (key=value) and answer it with ``status``; nothing is stored."""
+    extra = "".join(f" {name}={value!r}" for name, value in fields.items())
+    log.warning("event=bad_webhook path=%s status=%s reason=%r%s", request.path, status, reason, extra)
+    abort(status, description=reason)
+
+
+def _int_param(name: str, raw: str | None, *, required: bool = True) -> int | None:
+    if raw is None or raw == "":
+        if required:
+            reject(400, f"parameter {name} is missing")
+        return None
+    if not NUMBER.match(raw) or int(raw) > MAX_ID:
+        reject(400, f"parameter {name} must be a whole number", value=raw[:40])
     return int(raw)
 
 
-def _attempt(session, *, lock: bool = False) -> CallAttempt:
-    """The attempt named in the URL; its CallSid must match (a call whose sid was never saved is adopted)."""
-    attempt_id = _int_param("attempt")
+def _call_sid() -> str:
     call_sid = request.form.get("CallSid", "").strip()
     if not call_sid:
-        log.warning("event=bad_parameter path=%s name=CallSid missing", request.path)
-        abort(400, description="CallSid is missing")
+        reject(400, "CallSid is missing")
+    if not CALL_SID.match(call_sid):
+        reject(400, "CallSid is not a call sid (CA + 32 hex digits)", value=call_sid[:40])
+    return call_sid
+
+
+def _attempt(session, *, lock: bool = False, attempt_required: bool = True) -> CallAttempt:
+    """The attempt named in the URL (or, where the URL may not name one, by CallSid).
+
+    The CallSid must match; a call whose sid was never saved (the worker died after creating it) is adopted.
+    """
+    attempt_id = _int_param("attempt", request.args.get("attempt"), required=attempt_required)
+    call_sid = _call_sid()
+    if attempt_id is None:
+        # Status callbacks configured on our number (inbound calls) cannot carry an attempt id.
+        query = select(CallAttempt).where(CallAttempt.call_sid == call_sid)
+        attempt = session.scalar(query.with_for_update() if lock else query)
+        if attempt is None:
+            reject(404, f"CallSid {call_sid} is not a known call", sid=call_sid)
+        return attempt
     attempt = session.get(CallAttempt, attempt_id, with_for_update=lock)
     if attempt is None:
-        log.warning("event=unknown_attempt path=%s attempt=%s sid=%s", request.path, attempt_id, call_sid)
-        abort(404, description=f"attempt {attempt_id} is not known")
-    if attempt.call_sid is None:
-        other = session.scalar(select(CallAttempt.id).where(CallAttempt.call_sid == call_sid))
-        if other is not None:
-            abort(409, description=f"CallSid {call_sid} belongs to another attempt")
-        # The worker died between creating the call and saving its sid: adopt it now.
-        attempt.call_sid = call_sid
-        log.info("event=call_adopted attempt=%s sid=%s", attempt.id, call_sid)
-    elif attempt.call_sid != call_sid:
-        log.warning("event=sid_mismatch attempt=%s expected=%s got=%s", attempt.id, attempt.call_sid, call_sid)
-        abort(409, description="CallSid does not match the attempt")
+        reject(404, f"attempt {attempt_id} is not known", attempt=attempt_id, sid=call_sid)
+    try:
+        interview.check_call_sid(session, attempt, call_sid)
+    except interview.InterviewError as exc:
+        reject(exc.status, str(exc), attempt=attempt.id, expected=attempt.call_sid, sid=call_sid)
     return attempt
+
+
+def _answered_by() -> str | None:
+    answered_by = request.form.get("AnsweredBy", "").strip()
+    if not answered_by:
+        return None
+    if answered_by not in ANSWERED_BY:
+        reject(400, "AnsweredBy is not one of Twilio's values", value=answered_by[:40])
+    return answered_by
 
 
 @bp.post("/voice")
 @twilio_webhook
 def voice():
-    rt = current_app.extensions["sanlv"]
-    with session_scope(rt.sessions) as session:
+    answered_by = _answered_by()
+
+    def work(session) -> str:
         attempt = _attempt(session)
-        answered_by = request.form.get("AnsweredBy", "").strip()
-        if answered_by in MACHINE_ANSWERS:
-            attempt.answered_by = answered_by
-            log.info("event=machine_answer attempt=%s answered_by=%s", attempt.id, answered_by)
-            return twiml(hangup(settings()))
         if answered_by:
             attempt.answered_by = answered_by
+        if answered_by in MACHINE_ANSWERS:
+            # Not reached: hang up at once; the status callback settles the attempt as "machine" (retried).
+            questionnaire = interview.questionnaire_for(session, session.get(Round, attempt.round_id))
+            log.info("event=machine_answer attempt=%s answered_by=%s", attempt.id, answered_by)
+            return say_and_hang_up(settings(), public_base(), questionnaire, "machine")
         try:
             prompt = interview.begin_call(session, attempt)
         except interview.InterviewError as exc:
-            log.warning("event=bad_voice_request attempt=%s reason=%s", attempt.id, exc)
-            abort(exc.status, description=str(exc))
-        body = render(settings(), public_base(), prompt.questionnaire, attempt.id, prompt.action, prompt.seq)
-    return twiml(body)
+            session.rollback()
+            reject(exc.status, str(exc), attempt=attempt.id)
+        return render_prompt(prompt, attempt.id)
+
+    return twiml(in_transaction(work))
 
 
 @bp.post("/gather")
 @twilio_webhook
 def gather():
-    rt = current_app.extensions["sanlv"]
-    step = (request.args.get("step") or "").strip()
-    if not step:
-        abort(400, description="parameter step is missing")
-    seq = _int_param("n")
+    position = (request.args.get("step") or "").strip()
+    if not position:
+        reject(400, "parameter step is missing")
+    if not POSITION.match(position):
+        reject(400, "parameter step is not a step key", value=position[:60])
+    seq = _int_param("n", request.args.get("n"))
     digits = request.form.get("Digits")
     if digits is not None:
         digits = digits.strip()
-        if len(digits) > 20:
-            abort(400, description="Digits is too long")
-    with session_scope(rt.sessions) as session:
-        attempt = _attempt(session)
+        if not DIGITS.match(digits):
+            reject(400, "Digits must be at most 20 keypad keys (0-9, *, #)", value=digits[:40])
+
+    attempt_id = _int_param("attempt", request.args.get("attempt"))
+    call_sid = _call_sid()
+
+    def work(session) -> str:
         try:
-            prompt = interview.handle_input(session, attempt, step, seq, digits or None)
+            prompt = interview.handle_input(session, attempt_id, call_sid, position, seq, digits or None)
         except interview.InterviewError as exc:
-            log.warning("event=bad_gather attempt=%s step=%s n=%s reason=%s", attempt.id, step, seq, exc)
             session.rollback()
-            abort(exc.status, description=str(exc))
-        body = render(settings(), public_base(), prompt.questionnaire, attempt.id, prompt.action, prompt.seq)
-    return twiml(body)
+            reject(exc.status, str(exc), attempt=attempt_id, step=position, n=seq, sid=call_sid)
+        return render_prompt(prompt, attempt_id)
+
+    return twiml(in_transaction(work))
 
 
 @bp.post("/status")
 @twilio_webhook
 def status():
-    rt = current_app.extensions["sanlv"]
     call_status = request.form.get("CallStatus", "").strip()
     if not call_status:
-        abort(400, description="CallStatus is missing")
-    sequence = request.form.get("SequenceNumber")
-    if sequence is not None and not sequence.strip().isdigit():
-        abort(400, description="SequenceNumber must be a whole number")
-    duration = request.form.get("CallDuration")
-    with session_scope(rt.sessions) as session:
+        reject(400, "CallStatus is missing")
+    sequence = _int_param("SequenceNumber", request.form.get("SequenceNumber", "").strip(), required=False)
+    duration = _int_param("CallDuration", request.form.get("CallDuration", "").strip(), required=False)
+    error_code = request.form.get("ErrorCode", "").strip() or None
+    if error_code is not None and not NUMBER.match(error_code):
+        reject(400, "ErrorCode must be a Twilio error number", value=error_code[:40])
+    answered_by = _answered_by()
+
+    def work(session) -> None:
         # Locked: callbacks for one call may arrive together; SequenceNumber decides which one counts.
-        attempt = _attempt(session, lock=True)
+        attempt = _attempt(session, lock=True, attempt_required=False)
         try:
             apply_call_status(
-                session,
-                attempt,
-                call_status,
-                int(sequence) if sequence is not None else None,
-                duration=int(duration) if duration and duration.isdigit() else None,
-                answered_by=request.form.get("AnsweredBy") or None,
-                error_code=request.form.get("ErrorCode") or None,
+                session, attempt, call_status, sequence, duration=duration, answered_by=answered_by, error_code=error_code
             )
         except ValueError as exc:
-            abort(400, description=str(exc))
+            session.rollback()
+            reject(400, str(exc), attempt=attempt.id)
         log.info("event=call_status attempt=%s status=%s seq=%s", attempt.id, call_status, sequence)
+
+    in_transaction(work)
     return Response(status=204)
 
 
 @bp.post("/inbound")
 @twilio_webhook
 def inbound():
-    """A resident calling our number. Resuming a survey by call-back comes with the full IVR."""
-    return twiml(hangup(settings(), _default_message("unknown_caller")))
+    """A resident calling our number: resume their interview, or a polite message for anyone else."""
+    call_sid = _call_sid()
+    caller = request.form.get("From", "").strip()
+    if not caller:
+        reject(400, "From is missing", sid=call_sid)
+    direction = request.form.get("Direction", "inbound").strip()
+    if direction != "inbound":
+        reject(400, "Direction must be inbound", value=direction[:40], sid=call_sid)
+
+    def work(session) -> str:
+        try:
+            reply = interview.begin_inbound_call(session, call_sid, caller)
+        except interview.InterviewError as exc:
+            session.rollback()
+            reject(exc.status, str(exc), sid=call_sid)
+        if reply.prompt is None:
+            return say_and_hang_up(settings(), public_base(), reply.questionnaire, reply.message or "unknown_caller")
+        prompt = reply.prompt
+        return render_prompt(prompt, reply.attempt_id)
+
+    return twiml(in_transaction(work))
 
 
-def _default_message(name: str) -> str:
-    from campaigns.questionnaire import builtin_questionnaire
-
-    return builtin_questionnaire().messages.get(name, "")
+@bp.get("/recordings/<key>/<name>")
+def recording(key: str, name: str):
+    """A recorded prompt, for ``<Play>`` (Twilio fetches media unsigned). Only audio files in the folder."""
+    if not STEP_KEY.match(key) or not AUDIO_NAME.match(name):
+        abort(404)
+    folder = (Path(settings().recordings_dir) / key).resolve()
+    path = (folder / name).resolve()
+    # Nothing outside the folder, not even through a link; send_from_directory checks the name again.
+    if path.parent != folder or not path.is_file():
+        abort(404)
+    return send_from_directory(folder, name, max_age=3600)

@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import copy
+from collections import Counter
+
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from campaigns.questionnaire import builtin_questionnaire
-from ivr.flow import Ask, End, KeyKind, Outcome, advance, start
+from campaigns.questionnaire import (
+    RATE_KEYS,
+    QuestionnaireError,
+    builtin_questionnaire,
+    parse_questionnaire,
+)
+from ivr.flow import (
+    MAX_RECHOOSES,
+    Ask,
+    End,
+    KeyKind,
+    Outcome,
+    advance,
+    parse_position,
+    start,
+)
 
 Q = builtin_questionnaire()
 FULL = {"consent": "1", "screen": "1", "security": "1", "awareness": "1", "participation": "2",
@@ -108,5 +125,176 @@ def test_any_key_sequence_ends_in_a_defined_state(keys):
 @given(st.lists(KEYS, max_size=80))
 def test_flow_always_terminates_within_bounded_turns(keys):
     # Worst case: every step exhausts its tries; the flow must end within steps * tries inputs of non-repeats.
-    _answers, turns, action = run([k for k in keys if k != "*"] + [None] * (len(Q.steps) * Q.max_tries + 1))
+    _answers, _turns, action = run([k for k in keys if k != "*"] + [None] * (len(Q.steps) * Q.max_tries + 1))
     assert isinstance(action, End)
+
+
+# --------------------------------------------------------------------------------------------- read-back
+
+
+def with_readback(questionnaire=Q):
+    content = copy.deepcopy(dict(questionnaire.content))
+    content["readback"] = True
+    return parse_questionnaire(content)
+
+
+QR = with_readback()
+
+
+def test_readback_asks_for_confirmation_after_each_rate_answer_only():
+    consent = advance(QR, {}, "consent", 1, "1")
+    assert consent.next == Ask("screen", 1)  # not a rate question: no read-back
+    turn = advance(QR, {"consent": "1", "screen": "1"}, "security", 1, "3")
+    assert turn.answer == ("security", "3")  # kept at once, before the confirmation
+    assert turn.next == Ask("security", 1, (), True) and turn.next.position == "security.confirm"
+
+
+def test_confirming_goes_on_and_re_choosing_asks_again():
+    answers = {"consent": "1", "screen": "1", "security": "3"}
+    confirmed = advance(QR, answers, "security.confirm", 1, "1")
+    assert confirmed.kind is KeyKind.CONFIRM and confirmed.answer is None
+    assert confirmed.next == Ask("concern", 1)
+    rechose = advance(QR, answers, "security.confirm", 1, "2")
+    assert rechose.kind is KeyKind.RECHOOSE and rechose.next == Ask("security", 1)
+    again = advance(QR, answers, "security", 1, "1", rechosen=1)
+    assert again.answer == ("security", "1") and again.next == Ask("security", 1, (), True)
+    # The new answer decides the branching: security 1 skips concern.
+    assert advance(QR, {**answers, "security": "1"}, "security.confirm", 1, "1").next == Ask("awareness", 1)
+
+
+def test_after_the_last_re_choice_the_answer_is_taken_without_read_back():
+    answers = {"consent": "1", "screen": "1"}
+    turn = advance(QR, answers, "security", 1, "2", rechosen=MAX_RECHOOSES)
+    assert turn.answer == ("security", "2") and turn.next == Ask("awareness", 1)
+
+
+def test_keys_at_a_confirmation():
+    answers = {"consent": "1", "screen": "1", "security": "4"}
+    assert advance(QR, answers, "security.confirm", 1, "*").next == Ask("security", 1, (), True)
+    assert advance(QR, answers, "security.confirm", 1, "9").next == End(Outcome.OPTED_OUT, "opted_out")
+    wrong = advance(QR, answers, "security.confirm", 1, "3")
+    assert wrong.kind is KeyKind.INVALID and wrong.next == Ask("security", 2, ("invalid",), True)
+    # Tries used up at a confirmation: the answer pressed stands and the survey goes on.
+    assert advance(QR, answers, "security.confirm", 2, None).next == Ask("concern", 1, ("silence",))
+
+
+def test_positions_are_validated():
+    assert parse_position(QR, "security.confirm") == (QR.step("security"), True)
+    for bad in ("consent.confirm", "nope", "nope.confirm", "security.confirm.confirm"):
+        with pytest.raises(KeyError):
+            parse_position(QR, bad)
+    with pytest.raises(KeyError):
+        parse_position(Q, "security.confirm")  # no read-back in the default questionnaire
+
+
+# ------------------------------------------------------------------- properties, over random questionnaires
+
+HANGUP = "hangup"
+EVENTS = st.one_of(KEYS, st.just(HANGUP))
+
+
+@st.composite
+def questionnaires(draw):
+    """A random questionnaire that validates: steps, options, gates, branches, rates, read-back on or off."""
+    count = draw(st.integers(2, 7))
+    rates = draw(st.lists(st.sampled_from(RATE_KEYS), unique=True, max_size=min(count, 3)))
+    rate_at = dict(zip(draw(st.permutations(range(count)))[: len(rates)], rates, strict=True))
+    steps = []
+    for index in range(count):
+        options = draw(st.lists(st.sampled_from("012345678"), min_size=1, max_size=4, unique=True))
+        step = {"key": f"s{index}", "prompt": f"问题{index}", "options": {d: f"选项{d}" for d in options}}
+        if index in rate_at:
+            step.update(rate=rate_at[index], positive=options[:1])
+        else:
+            if index and draw(st.booleans()):
+                other = steps[draw(st.integers(0, index - 1))]
+                step["ask_if"] = {other["key"]: draw(st.lists(st.sampled_from(sorted(other["options"])), min_size=1, unique=True))}
+            if len(options) > 1 and draw(st.booleans()):
+                step["end_on"] = {options[-1]: draw(st.sampled_from(["refused", "ineligible"]))}
+        steps.append(step)
+    content = copy.deepcopy(dict(Q.content))
+    content.update(
+        key="random",
+        steps=steps,
+        rates={rate: {"label": rate, "target": 0.9} for rate in rates},
+        max_tries=draw(st.integers(1, 3)),
+        readback=draw(st.booleans()),
+    )
+    try:
+        return parse_questionnaire(content)
+    except QuestionnaireError:
+        assume(False)
+
+
+def drive(questionnaire, events):
+    """Play ``events`` (keys, None for silence, HANGUP to end the call and be called again) through the flow.
+
+    Checks, at every turn, what must always hold; returns the answers and where the flow stopped.
+    """
+    answers: dict[str, str] = {}
+    rechosen: Counter[str] = Counter()
+    asks: Counter[str] = Counter()
+    action = start(questionnaire, answers)
+    if isinstance(action, Ask):
+        asks[action.step] += 1
+    for event in events:
+        if isinstance(action, End):
+            break
+        if event == HANGUP:
+            action = start(questionnaire, answers)  # the next call, or the resident calling back
+            if isinstance(action, Ask):
+                assert action.step not in answers, "a resumed call asks again what was answered"
+                assert action.preface == (("welcome_back",) if answers else ("intro",))
+                asks[action.step] += 1
+            continue
+        turn = advance(questionnaire, answers, action.position, action.try_number, event, rechosen=rechosen[action.step])
+        if turn.kind is KeyKind.RECHOOSE:
+            rechosen[action.step] += 1
+        if turn.answer:
+            question, digit = turn.answer
+            assert digit in questionnaire.step(question).options
+            answers[question] = digit
+        action = turn.next
+        if isinstance(action, Ask):
+            assert 1 <= action.try_number <= questionnaire.max_tries
+            assert not action.confirm or questionnaire.reads_back(questionnaire.step(action.step))
+            if turn.kind is not KeyKind.REPEAT and action.try_number == 1 and not action.confirm:
+                asks[action.step] += 1
+                # A question is put once, again only after a re-choice or in a new call (never if answered).
+                assert asks[action.step] <= 1 + rechosen[action.step] + events.count(HANGUP)
+    assert all(count <= MAX_RECHOOSES for count in rechosen.values())
+    return answers, action
+
+
+@settings(max_examples=300, deadline=None)
+@given(questionnaires(), st.lists(EVENTS, max_size=60))
+def test_any_events_on_any_questionnaire_end_in_a_defined_state(questionnaire, events):
+    answers, action = drive(questionnaire, events)
+    assert isinstance(action, Ask | End)
+    if isinstance(action, End):
+        if action.outcome is Outcome.COMPLETED:
+            assert all(step.key in answers for step in questionnaire.rate_steps)
+        if action.outcome in (Outcome.REFUSED, Outcome.INELIGIBLE):
+            gate = [key for key, digit in answers.items() if questionnaire.step(key).end_on.get(digit)]
+            assert len(gate) == 1
+    for key in answers:
+        assert key in {step.key for step in questionnaire.steps}
+
+
+@settings(max_examples=300, deadline=None)
+@given(questionnaires(), st.lists(EVENTS, max_size=60))
+def test_the_flow_always_ends_within_a_bounded_number_of_inputs(questionnaire, events):
+    # The worst case per step: every ask and every read-back uses all its tries, re-choosing each time.
+    bound = len(questionnaire.steps) * (MAX_RECHOOSES + 1) * 2 * questionnaire.max_tries + 1
+    keys = [e for e in events if e not in ("*", HANGUP) and not (isinstance(e, str) and e.startswith("*"))]
+    _answers, action = drive(questionnaire, keys + [None] * bound)
+    assert isinstance(action, End)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(EVENTS, max_size=80))
+def test_default_questionnaire_with_readback_under_any_events(events):
+    answers, action = drive(QR, events)
+    assert isinstance(action, Ask | End)
+    if isinstance(action, End) and action.outcome is Outcome.COMPLETED:
+        assert set(answers) >= {step.key for step in QR.rate_steps}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import requests
-from lxml import etree
 from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
@@ -19,63 +18,24 @@ from campaigns.models import (
     Response,
     ResponseStatus,
     Round,
-    RoundStatus,
     RoundTarget,
     TargetState,
 )
-from tests.factories import make_household, make_round
-
-SID = "CA" + "a" * 32
-
-
-def post(settings, path: str, params: dict, *, sign: bool = True, token: str | None = None) -> requests.Response:
-    url = path if path.startswith("http") else settings.public_base_url + path
-    headers = {}
-    if sign:
-        headers["X-Twilio-Signature"] = RequestValidator(token or settings.webhook_token).compute_signature(url, params)
-    return requests.post(url, data=params, headers=headers, timeout=10)
-
-
-def twiml(response: requests.Response) -> etree._Element:
-    assert response.status_code == 200, response.text
-    assert response.headers["Content-Type"].startswith("text/xml")
-    return etree.fromstring(response.content)
+from tests.ivr.support import (
+    base_params,
+    gather_url,
+    open_call,
+    post,
+    press,
+    step_of,
+    twiml,
+)
 
 
 @pytest.fixture
 def call(live_server, sessions):
     """A running round with one household, one claimed attempt whose call was placed with SID."""
-    with sessions.begin() as session:
-        household = make_household(session, phone="+8613800000001")
-        round_ = make_round(session, windows=[["00:00", "24:00"]])
-        session.add(RoundTarget(round_id=round_.id, household_id=household.id, phone=household.phone))
-        round_.status = RoundStatus.RUNNING
-        session.flush()
-        [claim] = claim_due_targets(session, round_, now(), 1)
-        attempt = session.get(CallAttempt, claim.attempt_id)
-        attempt.call_sid = SID
-        attempt.status = CallStatus.QUEUED
-    return live_server, claim.attempt_id
-
-
-def base_params(**extra) -> dict:
-    return {"CallSid": SID, "AccountSid": "AC" + "0" * 32, "From": "+861000000000", "To": "+8613800000001",
-            "CallStatus": "in-progress", "Direction": "outbound-api", **extra}
-
-
-def gather_url(doc) -> str:
-    [url] = doc.xpath("/Response/Gather/@action")
-    assert doc.xpath("/Response/Redirect/text()") == [url], "silence must come back to the same question"
-    return url
-
-
-def press(settings, doc, digits: str | None):
-    params = base_params() if digits is None else base_params(Digits=digits)
-    return twiml(post(settings, gather_url(doc), params))
-
-
-def step_of(doc) -> str:
-    return gather_url(doc).split("step=")[1].split("&")[0]
+    return live_server, open_call(sessions)
 
 
 def test_whole_interview_stores_every_answer_once(call, sessions):

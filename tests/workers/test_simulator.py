@@ -159,6 +159,11 @@ class FakeIvr:
             response.say("没有听到您的按键,再见。")
             return twiml(response)  # end of document: the call hangs up
 
+        @app.post("/ivr/inbound")
+        def inbound() -> Response:
+            record()
+            return ask("q1", 1, intro="欢迎来电")
+
         @app.post("/ivr/voice-get")
         def voice_get() -> Response:
             record()
@@ -456,6 +461,78 @@ def test_the_auth_token_signs_when_configured(ivr: FakeIvr, http: requests.Sessi
     assert ivr.callbacks[0]["AccountSid"] == "AC" + "1" * 32
 
 
+# ---------------------------------------------------------------------------------------------- inbound
+
+
+def test_a_resident_calls_our_number(env: Settings, redis_conn: redis.Redis, ivr: FakeIvr) -> None:
+    provider = SimulatorProvider(env, redis_conn)
+    set_script(redis_conn, PHONE, {"answers": {"q1": "2", "q2": "3", "q3": "4"}})
+    before = datetime.now(UTC) - timedelta(seconds=1)
+
+    info = provider.call_in(PHONE, f"{ivr.base}/ivr/inbound", to=CALLER_ID)
+    worker = SimpleWorker([queue(env, SIMULATOR_QUEUE)], connection=redis_conn)
+    assert worker.work(burst=True)
+
+    first = ivr.of("/ivr/inbound")[0]
+    assert first.signed and first.form["CallSid"] == info.sid
+    assert (first.form["Direction"], first.form["From"], first.form["To"]) == ("inbound", PHONE, CALLER_ID)
+    assert first.form["CallStatus"] == "ringing"  # Twilio fetches the number's voice URL while it rings
+    assert gathered(ivr) == [("q1", "1", "2"), ("q2", "1", "3"), ("q3", "1", "4")]
+    assert all(r.form["Direction"] == "inbound" for r in ivr.received)
+    # The number's status callback: only "completed", and no call-progress sequence numbers.
+    assert [c["CallStatus"] for c in ivr.callbacks] == ["completed"]
+    assert "SequenceNumber" not in ivr.callbacks[0] and int(ivr.callbacks[0]["CallDuration"]) > 0
+    assert all(r.signed for r in ivr.of("/ivr/status"))
+    done = provider.fetch_call(info.sid)
+    assert (done.status, done.to, done.extra["from"], done.extra["direction"]) == ("completed", CALLER_ID, PHONE, "inbound")
+    assert [c.sid for c in provider.find_calls_from(PHONE, before)] == [info.sid]
+    assert provider.find_calls(PHONE, before) == []  # not a call *to* the resident: never adopted as ours
+    assert [c.sid for c in provider.household_calls(PHONE, before)] == [info.sid]
+
+
+def test_call_in_refuses_a_caller_that_is_not_e164(env: Settings, redis_conn: redis.Redis, ivr: FakeIvr) -> None:
+    with pytest.raises(ValueError, match="E.164"):
+        SimulatorProvider(env, redis_conn).call_in("13800000001", f"{ivr.base}/ivr/inbound")
+
+
+def test_a_resident_who_hangs_up_calls_back_when_the_script_says_so(
+    env: Settings, redis_conn: redis.Redis, ivr: FakeIvr
+) -> None:
+    provider = SimulatorProvider(env, redis_conn)
+    set_script(redis_conn, PHONE, [{"hangup_at_step": "q2", "call_back": True}, {"answers": {"q1": "5"}}])
+    before = datetime.now(UTC) - timedelta(seconds=1)
+
+    outbound = provider.place_call(call_request(ivr))
+    worker = SimpleWorker([queue(env, SIMULATOR_QUEUE)], connection=redis_conn)
+    assert worker.work(burst=True)
+
+    calls = provider.household_calls(PHONE, before)
+    assert calls[0].sid == outbound.sid and len(calls) == 2
+    back = calls[1]
+    assert provider.fetch_call(outbound.sid).extra["call_back_sid"] == back.sid
+    assert read_transcript(redis_conn, outbound.sid)[-1] == {"call_back": back.sid}
+    assert back.extra["direction"] == "inbound" and back.extra["from"] == PHONE
+    assert [r.form["CallSid"] for r in ivr.of("/ivr/inbound")] == [back.sid]
+    # The call-back follows the next script: it answers q1 with 5.
+    assert answers_from_transcript(read_transcript(redis_conn, back.sid)) == {"q1": "5", "q2": "1", "q3": "1"}
+
+
+def test_no_call_back_without_the_script_field_or_after_a_full_interview(
+    env: Settings, redis_conn: redis.Redis, ivr: FakeIvr
+) -> None:
+    provider = SimulatorProvider(env, redis_conn)
+    set_script(redis_conn, PHONE, [{"hangup_at_step": "q2"}, {"call_back": True}])
+    before = datetime.now(UTC) - timedelta(seconds=1)
+
+    provider.place_call(call_request(ivr))  # hangs up, no call_back
+    provider.place_call(call_request(ivr, attempt=2))  # call_back, but never hangs up mid-survey
+    worker = SimpleWorker([queue(env, SIMULATOR_QUEUE)], connection=redis_conn)
+    assert worker.work(burst=True)
+
+    assert provider.find_calls_from(PHONE, before) == []
+    assert ivr.of("/ivr/inbound") == []
+
+
 # ----------------------------------------------------------------------------------------------- scripts
 
 
@@ -482,6 +559,8 @@ def test_a_single_script_object_applies_to_every_call(redis_conn: redis.Redis) -
         ({"presses": "12"}, "presses"),
         ({"hangup_after_presses": -1}, "hangup_after_presses"),
         ({"whatever": 1}, "whatever"),
+        ({"call_back": "soon"}, "call_back"),
+        ({"call_back": -1}, "call_back"),
         ([], "empty"),
     ],
 )
@@ -489,6 +568,27 @@ def test_set_script_rejects_a_malformed_script(redis_conn: redis.Redis, script: 
     with pytest.raises(ValueError, match=message):
         set_script(redis_conn, PHONE, script)
     assert redis_conn.get(f"sanlv:sim:script:{PHONE}") is None
+
+
+def test_read_back_confirmations_are_confirmed_unless_scripted_and_are_not_answers() -> None:
+    resident = ScriptedResident({"answers": {"security": ["3", "1"], "security.confirm": ["2", "1"]}})
+
+    assert resident.respond("security", 1).keys == "3"
+    assert resident.respond("security.confirm", 1).keys == "2"
+    assert resident.respond("security", 1).keys == "1"
+    assert resident.respond("security.confirm", 1).keys == "1"
+    assert resident.respond("awareness.confirm", 1).keys == "1"
+    assert resident.meant("security.confirm") is None and resident.meant("security") == "1"
+    habits = {"silence": 0, "repeat": 0, "wrong_key": 0, "drop": 0, "opt_out": 0}
+    population = PopulationResident(VillageProfile(name=None, **habits), PHONE, 1)
+    assert population.respond("awareness.confirm", 1).keys == "1" and population.meant("awareness.confirm") is None
+    transcript = [
+        {"step": "security", "digits": "3"},
+        {"step": "security.confirm", "digits": "2"},
+        {"step": "security", "digits": "1"},
+        {"step": "security.confirm", "digits": "1"},
+    ]
+    assert answers_from_transcript(transcript) == {"security": "1"}
 
 
 def test_scripted_resident_defaults_and_unknown_steps() -> None:

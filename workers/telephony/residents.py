@@ -3,12 +3,15 @@
 A :class:`Resident` decides, once per call, the call's outcome (``answer``, ``busy``, ``no-answer``,
 ``failed``, ``machine``, ``fax``) and then, for each ``<Gather>`` the IVR plays, what the resident does:
 press keys, stay silent, or hang up. The IVR names the question in the Gather's action URL
-(``...?attempt=12&step=security&try=1``); the resident reads ``step`` and ``try`` from there.
+(``...?attempt=12&step=security&try=1``); the resident reads ``step`` and ``try`` from there. A read-back
+of an answer is asked at ``<step>.confirm`` (1 confirms, 2 re-chooses); residents confirm unless a script
+says otherwise.
 
 Two kinds of residents:
 
 * :class:`ScriptedResident` follows a script a test stored in Redis under ``sanlv:sim:script:{E164}`` (see
-  :func:`set_script` for the format). A stored list is consumed one object per call; the last one repeats.
+  :func:`set_script` for the format). A stored list is consumed one object per call (the calls the resident
+  makes to our number included); the last one repeats.
 * :class:`PopulationResident` draws its behaviour from a :class:`VillageProfile` derived deterministically
   from the village name, so villages differ visibly but a given seed always gives the same round. Opinions
   are seeded by (seed, phone): the same person answers the same way on every attempt, so a resumed
@@ -68,7 +71,13 @@ DEFAULT_ANSWERS: dict[str, str] = {
 }
 UNKNOWN_STEP_KEY = "1"
 
-SCRIPT_FIELDS = frozenset({"outcome", "answers", "presses", "hangup_at_step", "hangup_after_presses"})
+SCRIPT_FIELDS = frozenset({"outcome", "answers", "presses", "hangup_at_step", "hangup_after_presses", "call_back"})
+CONFIRM_SUFFIX = ".confirm"  # the IVR's read-back position of a step (ivr.flow)
+CONFIRM_KEY = "1"
+
+
+def is_confirmation(step: str) -> bool:
+    return step.endswith(CONFIRM_SUFFIX)
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,8 @@ class Resident:
     """The person (or machine) at the end of one call. Subclasses decide; the simulator only asks."""
 
     outcome: str = ANSWER
+    # Seconds after hanging up mid-survey at which the resident calls our number back (None: never).
+    call_back_after: float | None = None
 
     def respond(self, step: str, try_number: int | None) -> Press:
         """What to do at the Gather that asks ``step`` (``try_number`` as the IVR numbers it, if it does)."""
@@ -134,6 +145,11 @@ def validate_script(script: Any) -> dict[str, Any]:
     after = script.get("hangup_after_presses")
     if after is not None and (not isinstance(after, int) or isinstance(after, bool) or after < 0):
         raise ValueError("hangup_after_presses must be a whole number >= 0")
+    call_back = script.get("call_back")
+    if call_back is not None and not (
+        isinstance(call_back, bool) or (isinstance(call_back, int | float) and 0 <= call_back < 86400)
+    ):
+        raise ValueError("call_back must be true, false or the seconds to wait before calling back")
     return dict(script)
 
 
@@ -149,10 +165,15 @@ def set_script(connection: redis.Redis, phone: str, script: Mapping[str, Any] | 
          "presses": ["1", "", "*"],    # explicit presses for successive Gathers, overriding "answers"
                                        # while it lasts ("" is silence)
          "hangup_at_step": "awareness",  # hang up when this step is asked ...
-         "hangup_after_presses": 2}    # ... once this many Gathers were responded to (alone: at the
+         "hangup_after_presses": 2,    # ... once this many Gathers were responded to (alone: at the
                                        # first Gather after that many)
+         "call_back": true}            # having hung up mid-survey, call our number back (true: at once;
+                                       # a number: after that many simulated seconds); the call-back
+                                       # follows the next script object
 
-    Steps not in ``answers`` get :data:`DEFAULT_ANSWERS`; unknown steps get "1".
+    Steps not in ``answers`` get :data:`DEFAULT_ANSWERS`; unknown steps get "1". A read-back
+    (``security.confirm``) is confirmed with "1" unless ``answers`` names it (``"security.confirm": "2"``
+    re-chooses).
 
     Raises:
         ValueError: the script is malformed (nothing is stored).
@@ -221,6 +242,11 @@ class ScriptedResident(Resident):
         self._presses: list[str] = list(self.script.get("presses", []))
         self._hangup_at: str | None = self.script.get("hangup_at_step")
         self._hangup_after: int | None = self.script.get("hangup_after_presses")
+        call_back = self.script.get("call_back")
+        if call_back is True:
+            self.call_back_after = 0.0
+        elif call_back is not None and call_back is not False:
+            self.call_back_after = float(call_back)
         self._responded = 0
         self._asked: dict[str, int] = {}
 
@@ -232,6 +258,8 @@ class ScriptedResident(Resident):
         return at_step and after
 
     def meant(self, step: str) -> str | None:
+        if is_confirmation(step):
+            return None  # confirming is not an answer; what is meant shows at the question itself
         value = self._answers.get(step)
         if value is None:
             return DEFAULT_ANSWERS.get(step, UNKNOWN_STEP_KEY)
@@ -248,7 +276,7 @@ class ScriptedResident(Resident):
             return Press(self._presses.pop(0))
         value = self._answers.get(step)
         if value is None:
-            return Press(DEFAULT_ANSWERS.get(step, UNKNOWN_STEP_KEY))
+            return Press(CONFIRM_KEY if is_confirmation(step) else DEFAULT_ANSWERS.get(step, UNKNOWN_STEP_KEY))
         if isinstance(value, list):
             return Press(value[min(asked, len(value) - 1)])
         return Press(value)
@@ -383,6 +411,8 @@ class PopulationResident(Resident):
         self._opinions: dict[str, str] = {}
 
     def meant(self, step: str) -> str | None:
+        if is_confirmation(step):
+            return None
         if step not in self._opinions:
             # One RNG per (phone, step): an opinion does not depend on the order questions are asked in.
             self._opinions[step] = self.profile.opinion(step, random.Random(f"{self._seed}:{self.phone}:{step}"))
@@ -396,7 +426,7 @@ class PopulationResident(Resident):
             return Press("9")
         asked = self._asked.get(step, 0)
         self._asked[step] = asked + 1
-        answer = self.meant(step) or UNKNOWN_STEP_KEY
+        answer = CONFIRM_KEY if is_confirmation(step) else self.meant(step) or UNKNOWN_STEP_KEY
         if asked == 0:
             r = self._rng.random()
             if r < self.profile.silence:

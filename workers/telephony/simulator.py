@@ -13,6 +13,11 @@ simulator queue. The job plays Twilio's part for that one call (shared/TWILIO.md
 
 Who answers and what they press is up to :mod:`workers.telephony.residents`.
 
+Residents also call our number: :meth:`SimulatorProvider.call_in` places an inbound call (``Direction=inbound``,
+``From`` = the resident, ``To`` = our number) to the number's voice URL (``/ivr/inbound``), as Twilio does when
+someone dials the number; its only status callback is ``completed``, sent to the number's status URL. A
+scripted resident with ``call_back`` who hangs up mid-survey calls back by itself (see ``set_script``).
+
 Simulation options come from the environment: ``SANLV_SIM_SEED`` (default 0: the same seed replays the same
 round) and ``SANLV_SIM_SPEED`` (unset or 0: no waiting at all; 1: real time; 10: ten times faster).
 """
@@ -29,7 +34,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
@@ -70,6 +75,7 @@ log = logging.getLogger("sanlv.simulator")
 
 CALL_KEY = "sanlv:sim:call:{sid}"  # hash: the call as the network knows it
 CALLS_BY_NUMBER_KEY = "sanlv:sim:calls:{to}"  # sorted set of sids, scored by creation time (epoch seconds)
+CALLS_FROM_KEY = "sanlv:sim:calls-from:{caller}"  # inbound calls made by a resident, scored likewise
 TRANSCRIPT_KEY = "sanlv:sim:transcript:{sid}"  # list of JSON entries
 CALL_TTL = 7 * 86400
 TRANSCRIPT_TTL = 86400
@@ -98,6 +104,11 @@ PLAY_SECONDS = 5.0
 SECONDS_TO_PRESS = 2.0
 GATHER_TIMEOUT = 5  # Twilio's default
 ANSWERED_BY = {ANSWER: "human", MACHINE: "machine_start", FAX: "fax"}
+
+# Call directions, as Twilio names them in the Direction parameter.
+OUTBOUND = "outbound-api"  # we placed the call through the REST API
+INBOUND = "inbound"  # someone dialled our number
+SIMULATED_NUMBER = "+8610000000"  # our number when TWILIO_FROM_NUMBER is not set (as place_call assumes)
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
@@ -158,6 +169,20 @@ class SimCall:
     attempt_id: str = ""
     timeout: int = 30
     created: float = 0.0
+    direction: str = OUTBOUND
+
+    @property
+    def inbound(self) -> bool:
+        return self.direction == INBOUND
+
+    @property
+    def resident_phone(self) -> str:
+        """The resident's number: who we called, or who called us."""
+        return self.from_ if self.inbound else self.to
+
+    @property
+    def our_number(self) -> str:
+        return self.to if self.inbound else self.from_
 
     @classmethod
     def from_request(cls, request: CallRequest, sid: str | None = None, created: float | None = None) -> SimCall:
@@ -185,6 +210,7 @@ class SimCall:
             attempt_id=data.get("attempt_id", ""),
             timeout=int(data.get("timeout") or 30),
             created=float(data.get("created") or 0),
+            direction=data.get("direction") or OUTBOUND,
         )
 
     def to_hash(self) -> dict[str, str]:
@@ -198,6 +224,7 @@ class SimCall:
             "timeout": str(self.timeout),
             "created": repr(self.created),
             "status": QUEUED,
+            "direction": self.direction,
         }
 
 
@@ -221,6 +248,10 @@ class CallStore:
         pipe.zadd(index, {call.sid: call.created})
         pipe.zremrangebyscore(index, "-inf", call.created - CALL_TTL)
         pipe.expire(index, CALL_TTL)
+        if call.inbound:
+            by_caller = CALLS_FROM_KEY.format(caller=call.from_)
+            pipe.zadd(by_caller, {call.sid: call.created})
+            pipe.expire(by_caller, CALL_TTL)
         pipe.execute()
 
     def get(self, sid: str) -> dict[str, str] | None:
@@ -257,6 +288,9 @@ class CallStore:
     def sids_for(self, to: str, since: float) -> list[str]:
         return [_text(s) for s in self.connection.zrangebyscore(CALLS_BY_NUMBER_KEY.format(to=to), since, "+inf")]
 
+    def sids_from(self, caller: str, since: float) -> list[str]:
+        return [_text(s) for s in self.connection.zrangebyscore(CALLS_FROM_KEY.format(caller=caller), since, "+inf")]
+
     def append(self, sid: str, entry: Mapping[str, Any]) -> None:
         key = TRANSCRIPT_KEY.format(sid=sid)
         pipe = self.connection.pipeline()
@@ -279,13 +313,14 @@ def answers_from_transcript(
 ) -> dict[str, str]:
     """What the resident answered, step by step: the last keys pressed at each step.
 
-    ``*`` (repeat), ``9`` (stop) and silence are not answers. With ``options`` (step -> valid keys), keys
-    that are not valid for the step are skipped too, as the IVR skips them.
+    ``*`` (repeat), ``9`` (stop), silence and read-back confirmations (``<step>.confirm``) are not answers;
+    a key pressed again after re-choosing replaces the earlier one. With ``options`` (step -> valid keys),
+    keys that are not valid for the step are skipped too, as the IVR skips them.
     """
     answers: dict[str, str] = {}
     for entry in entries:
         step, digits = entry.get("step"), entry.get("digits")
-        if not step or not digits or digits in ("*", "9"):
+        if not step or not digits or digits in ("*", "9") or step.endswith(".confirm"):
             continue
         if options is not None and step in options and digits not in options[step]:
             continue
@@ -320,6 +355,7 @@ class CallResult:
     end_reason: str | None = None
     requests: int = 0  # webhook requests made (not counting status callbacks)
     transcript: list[dict[str, Any]] = field(default_factory=list)
+    direction: str = OUTBOUND
 
 
 class SimulatedCall:
@@ -376,6 +412,8 @@ class SimulatedCall:
                 self.http.close()
 
     def _run(self) -> CallResult:
+        if self.call.inbound:
+            return self._run_inbound()
         if not self._advance((QUEUED,), INITIATED):
             return self._interrupted()
         self._status_callback("initiated", INITIATED)
@@ -398,6 +436,19 @@ class SimulatedCall:
             self.answered_by = ANSWERED_BY.get(outcome, "unknown")
         self._status_callback("answered", IN_PROGRESS)
         end = self._converse()
+        return self._finish(COMPLETED, reason=end.reason)
+
+    def called_back(self, sid: str) -> None:
+        """Note in this call's record and transcript that the resident called back as call ``sid``."""
+        if self.store is not None:
+            self.store.update(self.call.sid, call_back_sid=sid)
+        self._record({"call_back": sid})
+
+    def _run_inbound(self) -> CallResult:
+        """A resident dialled our number: Twilio fetches the number's voice URL at once (no ringing callbacks)."""
+        if not self._advance((QUEUED,), IN_PROGRESS, start_time=repr(_now())):
+            return self._interrupted()
+        end = self._converse(first_status=RINGING)
         return self._finish(COMPLETED, reason=end.reason)
 
     def abandon(self, previous_status: str) -> CallResult:
@@ -461,6 +512,7 @@ class SimulatedCall:
             end_reason=reason,
             requests=self.requests,
             transcript=list(self.transcript),
+            direction=self.call.direction,
         )
 
     def _wait(self, seconds: float) -> None:
@@ -481,7 +533,7 @@ class SimulatedCall:
             "From": self.call.from_,
             "To": self.call.to,
             "CallStatus": call_status,
-            "Direction": "outbound-api",
+            "Direction": self.call.direction,
             "ApiVersion": API_VERSION,
         }
 
@@ -499,13 +551,10 @@ class SimulatedCall:
         if not self.call.status_callback:
             return
         params = self._base_params(call_status)
-        params.update(
-            {
-                "SequenceNumber": str(self.sequence),
-                "Timestamp": _rfc2822(_now()),
-                "CallbackSource": "call-progress-events",
-            }
-        )
+        params["Timestamp"] = _rfc2822(_now())
+        if not self.call.inbound:
+            # A number's status callback (inbound calls) is a plain "completed", not a call-progress event.
+            params.update({"SequenceNumber": str(self.sequence), "CallbackSource": "call-progress-events"})
         if self.answered_by and call_status in (IN_PROGRESS, COMPLETED):
             params["AnsweredBy"] = self.answered_by
         if event == "completed":
@@ -561,8 +610,8 @@ class SimulatedCall:
 
     # -------------------------------------------------------------------------------------- conversation
 
-    def _converse(self) -> _End:
-        params = self._base_params(IN_PROGRESS)
+    def _converse(self, first_status: str = IN_PROGRESS) -> _End:
+        params = self._base_params(first_status)
         if self.answered_by:
             params["AnsweredBy"] = self.answered_by  # only on the first request, as Twilio does
         next_step: _Request | _End = _Request(self.call.url, "POST", params)
@@ -640,7 +689,7 @@ class SimulatedCall:
         query = parse_qs(urlsplit(action).query)
         step = query.get("step", [""])[0]
         try_number = _int(query.get("try", [""])[0], 0) or None
-        if self.resident.outcome == ANSWER:
+        if self.resident.outcome == ANSWER or self.call.inbound:
             press = self.resident.respond(step, try_number)
             meant = self.resident.meant(step)
         else:
@@ -778,6 +827,70 @@ class SimulatorProvider:
                 infos.append(_call_info(sid, data))
         return infos
 
+    def call_in(
+        self,
+        phone: str,
+        inbound_url: str,
+        *,
+        to: str | None = None,
+        status_callback: str | None = None,
+        delay: float = 0.0,
+    ) -> CallInfo:
+        """The resident at ``phone`` dials our number: an inbound call to the number's voice URL.
+
+        Args:
+            phone: the caller, E.164 (Twilio's ``From``).
+            inbound_url: the voice URL configured on our number (``{PUBLIC_BASE_URL}/ivr/inbound``).
+            to: our number (``To``); default TWILIO_FROM_NUMBER.
+            status_callback: the number's status callback URL; default ``/ivr/status`` on the same host;
+                "" for none.
+            delay: real seconds before the network places the call (RQ's scheduler runs it).
+
+        Raises:
+            ValueError: ``phone`` is not E.164.
+            TelephonyError: Redis failed; no call was made.
+        """
+        if not E164.match(phone or ""):
+            raise ValueError(f"the caller {phone!r} is not an E.164 number")
+        call = SimCall(
+            sid=new_sid(),
+            to=to or self.settings.twilio_from_number or SIMULATED_NUMBER,
+            from_=phone,
+            url=inbound_url,
+            status_callback=urljoin(inbound_url, "/ivr/status") if status_callback is None else status_callback,
+            direction=INBOUND,
+            created=_now(),
+        )
+        try:
+            self.store.create(call)
+            enqueue(
+                self.settings,
+                "workers.telephony.simulator.run_call",
+                call.sid,
+                job_id=f"sim-{call.sid}",
+                queue_name=SIMULATOR_QUEUE,
+                timeout=JOB_TIMEOUT,
+                delay=timedelta(seconds=delay) if delay > 0 else None,
+            )
+        except redis.RedisError as exc:
+            raise TelephonyError(f"simulator: Redis unavailable: {exc}", status=503) from exc
+        log.info("event=inbound_call sid=%s from=%s", call.sid, _masked(phone))
+        return CallInfo(sid=call.sid, status=QUEUED, to=call.to, date_created=datetime.fromtimestamp(call.created, UTC))
+
+    def find_calls_from(self, phone: str, since: datetime) -> list[CallInfo]:
+        """Inbound calls the resident at ``phone`` made to us at or after ``since``, oldest first."""
+        infos = []
+        for sid in self.store.sids_from(phone, since.timestamp()):
+            data = self.store.get(sid)
+            if data is not None:
+                infos.append(_call_info(sid, data))
+        return infos
+
+    def household_calls(self, phone: str, since: datetime) -> list[CallInfo]:
+        """Every call between us and ``phone`` since ``since`` (ours and theirs), oldest first."""
+        calls = self.find_calls(phone, since) + self.find_calls_from(phone, since)
+        return sorted(calls, key=lambda c: c.date_created or datetime.min.replace(tzinfo=UTC))
+
     def cancel_call(self, sid: str) -> None:
         """Cancel a queued or ringing call; a call in progress or finished is left alone (as Twilio does).
 
@@ -800,7 +913,7 @@ def _call_info(sid: str, data: Mapping[str, str]) -> CallInfo:
     duration = data.get("duration")
     extra = {
         key: data[key]
-        for key in ("attempt_id", "answered_by", "outcome", "end_reason", "from", "url")
+        for key in ("attempt_id", "answered_by", "outcome", "end_reason", "from", "url", "direction", "call_back_sid")
         if data.get(key)
     }
     return CallInfo(
@@ -839,7 +952,7 @@ def run_call(sid: str) -> str:
     call = SimCall.from_hash(sid, data)
     if status == QUEUED:
         resident = resident_for_call(
-            connection, call.to, call.attempt_id or sid, sessions=runtime.sessions, seed=options.seed
+            connection, call.resident_phone, call.attempt_id or sid, sessions=runtime.sessions, seed=options.seed
         )
     else:
         resident = Resident()  # cancelled or abandoned: nobody will pick up
@@ -849,4 +962,25 @@ def run_call(sid: str) -> str:
             result = simulated.abandon(status)
         else:
             result = simulated.run()
+    if result.end_reason == "resident" and resident.call_back_after is not None:
+        _call_back(settings, connection, simulated, resident.call_back_after, options.speed)
     return result.status
+
+
+def _call_back(
+    settings: Settings, connection: redis.Redis, simulated: SimulatedCall, after: float, speed: float
+) -> None:
+    """The resident who just hung up mid-survey dials our number (after ``after`` simulated seconds).
+
+    Our number's webhooks are on the host that served the call just ended (PUBLIC_BASE_URL in production).
+    """
+    call = simulated.call
+    parts = urlsplit(call.url)
+    base = f"{parts.scheme}://{parts.netloc}"
+    delay = after / speed if speed > 0 else 0.0
+    provider = SimulatorProvider(settings, connection)
+    info = provider.call_in(
+        call.resident_phone, f"{base}/ivr/inbound", to=call.our_number, status_callback=f"{base}/ivr/status",
+        delay=delay,
+    )
+    simulated.called_back(info.sid)
