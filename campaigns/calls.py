@@ -1,15 +1,25 @@
 """Call attempts and their targets: claiming work, recording what the provider reports, settling outcomes.
 
 Every transition is one function here. They take a Session and never commit.
+
+Exactly-once dialling rests on conditional UPDATEs of the attempt row:
+
+- ``claim_due_targets``: a pending target becomes ``dialing`` with a ``claimed`` attempt (one winner).
+- ``begin_create``: just before the create request is sent, a ``claimed`` attempt of a running round is
+  marked "create started" (``error_code`` = ``creating``, ``placed_at`` = then). Whoever finds the mark later
+  (a re-run of the job, the sweeper) knows the call may exist and looks it up at the provider before doing
+  anything else; it never dials blindly.
+- ``release_claim``: only an attempt whose create never started is deleted and its target made ``pending``
+  again, so a claim can never be released under a create request that is on its way.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from campaigns import clock
@@ -19,6 +29,7 @@ from campaigns.models import (
     FINAL_RESPONSE_STATUSES,
     FINAL_TARGET_STATES,
     CallAttempt,
+    CallDirection,
     CallStatus,
     Household,
     PhoneStatus,
@@ -29,8 +40,14 @@ from campaigns.models import (
     RoundTarget,
     TargetState,
 )
+from campaigns.schedule import NOT_DIALLED, plan_retry
 
 log = logging.getLogger("sanlv.calls")
+
+# The create-started marks (CallAttempt.error_code of a ``claimed`` attempt, with placed_at = when):
+CREATING = "creating"  # a create request was (or is being) sent; its outcome is unknown
+AMBIGUOUS = "ambiguous"  # a create request got a 5xx: the call may exist; look it up before anything else
+CREATE_MARKS = (CREATING, AMBIGUOUS)
 
 MACHINE_ANSWERS = frozenset({"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax"})
 
@@ -62,54 +79,196 @@ def live_calls(session: Session, round_id: int) -> int:
 
 
 def claim_due_targets(session: Session, round_: Round, now: datetime, limit: int) -> list[Claim]:
-    """Claim up to ``limit`` due pending targets with a conditional UPDATE each.
+    """Claim up to ``limit`` due pending targets with one conditional UPDATE, and a ``claimed`` attempt each.
 
-    A target claimed by another dispatcher in the meantime is skipped (the UPDATE matches no row), so a
-    duplicated or re-run job never creates a second attempt.
+    A target claimed by another dispatcher in the meantime is skipped (it no longer matches the UPDATE), so a
+    duplicated or re-run job never creates a second attempt; nor can two attempts get the same number.
     """
     if limit <= 0:
         return []
-    candidates = session.execute(
-        select(RoundTarget.id, RoundTarget.phone, RoundTarget.attempts)
+    due = or_(RoundTarget.next_attempt_at.is_(None), RoundTarget.next_attempt_at <= now)
+    candidates = session.scalars(
+        select(RoundTarget.id)
         .where(
             RoundTarget.round_id == round_.id,
             RoundTarget.state == TargetState.PENDING,
-            or_(RoundTarget.next_attempt_at.is_(None), RoundTarget.next_attempt_at <= now),
+            due,
             RoundTarget.attempts < round_.max_attempts,
         )
         .order_by(RoundTarget.next_attempt_at.is_not(None), RoundTarget.next_attempt_at, RoundTarget.id)
         .limit(limit)
     ).all()
-    claims: list[Claim] = []
-    for target_id, phone, attempts in candidates:
-        result = session.execute(
-            update(RoundTarget)
-            .where(
-                RoundTarget.id == target_id,
-                RoundTarget.state == TargetState.PENDING,
-                RoundTarget.attempts == attempts,
-            )
-            .values(state=TargetState.DIALING, attempts=attempts + 1, claimed_at=now, updated_at=now)
-            .execution_options(synchronize_session=False)
+    if not candidates:
+        return []
+    # One conditional UPDATE for them all: a target another dispatcher took meanwhile no longer matches.
+    claimed = session.execute(
+        update(RoundTarget)
+        .where(
+            RoundTarget.id.in_(candidates),
+            RoundTarget.state == TargetState.PENDING,
+            due,
+            RoundTarget.attempts < round_.max_attempts,
         )
-        if result.rowcount != 1:
-            continue
-        attempt = CallAttempt(
-            round_id=round_.id, target_id=target_id, number=attempts + 1, status=CallStatus.CLAIMED, created_at=now
+        .values(state=TargetState.DIALING, attempts=RoundTarget.attempts + 1, claimed_at=now, updated_at=now)
+        .returning(RoundTarget.id, RoundTarget.phone, RoundTarget.attempts)
+        .execution_options(synchronize_session=False)
+    ).all()
+    if not claimed:
+        return []
+    claimed.sort()
+    # The attempt number is the target's new count: (target, number) is unique, so no claim is made twice.
+    rows = session.execute(
+        insert(CallAttempt).returning(CallAttempt.id, sort_by_parameter_order=True),
+        [
+            {
+                "round_id": round_.id,
+                "target_id": target_id,
+                "number": attempts,
+                "status": CallStatus.CLAIMED,
+                "direction": CallDirection.OUTBOUND,
+                "last_sequence_number": -1,
+                "created_at": now,
+            }
+            for target_id, _phone, attempts in claimed
+        ],
+    ).all()
+    return [Claim(row[0], target_id, phone) for row, (target_id, phone, _n) in zip(rows, claimed, strict=True)]
+
+
+def _create_started_is(started: datetime | None):
+    return CallAttempt.placed_at.is_(None) if started is None else CallAttempt.placed_at == started
+
+
+def begin_create(session: Session, attempt_id: int, started: datetime | None, now: datetime) -> bool:
+    """Mark "create started" on a claimed attempt of a running round, just before the create request.
+
+    Args:
+        started: the mark the caller saw (None: none); a mark changed meanwhile by another run means no.
+
+    Returns:
+        True if this caller may send the create request now; False if the attempt was released, placed or
+        re-marked, or its round is no longer running (paused, cancelled) — then nothing may be sent.
+    """
+    round_running = (
+        select(Round.id).where(Round.id == CallAttempt.round_id, Round.status == RoundStatus.RUNNING).exists()
+    )
+    result = session.execute(
+        update(CallAttempt)
+        .where(
+            CallAttempt.id == attempt_id,
+            CallAttempt.status == CallStatus.CLAIMED,
+            CallAttempt.call_sid.is_(None),
+            _create_started_is(started),
+            round_running,
         )
-        session.add(attempt)
-        session.flush()
-        claims.append(Claim(attempt.id, target_id, phone))
-    return claims
+        .values(error_code=CREATING, error_message=None, placed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def create_not_sent(session: Session, attempt_id: int, started: datetime) -> bool:
+    """Take back our "create started" mark: the request was never sent, or was refused (429, 4xx) unprocessed."""
+    result = session.execute(
+        update(CallAttempt)
+        .where(
+            CallAttempt.id == attempt_id,
+            CallAttempt.status == CallStatus.CLAIMED,
+            CallAttempt.call_sid.is_(None),
+            _create_started_is(started),
+        )
+        .values(error_code=None, placed_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def mark_ambiguous(session: Session, attempt_id: int, started: datetime, message: str) -> None:
+    """The create request got a 5xx: the call may exist (the provider's list will say)."""
+    session.execute(
+        update(CallAttempt)
+        .where(
+            CallAttempt.id == attempt_id,
+            CallAttempt.status == CallStatus.CLAIMED,
+            CallAttempt.call_sid.is_(None),
+            _create_started_is(started),
+        )
+        .values(error_code=AMBIGUOUS, error_message=message[:2000])
+        .execution_options(synchronize_session=False)
+    )
+
+
+def release_claim(session: Session, attempt_id: int, reason: str, started: datetime | None = None) -> bool:
+    """Undo a claim whose call was never created: the attempt row goes, the target is pending again.
+
+    Conditional: only a ``claimed`` attempt without a CallSid whose create mark is still ``started`` (None:
+    no create ever started) is released. Returns False, changing nothing, otherwise.
+    """
+    target_id = session.scalar(select(CallAttempt.target_id).where(CallAttempt.id == attempt_id))
+    if target_id is None:
+        return False
+    result = session.execute(
+        delete(CallAttempt).where(
+            CallAttempt.id == attempt_id,
+            CallAttempt.status == CallStatus.CLAIMED,
+            CallAttempt.call_sid.is_(None),
+            _create_started_is(started),
+        )
+    )
+    if result.rowcount != 1:
+        return False
+    # The attempt never happened: it does not count against the household's budget.
+    session.execute(
+        update(RoundTarget)
+        .where(RoundTarget.id == target_id, RoundTarget.attempts > 0)
+        .values(attempts=RoundTarget.attempts - 1)
+    )
+    session.execute(
+        update(RoundTarget)
+        .where(RoundTarget.id == target_id, RoundTarget.state == TargetState.DIALING)
+        .values(state=TargetState.PENDING, claimed_at=None, last_outcome=reason)
+    )
+    cancelled = select(Round.id).where(Round.id == RoundTarget.round_id, Round.status == RoundStatus.CANCELLED)
+    now = clock.now()
+    # A claim released after its round was cancelled (a create that never happened) ends with the round.
+    session.execute(
+        update(RoundTarget)
+        .where(RoundTarget.id == target_id, RoundTarget.state == TargetState.PENDING, cancelled.exists())
+        .values(state=TargetState.CANCELLED, final_at=now, updated_at=now, last_outcome="cancelled")
+    )
+    return True
 
 
 def mark_placed(session: Session, attempt: CallAttempt, sid: str, status: str, now: datetime) -> None:
-    """The provider accepted the call."""
+    """The provider accepted the call (or a look-up found the call a create request made)."""
     attempt.call_sid = sid
     new = _parse_status(status) or CallStatus.QUEUED
     if attempt.status == CallStatus.CLAIMED:
         attempt.status = new if new not in FINAL_CALL_STATUSES else CallStatus.QUEUED
-    attempt.placed_at = attempt.placed_at or now
+    if attempt.error_code in CREATE_MARKS:
+        attempt.error_code = None
+        attempt.error_message = None
+    attempt.placed_at = now
+
+
+def record_placed(session: Session, attempt_id: int, sid: str, status: str, now: datetime) -> None:
+    """``mark_placed`` as one UPDATE, for the dialler's hot path (the attempt need not be loaded)."""
+    new = _parse_status(status) or CallStatus.QUEUED
+    if new in FINAL_CALL_STATUSES:
+        new = CallStatus.QUEUED
+    session.execute(
+        update(CallAttempt)
+        .where(CallAttempt.id == attempt_id, CallAttempt.status == CallStatus.CLAIMED)
+        .values(status=new, call_sid=sid, placed_at=now, error_code=None, error_message=None)
+        .execution_options(synchronize_session=False)
+    )
+    # A status callback may have adopted the call first (and moved it on): only the sid is ours to set then.
+    session.execute(
+        update(CallAttempt)
+        .where(CallAttempt.id == attempt_id, CallAttempt.call_sid.is_(None))
+        .values(call_sid=sid, placed_at=now)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def mark_permanent_failure(session: Session, attempt: CallAttempt, code: int | None, message: str) -> None:
@@ -162,14 +321,19 @@ def apply_call_status(
     now = clock.now()
     if answered_by:
         attempt.answered_by = answered_by
+    if attempt.status == CallStatus.CLAIMED and attempt.error_code in CREATE_MARKS:
+        # The provider reports on the call: whatever the create request's fate looked like, it exists.
+        attempt.error_code = None
+        attempt.error_message = None
     if new in FINAL_CALL_STATUSES:
+        never_rang = new == CallStatus.CANCELED and attempt.status in (CallStatus.CLAIMED, CallStatus.QUEUED)
         attempt.status = new
         attempt.ended_at = now
         if duration is not None:
             attempt.duration_seconds = duration
         if error_code:
             attempt.error_code = error_code
-        settle_attempt(session, attempt, now)
+        settle_attempt(session, attempt, now, outcome=NOT_DIALLED if never_rang else None)
         return True
     if CALL_STATUS_ORDER.get(new, 0) > CALL_STATUS_ORDER.get(attempt.status, 0):
         attempt.status = new
@@ -225,8 +389,12 @@ def outcome_of(attempt: CallAttempt, response: Response | None) -> str:
     return "dropped"
 
 
-def settle_attempt(session: Session, attempt: CallAttempt, now: datetime) -> None:
-    """A call ended: decide what happens to its target (final, or pending with a scheduled retry)."""
+def settle_attempt(session: Session, attempt: CallAttempt, now: datetime, outcome: str | None = None) -> None:
+    """A call ended: decide what happens to its target (final, or pending with a scheduled retry).
+
+    Args:
+        outcome: the retry outcome when the caller knows better than the call's status (``not-dialled``).
+    """
     target = session.get(RoundTarget, attempt.target_id, with_for_update=True)
     assert target is not None
     if target.state in FINAL_TARGET_STATES:
@@ -249,20 +417,45 @@ def settle_attempt(session: Session, attempt: CallAttempt, now: datetime) -> Non
     )
     if other_live:
         return
-    outcome = outcome_of(attempt, response)
+    outcome = outcome or outcome_of(attempt, response)
     if round_.status == RoundStatus.CANCELLED:
         finish_target(session, target, TargetState.CANCELLED, "cancelled", now)
         return
-    if target.attempts >= round_.max_attempts:
+    plan = plan_retry(
+        now,
+        outcome,
+        target.attempts,
+        max_attempts=round_.max_attempts,
+        retry=round_.retry,
+        windows=round_.windows,
+        blocked=round_.blocked_dates or [],
+        tz=_timezone(),
+        ends_at=round_.ends_at,
+    )
+    if plan.at is None:
+        # Attempts or calling time used up without an interview: not reached.
         finish_target(session, target, TargetState.UNREACHABLE, outcome, now)
+        log.info("event=target_unreachable target=%s outcome=%s reason=%s", target.id, outcome, plan.reason.replace(" ", "_"))
         return
-    delay = int(round_.retry.get(outcome, round_.retry.get("no-answer", 7200)))
     target.state = TargetState.PENDING
     target.last_outcome = outcome
-    target.next_attempt_at = now + timedelta(seconds=delay)
+    target.next_attempt_at = plan.at
     target.claimed_at = None
     target.updated_at = now
-    log.info("event=retry_scheduled target=%s outcome=%s in_seconds=%s attempts=%s", target.id, outcome, delay, target.attempts)
+    log.info(
+        "event=retry_scheduled target=%s outcome=%s at=%s attempts=%s",
+        target.id,
+        outcome,
+        plan.at.isoformat(),
+        target.attempts,
+    )
+
+
+def _timezone():
+    """SANLV_TIMEZONE, where calling windows live (read through the settings, validated once)."""
+    from campaigns.runtime import get_runtime
+
+    return get_runtime().settings.tz
 
 
 def expire_deadline(session: Session, round_: Round, now: datetime) -> int:
@@ -274,3 +467,66 @@ def expire_deadline(session: Session, round_: Round, now: datetime) -> int:
         .execution_options(synchronize_session=False)
     )
     return result.rowcount or 0
+
+
+# --- the sweeper's queries ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OpenClaim:
+    """A ``claimed`` attempt: its create request has not (or not knowingly) succeeded."""
+
+    attempt_id: int
+    round_id: int
+    phone: str
+    created_at: datetime
+    create_started: datetime | None  # the create-started mark's time, None if no create ever started
+    mark: str | None
+
+
+def open_claims(session: Session, claimed_before: datetime) -> list[OpenClaim]:
+    """Claimed attempts (any round) claimed before ``claimed_before``, oldest first."""
+    rows = session.execute(
+        select(
+            CallAttempt.id,
+            CallAttempt.round_id,
+            RoundTarget.phone,
+            CallAttempt.created_at,
+            CallAttempt.placed_at,
+            CallAttempt.error_code,
+        )
+        .join(RoundTarget, RoundTarget.id == CallAttempt.target_id)
+        .where(
+            CallAttempt.status == CallStatus.CLAIMED,
+            CallAttempt.call_sid.is_(None),
+            CallAttempt.direction == CallDirection.OUTBOUND,
+            CallAttempt.created_at < claimed_before,
+        )
+        .order_by(CallAttempt.id)
+    ).all()
+    return [
+        OpenClaim(
+            attempt_id=row[0],
+            round_id=row[1],
+            phone=row[2],
+            created_at=row[3],
+            create_started=row[4] if row[5] in CREATE_MARKS else None,
+            mark=row[5] if row[5] in CREATE_MARKS else None,
+        )
+        for row in rows
+    ]
+
+
+def unsettled_attempts(session: Session, created_before: datetime) -> list[CallAttempt]:
+    """Attempts (any round, any direction) with a CallSid and no final status, created before the limit."""
+    return list(
+        session.scalars(
+            select(CallAttempt)
+            .where(
+                CallAttempt.status.not_in(FINAL_CALL_STATUSES),
+                CallAttempt.call_sid.is_not(None),
+                CallAttempt.created_at < created_before,
+            )
+            .order_by(CallAttempt.id)
+        )
+    )

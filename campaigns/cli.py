@@ -221,6 +221,9 @@ def round_group() -> None:
 @click.option("--sample", default="all", show_default=True, help="all | village:N | cadre:N")
 @click.option("--seed", type=int)
 @click.option("--window", "windows", default=None, help="e.g. 09:00-11:30,14:30-20:30")
+@click.option(
+    "--blocked", default=None, help="dates nobody is called (holidays), e.g. 2026-10-01..2026-10-07,2027-01-01"
+)
 @click.option("--max-attempts", type=int)
 @click.option("--cps", type=float)
 @click.option("--max-concurrent", type=int)
@@ -294,8 +297,24 @@ def round_status(round_id: int, fmt: str) -> None:
         click.echo(f"  {state:<12} {count}")
     click.echo(
         f"  attempts {report['attempts']}, live calls {report['live_calls']}, "
-        f"dial rate {report['dial_rate']:.2f}/s, eta {report['eta_seconds']}s"
+        f"dial rate {report['dial_rate']:.2f}/s, eta {_duration(report['eta_seconds'])}"
     )
+
+
+def _duration(seconds: int | None) -> str:
+    """``5400`` -> ``1h 30m``; None (a draft or paused round) -> ``-``."""
+    if seconds is None:
+        return "-"
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
 
 
 COMMAND_GROUPS = (db_group, roster_group, questionnaire_group, round_group)

@@ -5,9 +5,9 @@ Services take a Session and never commit; the caller owns the transaction.
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -15,10 +15,13 @@ from sqlalchemy import and_, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from campaigns import clock
+from campaigns.calls import release_claim
 from campaigns.models import (
     FINAL_CALL_STATUSES,
     FINAL_TARGET_STATES,
     CallAttempt,
+    CallDirection,
+    CallStatus,
     DoNotCall,
     Household,
     PhoneStatus,
@@ -27,8 +30,20 @@ from campaigns.models import (
     RoundTarget,
     TargetState,
 )
-from campaigns.questionnaire import QuestionnaireError, resolve_questionnaire, store_version
-from campaigns.schedule import DEFAULT_RETRY, DEFAULT_WINDOWS, ScheduleError, parse_retry, parse_windows
+from campaigns.questionnaire import (
+    QuestionnaireError,
+    resolve_questionnaire,
+    store_version,
+)
+from campaigns.schedule import (
+    DEFAULT_RETRY,
+    DEFAULT_WINDOWS,
+    ScheduleError,
+    add_open_time,
+    parse_blocked,
+    parse_retry,
+    parse_windows,
+)
 from campaigns.settings import Settings
 
 _SAMPLE = re.compile(r"^(all|village:(\d+)|cadre:(\d+))$")
@@ -72,6 +87,8 @@ class RoundOptions:
                 values["windows"] = parse_windows(raw["windows"])
             if raw.get("retry"):
                 values["retry"] = parse_retry(raw["retry"])
+            if raw.get("blocked"):
+                values["blocked_dates"] = parse_blocked(raw["blocked"])
         except ScheduleError as exc:
             raise RoundError(str(exc)) from None
         for option, key, low in (("--max-attempts", "max_attempts", 1), ("--max-concurrent", "max_concurrent", 1)):
@@ -99,6 +116,11 @@ class RoundOptions:
             raise RoundError(f"--sample: {self.sample!r}: N must be at least 1")
         if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
             raise RoundError("--ends-at: must be after --starts-at")
+        try:  # options built in code (the demo, tests) are held to what the command line accepts
+            parse_windows(",".join(f"{start}-{end}" for start, end in self.windows))
+            parse_blocked(",".join(self.blocked_dates))
+        except ScheduleError as exc:
+            raise RoundError(str(exc)) from None
 
 
 def parse_local_time(text: str, settings: Settings, option: str) -> datetime:
@@ -186,27 +208,37 @@ def sample_targets(session: Session, round_: Round) -> int:
         return session.scalar(counted) or 0
     per = int(match.group(2) or match.group(3))
     group_column = Household.village_id if match.group(2) else Household.cadre_id
+    # Streamed group by group (households without a cadre last), each group's members in id order, so memory
+    # holds one group at a time however large the roster, and a seed picks the same households every time.
     rows = session.execute(
-        select(Household.id, Household.phone, group_column).where(_callable_households()).order_by(Household.id)
-    ).all()
-    groups: dict[int | None, list[tuple[int, str]]] = defaultdict(list)
-    for household_id, phone, group in rows:
-        groups[group].append((household_id, phone))
+        select(group_column, Household.id, Household.phone)
+        .where(_callable_households())
+        .order_by(group_column.is_(None), group_column, Household.id)
+        .execution_options(yield_per=5000)
+    )
     rng = random.Random(round_.seed)
-    chosen: list[tuple[int, str]] = []
-    for group in sorted(groups, key=lambda g: (g is None, g or 0)):
-        members = groups[group]
-        chosen.extend(members if len(members) <= per else rng.sample(members, per))
-    chosen.sort()
-    for start in range(0, len(chosen), 1000):
-        session.execute(
-            insert(RoundTarget),
-            [
-                {"round_id": round_.id, "household_id": h, "phone": p, "state": TargetState.PENDING, "attempts": 0}
-                for h, p in chosen[start : start + 1000]
-            ],
-        )
-    return len(chosen)
+    count = 0
+    batch: list[dict] = []
+    for _group, members in itertools.groupby(rows, key=lambda row: row[0]):
+        chosen = [(h, p) for _g, h, p in members]
+        if len(chosen) > per:
+            chosen = sorted(rng.sample(chosen, per))
+        batch.extend(
+            {"round_id": round_.id, "household_id": h, "phone": p, "state": TargetState.PENDING.value, "attempts": 0,
+             "updated_at": now}
+            for h, p in chosen
+        )  # fmt: skip
+        if len(batch) >= 1000:
+            count += _insert_targets(session, batch)
+            batch = []
+    count += _insert_targets(session, batch)
+    return count
+
+
+def _insert_targets(session: Session, rows: list[dict]) -> int:
+    if rows:
+        session.execute(insert(RoundTarget.__table__), rows)
+    return len(rows)
 
 
 # --- lifecycle ------------------------------------------------------------------------------------------
@@ -251,26 +283,19 @@ def change_round(session: Session, round_id: int, command: str) -> Round:
 
 
 def release_unplaced_claims(session: Session, round_id: int) -> int:
-    """Claimed work whose call was not placed yet goes back to ``pending`` (pause, dead worker)."""
+    """Claimed work whose create request has not started goes back to ``pending`` (pause, cancel).
+
+    An attempt whose create request is already on its way is left to finish: it was placed before the pause.
+    """
     claimed = session.scalars(
-        select(CallAttempt).where(CallAttempt.round_id == round_id, CallAttempt.status == "claimed")
+        select(CallAttempt.id).where(
+            CallAttempt.round_id == round_id,
+            CallAttempt.status == CallStatus.CLAIMED,
+            CallAttempt.call_sid.is_(None),
+            CallAttempt.placed_at.is_(None),
+        )
     ).all()
-    for attempt in claimed:
-        release_claim(session, attempt, reason="released")
-    return len(claimed)
-
-
-def release_claim(session: Session, attempt: CallAttempt, reason: str) -> None:
-    """Undo a claim whose call was never created: the attempt row goes, the target is pending again."""
-    target = session.get(RoundTarget, attempt.target_id)
-    assert target is not None
-    session.delete(attempt)
-    session.flush()
-    session.execute(
-        update(RoundTarget)
-        .where(RoundTarget.id == target.id, RoundTarget.state == TargetState.DIALING)
-        .values(state=TargetState.PENDING, attempts=RoundTarget.attempts - 1, claimed_at=None, last_outcome=reason)
-    )
+    return sum(release_claim(session, attempt_id, reason="released") for attempt_id in claimed)
 
 
 def cancel_remaining(session: Session, round_: Round) -> int:
@@ -308,8 +333,18 @@ def complete_if_done(session: Session, round_id: int) -> bool:
 # --- status ---------------------------------------------------------------------------------------------
 
 
-def round_status_report(session: Session, round_id: int) -> dict:
-    """The ``round status --format json`` contract."""
+RATE_WINDOW = timedelta(seconds=60)  # the dial rate is measured over the last minute (less just after launch)
+
+
+def round_status_report(session: Session, round_id: int, tz=None) -> dict:
+    """The ``round status --format json`` contract.
+
+    ``dial_rate`` is the calls placed per second over the last minute (or since launch, if later).
+    ``eta_seconds`` estimates when the last remaining target will have been dialled: the pending targets at
+    the current dial rate (the round's CPS while it waits), counted in calling time only (windows and blocked
+    dates), and no earlier than the last scheduled retry; never past the deadline. None while the round is
+    a draft or paused; 0 once it is over.
+    """
     round_ = get_round(session, round_id)
     counts = {state.value: 0 for state in TargetState}
     for state, count in session.execute(
@@ -323,21 +358,29 @@ def round_status_report(session: Session, round_id: int) -> dict:
         .where(CallAttempt.round_id == round_id, CallAttempt.status.not_in(FINAL_CALL_STATUSES))
     )
     now = clock.now()
-    window = timedelta(seconds=60)
+    window = RATE_WINDOW
+    if round_.launched_at is not None:
+        window = max(timedelta(seconds=10), min(window, now - round_.launched_at))
     recent = session.scalar(
         select(func.count())
         .select_from(CallAttempt)
-        .where(CallAttempt.round_id == round_id, CallAttempt.placed_at >= now - window)
+        .where(
+            CallAttempt.round_id == round_id,
+            CallAttempt.direction == CallDirection.OUTBOUND,
+            CallAttempt.call_sid.is_not(None),
+            CallAttempt.placed_at >= now - window,
+            CallAttempt.placed_at <= now,
+        )
     )
     dial_rate = (recent or 0) / window.total_seconds()
     remaining = counts["pending"] + counts["dialing"] + counts["in_call"]
     eta: int | None
     if round_.status in (RoundStatus.COMPLETED, RoundStatus.CANCELLED) or remaining == 0:
         eta = 0
-    elif dial_rate > 0:
-        eta = int(remaining / dial_rate)
+    elif round_.status != RoundStatus.RUNNING:
+        eta = None
     else:
-        eta = int(remaining / round_.cps) if round_.status == RoundStatus.RUNNING else None
+        eta = _eta_seconds(session, round_, counts["pending"], dial_rate, now, tz)
     return {
         "id": round_.id,
         "name": round_.name,
@@ -348,3 +391,30 @@ def round_status_report(session: Session, round_id: int) -> dict:
         "dial_rate": round(dial_rate, 3),
         "eta_seconds": eta,
     }
+
+
+def _eta_seconds(session: Session, round_: Round, pending: int, dial_rate: float, now: datetime, tz) -> int | None:
+    if tz is None:
+        from campaigns.runtime import get_runtime
+
+        tz = get_runtime().settings.tz
+    rate = dial_rate if dial_rate > 0 else round_.cps
+    start = max(now, round_.starts_at) if round_.starts_at else now
+    blocked = round_.blocked_dates or []
+    finish = add_open_time(round_.windows, blocked, start, pending / rate, tz)
+    last_retry = session.scalar(
+        select(func.max(RoundTarget.next_attempt_at)).where(
+            RoundTarget.round_id == round_.id, RoundTarget.state == TargetState.PENDING
+        )
+    )
+    if last_retry is not None and last_retry > now:
+        # A retry waits for its time; then it still has to be dialled.
+        retried = add_open_time(round_.windows, blocked, last_retry, 1 / rate, tz)
+        if retried is not None and (finish is None or retried > finish):
+            finish = retried
+    if round_.ends_at is not None and (finish is None or finish > round_.ends_at):
+        finish = max(now, round_.ends_at)
+    if finish is None:
+        return None  # no window opens again: the round waits for an operator
+    # Calls still ringing or talking: the round is not over yet, however soon.
+    return max(1, int((finish - now).total_seconds() + 0.5))

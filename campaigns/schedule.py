@@ -1,13 +1,15 @@
-"""Calling windows and retry delays: pure functions of their inputs (no clock, no database).
+"""Calling windows, blocked dates and retry timing: pure functions of their inputs (no clock, no database).
 
 Windows are local times in SANLV_TIMEZONE; a window's end is exclusive, ``24:00`` is allowed, and a window
-never wraps midnight (write two).
+never wraps midnight (write two). Blocked dates (holidays) are local dates on which nobody is called.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -20,6 +22,10 @@ DEFAULT_RETRY: dict[str, int] = {
     "dropped": 3600,
 }
 RETRY_OUTCOMES = tuple(DEFAULT_RETRY)
+# A call we cancelled while it was still queued at the provider (its window closed): it never rang, so it is
+# tried again as soon as a window opens.
+NOT_DIALLED = "not-dialled"
+MAX_BLOCKED_DAYS = 366
 
 _HHMM = re.compile(r"^([01]?\d|2[0-4]):([0-5]\d)$")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$")
@@ -60,7 +66,7 @@ def parse_windows(text: str) -> list[list[str]]:
     if not windows:
         raise ScheduleError("--window: no window given")
     windows.sort()
-    for (s1, e1), (s2, _e2) in zip(windows, windows[1:], strict=False):
+    for (_s1, e1), (s2, _e2) in itertools.pairwise(windows):
         if s2 < e1:
             raise ScheduleError(f"--window: windows overlap at {_fmt(s2)}")
     return [[_fmt(s), _fmt(e)] for s, e in windows]
@@ -91,6 +97,34 @@ def parse_retry(text: str) -> dict[str, int]:
             raise ScheduleError(f"--retry: unknown outcome {outcome!r} (known: {', '.join(RETRY_OUTCOMES)})")
         schedule[outcome] = parse_duration(duration, f"--retry {outcome}")
     return schedule
+
+
+def parse_blocked(text: str) -> list[str]:
+    """``"2026-10-01..2026-10-07,2027-01-01"`` -> the ISO dates, sorted, without duplicates.
+
+    Raises:
+        ScheduleError: a malformed date, a range that ends before it starts, or one longer than a year.
+    """
+    days: set[date] = set()
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        first_s, _sep, last_s = part.partition("..")
+        first = _date(first_s, part)
+        last = _date(last_s, part) if _sep else first
+        if last < first:
+            raise ScheduleError(f"--blocked: {part!r} ends before it starts")
+        if (last - first).days >= MAX_BLOCKED_DAYS:
+            raise ScheduleError(f"--blocked: {part!r} is longer than a year")
+        days.update(first + timedelta(days=n) for n in range((last - first).days + 1))
+    return [d.isoformat() for d in sorted(days)]
+
+
+def _date(text: str, part: str) -> date:
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise ScheduleError(f"--blocked: {part!r}: {text.strip()!r} is not a date like 2026-10-01") from None
 
 
 def _spans(windows: Sequence[Sequence[str]]) -> list[tuple[int, int]]:
@@ -155,3 +189,96 @@ def _offset_changes(day: date, tz: ZoneInfo) -> list[datetime]:
         else:
             high = middle
     return [high]
+
+
+def open_span_end(windows: Sequence[Sequence[str]], blocked: Iterable[str], when: datetime, tz: ZoneInfo) -> datetime:
+    """The instant the window open at ``when`` closes (``when`` itself if none is open), at most a day later.
+
+    Touching windows (``09:00-10:00,10:00-11:00``, or ``22:00-24:00`` and ``00:00-06:00``) close at the end of
+    the last one.
+    """
+    blocked_set = set(blocked)
+    spans = sorted(_spans(windows))
+    end = when.astimezone(UTC)
+    limit = end + timedelta(days=1)
+    while end < limit and is_open(windows, blocked_set, end, tz):
+        local = end.astimezone(tz)
+        minute = local.hour * 60 + local.minute
+        close = next(e for s, e in spans if s <= minute < e)
+        closes_at = (datetime.combine(local.date(), time(0), tz) + timedelta(minutes=close)).astimezone(UTC)
+        if closes_at <= end:  # a repeated hour (daylight saving): step past it rather than loop
+            closes_at = end + timedelta(minutes=1)
+        end = closes_at
+    return min(end, limit).astimezone(tz)
+
+
+def add_open_time(
+    windows: Sequence[Sequence[str]],
+    blocked: Iterable[str],
+    start: datetime,
+    seconds: float,
+    tz: ZoneInfo,
+    horizon_days: int = 400,
+) -> datetime | None:
+    """The instant at which ``seconds`` of calling time (time inside the windows) have passed since ``start``.
+
+    None if the windows do not offer that much time within ``horizon_days``.
+    """
+    blocked_set = set(blocked)
+    remaining = max(0.0, seconds)
+    limit = start.astimezone(UTC) + timedelta(days=horizon_days)
+    moment = next_open(windows, blocked_set, start, tz, horizon_days)
+    while moment is not None and moment.astimezone(UTC) <= limit:
+        closes = open_span_end(windows, blocked_set, moment, tz)
+        span = (closes - moment).total_seconds()
+        if span >= remaining:
+            return (moment + timedelta(seconds=remaining)).astimezone(tz)
+        remaining -= span
+        moment = next_open(windows, blocked_set, closes, tz, horizon_days)
+    return None
+
+
+@dataclass(frozen=True)
+class RetryPlan:
+    """What happens after a call that did not finish the interview."""
+
+    at: datetime | None  # when to dial again (always inside a window, in UTC); None: no further attempt
+    reason: str  # "scheduled", or why there is no further attempt: "budget", "deadline", "no window"
+
+
+def plan_retry(
+    now: datetime,
+    outcome: str,
+    attempts: int,
+    *,
+    max_attempts: int,
+    retry: dict[str, int],
+    windows: Sequence[Sequence[str]],
+    blocked: Iterable[str],
+    tz: ZoneInfo,
+    ends_at: datetime | None = None,
+) -> RetryPlan:
+    """When to call a household again after ``outcome`` (busy, no-answer, failed, machine, dropped, not-dialled).
+
+    The retry is due the outcome's delay after ``now``; if that instant is outside the windows (the lunch rest,
+    the night, a blocked date) it moves to the next instant a window opens. There is none when the household
+    has had ``max_attempts`` calls, or when no window opens before the round's deadline ``ends_at``.
+
+    Args:
+        now: when the call ended (aware).
+        outcome: the call's outcome; an outcome without a delay of its own waits as long as ``no-answer``.
+        attempts: calls placed to this household so far, including the one that just ended.
+        retry: outcome -> seconds (the round's schedule).
+    """
+    if attempts >= max_attempts:
+        return RetryPlan(None, "budget")
+    if outcome == NOT_DIALLED:
+        delay = 0
+    else:
+        delay = int(retry.get(outcome, retry.get("no-answer", DEFAULT_RETRY["no-answer"])))
+    opens = next_open(windows, blocked, now + timedelta(seconds=max(0, delay)), tz)
+    if opens is None:
+        return RetryPlan(None, "no window")
+    if ends_at is not None and opens >= ends_at:
+        return RetryPlan(None, "deadline")
+    return RetryPlan(opens.astimezone(UTC), "scheduled")

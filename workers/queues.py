@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import random
+import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
 from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.registry import ScheduledJobRegistry
 
 from campaigns.settings import Settings
 
@@ -55,9 +58,136 @@ def redis_connection(settings: Settings) -> redis.Redis:
     return conn
 
 
+_EXTEND = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+class Lease:
+    """A short-lived, owned Redis key: "someone is working on this now". It expires unless kept alive.
+
+    A job holds one while it works on something; whoever finds the key missing (and the job not waiting in a
+    queue) knows the worker that held it is gone.
+    """
+
+    def __init__(self, conn: redis.Redis, key: str):
+        self.conn = conn
+        self.key = key
+        self.token = uuid.uuid4().hex
+
+    def acquire(self, seconds: float) -> bool:
+        """Take the lease unless someone else holds it."""
+        return bool(self.conn.set(self.key, self.token, nx=True, px=int(seconds * 1000)))
+
+    def extend(self, seconds: float) -> bool:
+        """Keep the lease for ``seconds`` from now; False if it is no longer ours (it expired, Redis lost it)."""
+        return bool(self.conn.eval(_EXTEND, 1, self.key, self.token, int(seconds * 1000)))
+
+    def release(self) -> None:
+        try:
+            self.conn.eval(_RELEASE, 1, self.key, self.token)
+        except redis.RedisError as exc:  # it expires by itself
+            log.warning("event=lease_release_failed key=%s error=%r", self.key, exc)
+
+
+def lease_held(conn: redis.Redis, key: str) -> bool:
+    return bool(conn.exists(key))
+
+
+# rq's scheduler heartbeats every second but holds its lock for a minute: a worker killed with its scheduler
+# would leave scheduled work (dispatch ticks, retries) waiting that long.
+SCHEDULER_SILENT = timedelta(seconds=10)
+
+
+def free_dead_scheduler_locks(settings: Settings) -> list[str]:
+    """Release the scheduler locks of our queues held by a scheduler that has stopped heartbeating (its
+    worker died), so a live worker's scheduler takes over at its next maintenance instead of a minute later.
+
+    Returns:
+        The queues whose lock was released.
+    """
+    from rq.exceptions import SchedulerNotFound
+    from rq.scheduler import RQScheduler
+    from rq.scripts import release_lock
+
+    conn = redis_connection(settings)
+    freed = []
+    for name in QUEUES:
+        key = RQScheduler.get_locking_key(queue_name(settings, name))
+        owner = conn.get(key)
+        if owner is None:
+            continue
+        try:
+            beat = RQScheduler.fetch(owner.decode(), connection=conn).last_heartbeat
+        except SchedulerNotFound:
+            beat = None
+        if beat is not None and beat.tzinfo is None:
+            beat = beat.replace(tzinfo=UTC)
+        if beat is None or datetime.now(UTC) - beat > SCHEDULER_SILENT:
+            release_lock(conn, key, owner.decode())
+            freed.append(name)
+            log.warning("event=scheduler_lock_freed queue=%s owner=%s", name, owner.decode())
+    return freed
+
+
 def set_redis_connection(url: str, conn: redis.Redis) -> None:
     """Use ``conn`` for ``url`` (the demo's in-process Redis stand-in)."""
     _connections[url] = conn
+
+
+def backoff_intervals(retries: int, base: float, cap: float, rng: random.Random) -> list[int]:
+    """Seconds to wait before each of ``retries`` retries: exponential backoff with full jitter.
+
+    The n-th wait is drawn uniformly from [base * 2**n / 2, base * 2**n] (capped at ``cap``), so jobs refused
+    together (a burst of 429s) come back spread out instead of all at once. Whole seconds, at least 1: RQ
+    schedules retries by the second.
+    """
+    intervals = []
+    for n in range(retries):
+        ceiling = min(cap, base * 2**n)
+        intervals.append(max(1, round(rng.uniform(ceiling / 2, ceiling))))
+    return intervals
+
+
+def jittered_retry(retries: int = 6, base: float = 2.0, cap: float = 60.0, rng: random.Random | None = None) -> Retry:
+    """An RQ ``Retry`` whose intervals are this job's own draw of :func:`backoff_intervals`."""
+    return Retry(max=retries, interval=backoff_intervals(retries, base, cap, rng or random.Random()))
+
+
+ALIVE_JOB_STATUSES = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED)
+# A scheduled job this late is not going to run soon: no scheduler is running (its worker died; another worker
+# takes the scheduler over when the dead one's lock expires, a minute later).
+SCHEDULER_OVERDUE = timedelta(seconds=15)
+
+
+def job_waiting(settings: Settings, job_id: str) -> bool:
+    """Job ``job_id`` waits in a queue, or is scheduled and not overdue: some worker will run it."""
+    conn = redis_connection(settings)
+    try:
+        job = Job.fetch(namespaced_job_id(settings, job_id), connection=conn)
+    except NoSuchJobError:
+        return False
+    status = job.get_status(refresh=False)
+    if status in (JobStatus.QUEUED, JobStatus.DEFERRED):
+        return True
+    if status != JobStatus.SCHEDULED:
+        return False
+    try:
+        at = ScheduledJobRegistry(job.origin, connection=conn).get_scheduled_time(job)
+    except NoSuchJobError:
+        return False  # scheduled, but not in the registry: nothing will ever enqueue it
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at >= datetime.now(UTC) - SCHEDULER_OVERDUE
+
+
+def job_status(settings: Settings, job_id: str) -> JobStatus | None:
+    """The status of job ``job_id`` (namespaced here), None if Redis does not know it (finished long ago, lost)."""
+    try:
+        return Job.fetch(namespaced_job_id(settings, job_id), connection=redis_connection(settings)).get_status(
+            refresh=False
+        )
+    except NoSuchJobError:
+        return None
 
 
 def queue(settings: Settings, name: str = DIALER_QUEUE) -> Queue:

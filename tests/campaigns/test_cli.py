@@ -270,7 +270,8 @@ def test_a_round_id_must_be_a_number(env: Settings) -> None:
 
 def test_status_json_is_the_contract(env: Settings, sessions: sessionmaker[Session]) -> None:
     with sessions() as s:
-        round_ = make_round(s, name="2026年下半年", status=RoundStatus.RUNNING, cps=1.0)
+        # Open all day, so the ETA is the dialling time alone (no wait for the next window).
+        round_ = make_round(s, name="2026年下半年", status=RoundStatus.RUNNING, cps=1.0, windows=[["00:00", "24:00"]])
         for state in (TargetState.PENDING, TargetState.PENDING, TargetState.COMPLETED, TargetState.REFUSED):
             make_target(s, round_, state=state)
         s.commit()

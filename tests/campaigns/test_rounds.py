@@ -11,6 +11,14 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from campaigns.calls import (
+    apply_call_status,
+    begin_create,
+    claim_due_targets,
+    create_not_sent,
+    open_claims,
+    release_claim,
+)
 from campaigns.clock import set_clock_file
 from campaigns.models import (
     CallAttempt,
@@ -31,11 +39,18 @@ from campaigns.rounds import (
     complete_if_done,
     create_round,
     get_round,
+    release_unplaced_claims,
     round_status_report,
 )
 from campaigns.schedule import DEFAULT_RETRY
 from campaigns.settings import Settings
-from tests.factories import make_cadre, make_household, make_round, make_target, make_village
+from tests.factories import (
+    make_cadre,
+    make_household,
+    make_round,
+    make_target,
+    make_village,
+)
 
 STATUS_KEYS = {"id", "name", "status", "targets", "attempts", "live_calls", "dial_rate", "eta_seconds"}
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
@@ -335,6 +350,9 @@ def test_pause_releases_claimed_work_and_leaves_placed_calls(session: Session, c
     ringing_call = make_attempt(session, ringing, CallStatus.RINGING, call_sid="CA" + "1" * 32, placed_at=NOW)
     talking = make_target(session, round_, state=TargetState.IN_CALL, attempts=1)
     make_attempt(session, talking, CallStatus.IN_PROGRESS, call_sid="CA" + "2" * 32, placed_at=NOW)
+    # A create request on its way when the pause came: placed before the pause; the call is left to happen.
+    sending = make_target(session, round_, state=TargetState.DIALING, attempts=1, claimed_at=NOW)
+    sending_claim = make_attempt(session, sending, CallStatus.CLAIMED, error_code="creating", placed_at=NOW)
     claim_id = claim.id
 
     change_round(session, round_.id, "pause")
@@ -353,6 +371,8 @@ def test_pause_releases_claimed_work_and_leaves_placed_calls(session: Session, c
     assert session.get(RoundTarget, ringing.id).state == TargetState.DIALING  # type: ignore[union-attr]
     assert session.get(CallAttempt, ringing_call.id).status == CallStatus.RINGING  # type: ignore[union-attr]
     assert session.get(RoundTarget, talking.id).state == TargetState.IN_CALL  # type: ignore[union-attr]
+    assert session.get(CallAttempt, sending_claim.id) is not None
+    assert session.get(RoundTarget, sending.id).state == TargetState.DIALING  # type: ignore[union-attr]
     assert get_round(session, round_.id).status == RoundStatus.PAUSED
 
 
@@ -450,27 +470,36 @@ def test_status_report_has_exactly_the_contract_keys(session: Session, clock: Pa
     assert report["eta_seconds"] is None  # a draft is not dialling
 
 
+def sid(n: int) -> str:
+    return f"CA{n:032x}"
+
+
 def test_status_report_counts_targets_attempts_and_live_calls(session: Session, clock: Path) -> None:
-    round_ = make_round(session, status=RoundStatus.RUNNING, cps=1.0)
+    round_ = make_round(session, status=RoundStatus.RUNNING, cps=1.0, launched_at=NOW - timedelta(hours=1))
     for _ in range(3):
         make_target(session, round_)
     dialing = make_target(session, round_, state=TargetState.DIALING, attempts=1)
-    make_attempt(session, dialing, CallStatus.RINGING, placed_at=NOW - timedelta(seconds=10))
+    make_attempt(session, dialing, CallStatus.RINGING, call_sid=sid(1), placed_at=NOW - timedelta(seconds=10))
     talking = make_target(session, round_, state=TargetState.IN_CALL, attempts=2)
-    make_attempt(session, talking, CallStatus.BUSY, placed_at=NOW - timedelta(hours=2))
-    make_attempt(session, talking, CallStatus.IN_PROGRESS, placed_at=NOW - timedelta(seconds=50))
+    make_attempt(session, talking, CallStatus.BUSY, call_sid=sid(2), placed_at=NOW - timedelta(hours=2))
+    make_attempt(session, talking, CallStatus.IN_PROGRESS, call_sid=sid(3), placed_at=NOW - timedelta(seconds=50))
     done = make_target(session, round_, state=TargetState.COMPLETED, attempts=1)
-    make_attempt(session, done, CallStatus.COMPLETED, placed_at=NOW - timedelta(seconds=59))
+    make_attempt(session, done, CallStatus.COMPLETED, call_sid=sid(4), placed_at=NOW - timedelta(seconds=59))
     make_target(session, round_, state=TargetState.OPTED_OUT)
+    # A claim whose create request has started is not a call placed yet.
+    claimed = make_target(session, round_, state=TargetState.DIALING, attempts=1)
+    make_attempt(session, claimed, CallStatus.CLAIMED, error_code="creating", placed_at=NOW)
     # Another round's calls are not this round's.
     other = make_round(session, status=RoundStatus.RUNNING)
-    make_attempt(session, make_target(session, other, state=TargetState.DIALING), CallStatus.QUEUED, placed_at=NOW)
+    make_attempt(
+        session, make_target(session, other, state=TargetState.DIALING), CallStatus.QUEUED, call_sid=sid(5), placed_at=NOW
+    )
 
     report = round_status_report(session, round_.id)
 
     assert report["targets"] == {
         "pending": 3,
-        "dialing": 1,
+        "dialing": 2,
         "in_call": 1,
         "completed": 1,
         "refused": 0,
@@ -480,10 +509,22 @@ def test_status_report_counts_targets_attempts_and_live_calls(session: Session, 
         "invalid": 0,
         "cancelled": 0,
     }
-    assert report["attempts"] == 4
-    assert report["live_calls"] == 2  # ringing + in progress
+    assert report["attempts"] == 5
+    assert report["live_calls"] == 3  # claimed + ringing + in progress
     assert report["dial_rate"] == round(3 / 60, 3)  # three calls placed in the last minute
-    assert report["eta_seconds"] == int(5 / (3 / 60))  # five targets left at that rate
+    # Three pending targets at that rate, all inside today's 09:00-11:30 window (it is 10:00).
+    assert report["eta_seconds"] == 60
+
+
+def test_dial_rate_just_after_launch_is_over_the_time_since_launch(session: Session, clock: Path) -> None:
+    round_ = make_round(session, status=RoundStatus.RUNNING, cps=2.0, launched_at=NOW - timedelta(seconds=20))
+    for n in range(30):
+        target = make_target(session, round_, state=TargetState.DIALING, attempts=1)
+        make_attempt(session, target, CallStatus.QUEUED, call_sid=sid(100 + n), placed_at=NOW - timedelta(seconds=n / 2))
+
+    report = round_status_report(session, round_.id)
+
+    assert report["dial_rate"] == 1.5  # 30 calls in the 20 s since launch, not 30 in a minute
 
 
 def test_eta_of_a_running_round_without_recent_calls_uses_its_cps(session: Session, clock: Path) -> None:
@@ -494,6 +535,53 @@ def test_eta_of_a_running_round_without_recent_calls_uses_its_cps(session: Sessi
     report = round_status_report(session, round_.id)
 
     assert (report["dial_rate"], report["eta_seconds"]) == (0.0, 5)
+
+
+def test_eta_counts_calling_time_only(session: Session, clock: Path) -> None:
+    # 10:00: 90 minutes of window this morning, then the lunch rest until 14:30.
+    round_ = make_round(session, status=RoundStatus.RUNNING, cps=0.01)
+    for _ in range(72):  # two hours of dialling at one call every 100 s
+        make_target(session, round_)
+
+    report = round_status_report(session, round_.id)
+
+    # 90 minutes this morning, the remaining 30 after 14:30: done at 15:00, five hours from now.
+    assert report["eta_seconds"] == 5 * 3600
+
+
+def test_eta_waits_for_the_last_scheduled_retry(session: Session, clock: Path) -> None:
+    round_ = make_round(session, status=RoundStatus.RUNNING, cps=1.0)
+    make_target(session, round_, attempts=1, next_attempt_at=NOW + timedelta(minutes=30))
+
+    report = round_status_report(session, round_.id)
+
+    assert report["eta_seconds"] == 30 * 60 + 1
+
+
+def test_eta_of_a_round_outside_its_windows_counts_from_the_next_window(session: Session, clock: Path) -> None:
+    round_ = make_round(session, status=RoundStatus.RUNNING, cps=1.0, windows=[["14:30", "20:30"]])
+    for _ in range(60):
+        make_target(session, round_)
+
+    report = round_status_report(session, round_.id)
+
+    assert report["eta_seconds"] == int(4.5 * 3600) + 60
+
+
+def test_eta_never_passes_the_deadline(session: Session, clock: Path) -> None:
+    round_ = make_round(session, status=RoundStatus.RUNNING, cps=0.01, ends_at=NOW + timedelta(minutes=10))
+    for _ in range(100):
+        make_target(session, round_)
+
+    assert round_status_report(session, round_.id)["eta_seconds"] == 600
+
+
+def test_eta_while_only_live_calls_remain(session: Session, clock: Path) -> None:
+    round_ = make_round(session, status=RoundStatus.RUNNING, cps=1.0)
+    talking = make_target(session, round_, state=TargetState.IN_CALL, attempts=1)
+    make_attempt(session, talking, CallStatus.IN_PROGRESS, call_sid=sid(9), placed_at=NOW - timedelta(minutes=5))
+
+    assert round_status_report(session, round_.id)["eta_seconds"] == 1  # not over yet, but nearly
 
 
 def test_eta_of_paused_and_finished_rounds(session: Session, clock: Path) -> None:
@@ -532,6 +620,7 @@ def test_options_from_cli_parse_every_option() -> None:
         cps=0.5,
         max_concurrent=4,
         retry="busy=10m",
+        blocked="2026-12-05..2026-12-06,2026-12-01",
         starts_at="2026-12-01T08:00",
         ends_at="2026-12-10T20:30:00+08:00",
         exclude_unsure=True,
@@ -542,6 +631,7 @@ def test_options_from_cli_parse_every_option() -> None:
     assert options.windows == [["09:00", "11:30"], ["14:30", "20:30"]]
     assert (options.max_attempts, options.cps, options.max_concurrent) == (5, 0.5, 4)
     assert options.retry == {**DEFAULT_RETRY, "busy": 600}
+    assert options.blocked_dates == ["2026-12-01", "2026-12-05", "2026-12-06"]
     # No offset: local time in SANLV_TIMEZONE (Asia/Shanghai, UTC+8).
     assert options.starts_at == datetime(2026, 12, 1, 0, 0, tzinfo=UTC)
     assert options.ends_at == datetime(2026, 12, 10, 12, 30, tzinfo=UTC)
@@ -570,6 +660,8 @@ def test_options_defaults() -> None:
         ({"windows": ""}, "--window: no window given"),
         ({"windows": "20:00-08:00"}, "--window: '20:00-08:00' ends before it starts"),
         ({"retry": "busy=later"}, "--retry busy: 'later' is not a duration like 30m or 2h"),
+        ({"blocked": "国庆"}, "--blocked: '国庆': '国庆' is not a date like 2026-10-01"),
+        ({"blocked": "2026-10-07..2026-10-01"}, "--blocked: '2026-10-07..2026-10-01' ends before it starts"),
         ({"max_attempts": 0}, "--max-attempts: must be at least 1"),
         ({"max_concurrent": 0}, "--max-concurrent: must be at least 1"),
         ({"cps": 0.0}, "--cps: must be greater than 0 and at most 100 calls per second"),
@@ -606,3 +698,257 @@ def test_an_unknown_questionnaire_is_refused_at_create(session: Session) -> None
         create_round(session, RoundOptions(name="r", questionnaire="nosuch"))
 
     assert session.scalar(select(func.count()).select_from(Round)) == 0
+
+
+def test_options_built_in_code_are_held_to_the_command_line_rules() -> None:
+    with pytest.raises(RoundError, match="^--window: '22:00-02:00' ends before it starts"):
+        RoundOptions(name="r", windows=[["22:00", "02:00"]]).validate()
+    with pytest.raises(RoundError, match="^--blocked: '2026-02-30'"):
+        RoundOptions(name="r", blocked_dates=["2026-02-30"]).validate()
+
+
+def test_create_round_stores_the_blocked_dates(session: Session) -> None:
+    make_household(session)
+
+    round_ = create_round(session, RoundOptions(name="r", blocked_dates=["2026-10-01", "2026-10-02"]))
+
+    assert round_.blocked_dates == ["2026-10-01", "2026-10-02"]
+
+
+# --- call transitions (campaigns.calls) ------------------------------------------------------------------
+
+
+def running_round_with_claim(session: Session, **round_over: Any) -> tuple[Round, RoundTarget, int]:
+    round_ = make_round(session, **{"status": RoundStatus.RUNNING, "windows": [["00:00", "24:00"]], **round_over})
+    target = make_target(session, round_)
+    [claim] = claim_due_targets(session, round_, NOW, 1)
+    session.refresh(target)
+    return round_, target, claim.attempt_id
+
+
+def test_begin_create_marks_the_attempt_once(session: Session, clock: Path) -> None:
+    _round, _target, attempt_id = running_round_with_claim(session)
+
+    assert begin_create(session, attempt_id, None, NOW) is True
+    # A second run that saw no mark may not send: the first one's request may be on its way.
+    assert begin_create(session, attempt_id, None, NOW) is False
+    session.expire_all()
+    attempt = session.get(CallAttempt, attempt_id)
+    assert attempt is not None
+    assert (attempt.status, attempt.error_code, attempt.placed_at) == (CallStatus.CLAIMED, "creating", NOW)
+    # A run that saw this mark (and looked the call up) may take over.
+    later = NOW + timedelta(minutes=1)
+    assert begin_create(session, attempt_id, NOW, later) is True
+    assert begin_create(session, attempt_id, NOW, later) is False
+
+
+def test_begin_create_refuses_when_the_round_stopped(session: Session, clock: Path) -> None:
+    round_, _target, attempt_id = running_round_with_claim(session)
+    round_.status = RoundStatus.PAUSED
+    session.flush()
+
+    assert begin_create(session, attempt_id, None, NOW) is False
+
+
+def test_a_claim_is_released_only_while_no_create_started(session: Session, clock: Path) -> None:
+    _round, target, attempt_id = running_round_with_claim(session)
+    assert begin_create(session, attempt_id, None, NOW)
+
+    assert release_claim(session, attempt_id, "released") is False  # a request may be on its way
+    assert release_claim(session, attempt_id, "released", started=NOW - timedelta(seconds=1)) is False
+    assert session.get(CallAttempt, attempt_id) is not None
+
+    assert release_claim(session, attempt_id, "released", started=NOW) is True  # we know no call was made
+    session.expire_all()
+    assert session.get(CallAttempt, attempt_id) is None
+    back = session.get(RoundTarget, target.id)
+    assert back is not None
+    assert (back.state, back.attempts, back.last_outcome) == (TargetState.PENDING, 0, "released")
+    assert release_claim(session, attempt_id, "released") is False  # gone already
+
+
+def test_a_refused_create_takes_its_mark_back(session: Session, clock: Path) -> None:
+    _round, _target, attempt_id = running_round_with_claim(session)
+    begin_create(session, attempt_id, None, NOW)
+
+    assert create_not_sent(session, attempt_id, NOW) is True
+    session.expire_all()
+    attempt = session.get(CallAttempt, attempt_id)
+    assert attempt is not None and (attempt.error_code, attempt.placed_at) == (None, None)
+    assert release_claim(session, attempt_id, "released") is True
+
+
+def test_a_claim_released_in_a_cancelled_round_ends_cancelled(session: Session, clock: Path) -> None:
+    round_, target, attempt_id = running_round_with_claim(session)
+    begin_create(session, attempt_id, None, NOW)
+    change_round(session, round_.id, "cancel")  # the claim with a request on its way stays
+
+    assert release_claim(session, attempt_id, "released", started=NOW) is True
+    session.expire_all()
+    assert session.get(RoundTarget, target.id).state == TargetState.CANCELLED  # type: ignore[union-attr]
+
+
+def test_release_unplaced_claims_leaves_creates_on_their_way(session: Session, clock: Path) -> None:
+    round_ = make_round(session, status=RoundStatus.RUNNING, windows=[["00:00", "24:00"]])
+    for _ in range(3):
+        make_target(session, round_)
+    claims = claim_due_targets(session, round_, NOW, 3)
+    begin_create(session, claims[0].attempt_id, None, NOW)
+
+    assert release_unplaced_claims(session, round_.id) == 2
+    assert [c.attempt_id for c in open_claims(session, NOW + timedelta(seconds=1))] == [claims[0].attempt_id]
+
+
+def test_open_claims_report_their_create_mark(session: Session, clock: Path) -> None:
+    _round, _target, attempt_id = running_round_with_claim(session)
+
+    [fresh] = open_claims(session, NOW + timedelta(seconds=1))
+    assert (fresh.attempt_id, fresh.create_started, fresh.mark) == (attempt_id, None, None)
+    assert open_claims(session, NOW) == []  # claimed at NOW: not before it
+
+    begin_create(session, attempt_id, None, NOW)
+    [marked] = open_claims(session, NOW + timedelta(seconds=1))
+    assert (marked.create_started, marked.mark) == (NOW, "creating")
+
+
+def placed_attempt(session: Session, **round_over: Any) -> tuple[Round, RoundTarget, CallAttempt]:
+    round_, target, attempt_id = running_round_with_claim(session, **round_over)
+    attempt = session.get(CallAttempt, attempt_id)
+    assert attempt is not None
+    attempt.call_sid = sid(attempt_id)
+    attempt.status = CallStatus.QUEUED
+    session.flush()
+    return round_, target, attempt
+
+
+def test_a_busy_call_is_retried_after_the_busy_delay(session: Session, clock: Path) -> None:
+    _round, target, attempt = placed_attempt(session, windows=[["09:00", "11:30"], ["14:30", "20:30"]])
+
+    apply_call_status(session, attempt, "busy", 2)
+
+    assert (target.state, target.last_outcome) == (TargetState.PENDING, "busy")
+    assert target.next_attempt_at == NOW + timedelta(minutes=30)
+
+
+def test_a_retry_in_the_lunch_rest_moves_to_the_afternoon_window(session: Session, clock: Path) -> None:
+    # 10:00 + 2 h (no answer) = 12:00, the lunch rest: the retry is at 14:30 (06:30 UTC).
+    _round, target, attempt = placed_attempt(session, windows=[["09:00", "11:30"], ["14:30", "20:30"]])
+
+    apply_call_status(session, attempt, "no-answer", 2)
+
+    assert target.next_attempt_at == datetime(2026, 12, 1, 6, 30, tzinfo=UTC)
+
+
+def test_a_retry_skips_blocked_dates(session: Session, clock: Path) -> None:
+    _round, target, attempt = placed_attempt(
+        session, windows=[["09:00", "10:30"]], blocked_dates=["2026-12-02"]
+    )
+
+    apply_call_status(session, attempt, "no-answer", 2)  # 12:00 today is closed; tomorrow is a holiday
+
+    assert target.next_attempt_at == datetime(2026, 12, 3, 1, 0, tzinfo=UTC)  # 12-03 09:00 Shanghai
+
+
+def test_the_last_attempt_ends_the_target_unreachable(session: Session, clock: Path) -> None:
+    _round, target, attempt = placed_attempt(session, max_attempts=1)
+
+    apply_call_status(session, attempt, "no-answer", 2)
+
+    assert (target.state, target.last_outcome, target.final_at) == (TargetState.UNREACHABLE, "no-answer", NOW)
+
+
+def test_a_retry_past_the_deadline_ends_the_target_unreachable(session: Session, clock: Path) -> None:
+    _round, target, attempt = placed_attempt(session, ends_at=NOW + timedelta(hours=1))
+
+    apply_call_status(session, attempt, "no-answer", 2)  # due in 2 h: after the deadline
+
+    assert target.state == TargetState.UNREACHABLE
+
+
+def test_a_call_cancelled_while_queued_is_retried_at_once(session: Session, clock: Path) -> None:
+    _round, target, attempt = placed_attempt(session)
+
+    apply_call_status(session, attempt, "canceled", 1)
+
+    assert (target.state, target.last_outcome, target.next_attempt_at) == (TargetState.PENDING, "not-dialled", NOW)
+
+
+def test_duplicated_and_reordered_callbacks_change_nothing(session: Session, clock: Path) -> None:
+    _round, target, attempt = placed_attempt(session)
+
+    assert apply_call_status(session, attempt, "busy", 3) is True
+    first = (attempt.status, target.state, target.next_attempt_at, target.attempts)
+    for status, seq in (("ringing", 1), ("busy", 3), ("initiated", 0), ("completed", 2), ("no-answer", 3)):
+        apply_call_status(session, attempt, status, seq)
+
+    assert (attempt.status, target.state, target.next_attempt_at, target.attempts) == first
+    assert first == (CallStatus.BUSY, TargetState.PENDING, NOW + timedelta(minutes=30), 1)
+
+
+def test_a_status_never_moves_backwards(session: Session, clock: Path) -> None:
+    _round, _target, attempt = placed_attempt(session)
+
+    apply_call_status(session, attempt, "in-progress", 2)
+    apply_call_status(session, attempt, "ringing", None)  # the sweeper's view, older than what we know
+
+    assert attempt.status == CallStatus.IN_PROGRESS
+
+
+def test_a_callback_for_a_call_still_marked_as_being_created_clears_the_mark(session: Session, clock: Path) -> None:
+    _round, _target, attempt_id = running_round_with_claim(session)
+    begin_create(session, attempt_id, None, NOW)
+    session.expire_all()
+    attempt = session.get(CallAttempt, attempt_id)
+    assert attempt is not None
+    attempt.call_sid = sid(77)  # adopted by the webhook: the worker died before saving the sid
+
+    apply_call_status(session, attempt, "ringing", 1)
+
+    assert (attempt.status, attempt.error_code) == (CallStatus.RINGING, None)
+
+
+# --- the round commands ----------------------------------------------------------------------------------
+
+
+def sanlv(*args: str):
+    from click.testing import CliRunner
+
+    from ivr.cli import main
+
+    return CliRunner().invoke(main, list(args))
+
+
+def test_round_create_with_blocked_dates(env: Settings, sessions) -> None:
+    with sessions.begin() as session:
+        make_household(session)
+
+    result = sanlv("round", "create", "--name", "国庆后", "--blocked", "2026-10-01..2026-10-03,2026-10-08")
+
+    assert result.exit_code == 0, result.output
+    with sessions() as session:
+        round_ = session.get(Round, int(result.stdout))
+        assert round_ is not None
+        assert round_.blocked_dates == ["2026-10-01", "2026-10-02", "2026-10-03", "2026-10-08"]
+
+
+def test_round_create_refuses_a_bad_blocked_date_in_one_line(env: Settings, sessions) -> None:
+    with sessions.begin() as session:
+        make_household(session)
+
+    result = sanlv("round", "create", "--name", "r", "--blocked", "2026-10-32")
+
+    assert result.exit_code == 1
+    assert result.stderr == "Error: --blocked: '2026-10-32': '2026-10-32' is not a date like 2026-10-01\n"
+
+
+def test_round_status_text_gives_the_eta_in_hours_and_minutes(env: Settings, sessions, clock: Path) -> None:
+    with sessions.begin() as session:
+        round_ = make_round(session, status=RoundStatus.RUNNING, cps=0.01, windows=[["00:00", "24:00"]])
+        for _ in range(55):  # 5500 s at one call every 100 s
+            make_target(session, round_)
+        round_id = round_.id
+
+    result = sanlv("round", "status", str(round_id))
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == "  attempts 0, live calls 0, dial rate 0.00/s, eta 1h 31m"

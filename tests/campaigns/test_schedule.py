@@ -12,12 +12,18 @@ from hypothesis import strategies as st
 from campaigns.schedule import (
     DEFAULT_RETRY,
     DEFAULT_WINDOWS,
+    NOT_DIALLED,
+    RetryPlan,
     ScheduleError,
+    add_open_time,
     is_open,
     next_open,
+    open_span_end,
+    parse_blocked,
     parse_duration,
     parse_retry,
     parse_windows,
+    plan_retry,
 )
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -345,3 +351,194 @@ def test_next_open_property_around_daylight_saving_changes(
     assert moment.astimezone(tz).utcoffset() != (moment - timedelta(minutes=1)).astimezone(tz).utcoffset()
 
     assert_next_open_is_the_first_open_instant(windows, [], moment + timedelta(minutes=minutes), tz)
+
+
+# --- blocked dates ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-10-01", ["2026-10-01"]),
+        ("2027-01-01, 2026-10-01", ["2026-10-01", "2027-01-01"]),  # sorted
+        ("2026-10-01..2026-10-03", ["2026-10-01", "2026-10-02", "2026-10-03"]),  # 国庆: a range
+        ("2026-10-02..2026-10-03,2026-10-01..2026-10-02", ["2026-10-01", "2026-10-02", "2026-10-03"]),
+        ("2026-02-28..2026-03-01", ["2026-02-28", "2026-03-01"]),
+        ("2026-10-01,", ["2026-10-01"]),
+        ("", []),
+        (" , ", []),
+    ],
+)
+def test_parse_blocked(text: str, expected: list[str]) -> None:
+    assert parse_blocked(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("2026-13-01", "--blocked: '2026-13-01': '2026-13-01' is not a date like 2026-10-01"),
+        ("10/01", "--blocked: '10/01': '10/01' is not a date like 2026-10-01"),
+        ("2026-10-07..2026-10-01", "--blocked: '2026-10-07..2026-10-01' ends before it starts"),
+        ("2026-10-01..", "--blocked: '2026-10-01..': '' is not a date like 2026-10-01"),
+        ("2026-01-01..2027-06-01", "--blocked: '2026-01-01..2027-06-01' is longer than a year"),
+    ],
+)
+def test_parse_blocked_rejects_with_a_reason(text: str, message: str) -> None:
+    with pytest.raises(ScheduleError) as caught:
+        parse_blocked(text)
+
+    assert str(caught.value) == message
+
+
+# --- open time -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("when", "closes"),
+    [
+        (local(1, 10, 0), local(1, 11, 30)),
+        (local(1, 9, 0), local(1, 11, 30)),
+        (local(1, 20, 29, 59), local(1, 20, 30)),
+        (local(1, 12, 0), local(1, 12, 0)),  # closed: now
+    ],
+)
+def test_open_span_end(when: datetime, closes: datetime) -> None:
+    assert open_span_end(WINDOWS, [], when, SHANGHAI) == closes
+
+
+def test_open_span_end_runs_through_touching_windows_and_midnight() -> None:
+    touching = [["09:00", "10:00"], ["10:00", "11:00"]]
+    overnight = [["00:00", "06:00"], ["22:00", "24:00"]]
+
+    assert open_span_end(touching, [], local(1, 9, 30), SHANGHAI) == local(1, 11, 0)
+    assert open_span_end(overnight, [], local(1, 23, 0), SHANGHAI) == local(2, 6, 0)
+    assert open_span_end(overnight, ["2026-12-02"], local(1, 23, 0), SHANGHAI) == local(2, 0, 0)
+    # Always open: at most a day at a time.
+    assert open_span_end([["00:00", "24:00"]], [], local(1, 10, 0), SHANGHAI) == local(2, 10, 0)
+
+
+@pytest.mark.parametrize(
+    ("start", "seconds", "expected"),
+    [
+        (local(1, 10, 0), 0, local(1, 10, 0)),
+        (local(1, 10, 0), 3600, local(1, 11, 0)),
+        (local(1, 10, 0), 5400, local(1, 11, 30)),  # exactly the rest of the morning
+        (local(1, 10, 0), 5401, local(1, 14, 30, 1)),  # one second over: after lunch
+        (local(1, 12, 0), 60, local(1, 14, 31)),  # starts closed: counts from the next window
+        (local(1, 20, 0), 3600, local(2, 9, 30)),  # half an hour tonight, half tomorrow morning
+        (local(1, 9, 0), 2.5 * 3600 + 6 * 3600, local(1, 20, 30)),  # a whole day's calling time
+        (local(1, 9, 0), 2.5 * 3600 + 6 * 3600 + 1, local(2, 9, 0, 1)),
+    ],
+)
+def test_add_open_time(start: datetime, seconds: float, expected: datetime) -> None:
+    assert add_open_time(WINDOWS, [], start, seconds, SHANGHAI) == expected
+
+
+def test_add_open_time_skips_blocked_dates_and_gives_up_past_the_horizon() -> None:
+    assert add_open_time(WINDOWS, ["2026-12-02"], local(1, 20, 0), 3600, SHANGHAI) == local(3, 9, 30)
+    assert add_open_time(WINDOWS, [], local(1, 9, 0), 10 * 8.5 * 3600, SHANGHAI, horizon_days=5) is None
+
+
+# --- retry planning --------------------------------------------------------------------------------------
+
+
+def plan(now: datetime, outcome: str = "busy", attempts: int = 1, **over) -> RetryPlan:
+    options = {
+        "max_attempts": 3,
+        "retry": dict(DEFAULT_RETRY),
+        "windows": WINDOWS,
+        "blocked": [],
+        "tz": SHANGHAI,
+    }
+    options.update(over)
+    return plan_retry(now, outcome, attempts, **options)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "delay"),
+    [("busy", 30 * 60), ("no-answer", 2 * 3600), ("failed", 4 * 3600), ("machine", 2 * 3600), ("dropped", 3600)],
+)
+def test_a_retry_waits_the_outcomes_delay(outcome: str, delay: int) -> None:
+    # 2026-12-01 is a Tuesday; 14:30 leaves six hours of window.
+    now = local(1, 14, 30)
+
+    assert plan(now, outcome) == RetryPlan((now + timedelta(seconds=delay)).astimezone(UTC), "scheduled")
+
+
+def test_a_retry_that_falls_outside_the_windows_moves_to_the_next_window() -> None:
+    # Busy at 11:10: 11:40 is in the lunch rest; the retry is at 14:30.
+    assert plan(local(1, 11, 10)).at == local(1, 14, 30)
+    # No answer at 19:00: 21:00 is night; tomorrow 09:00.
+    assert plan(local(1, 19, 0), "no-answer").at == local(2, 9, 0)
+    # ...unless tomorrow is a holiday.
+    assert plan(local(1, 19, 0), "no-answer", blocked=["2026-12-02"]).at == local(3, 9, 0)
+
+
+def test_a_retry_at_the_very_end_of_a_window_is_the_next_window() -> None:
+    retry = {**DEFAULT_RETRY, "busy": 20 * 60}
+
+    assert plan(local(1, 11, 10), retry=retry).at == local(1, 14, 30)  # 11:30 is closed (end exclusive)
+    assert plan(local(1, 11, 9, 59), retry=retry).at == local(1, 11, 29, 59)
+
+
+def test_the_attempt_budget_ends_the_retries() -> None:
+    assert plan(local(1, 14, 30), attempts=2, max_attempts=3).reason == "scheduled"
+    assert plan(local(1, 14, 30), attempts=3, max_attempts=3) == RetryPlan(None, "budget")
+    assert plan(local(1, 14, 30), attempts=1, max_attempts=1) == RetryPlan(None, "budget")
+
+
+def test_no_retry_after_the_deadline() -> None:
+    ends_at = local(1, 20, 0)
+
+    assert plan(local(1, 19, 0), "busy", ends_at=ends_at).at == local(1, 19, 30)
+    assert plan(local(1, 19, 0), "no-answer", ends_at=ends_at) == RetryPlan(None, "deadline")
+    # Moved to tomorrow's window, which is past the deadline.
+    assert plan(local(1, 20, 10), "busy", ends_at=local(2, 8, 0)) == RetryPlan(None, "deadline")
+
+
+def test_no_retry_when_no_window_opens_again() -> None:
+    blocked = [(date(2026, 12, 1) + timedelta(days=n)).isoformat() for n in range(500)]
+
+    assert plan(local(1, 10, 0), blocked=blocked) == RetryPlan(None, "no window")
+
+
+def test_an_outcome_without_a_delay_of_its_own_waits_like_no_answer() -> None:
+    assert plan(local(1, 14, 30), "something-new").at == local(1, 16, 30)
+
+
+def test_a_call_cancelled_before_it_rang_is_tried_again_at_the_next_window() -> None:
+    assert plan(local(1, 11, 30), NOT_DIALLED).at == local(1, 14, 30)
+    assert plan(local(1, 10, 0), NOT_DIALLED).at == local(1, 10, 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    windows=window_sets(),
+    now=st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2027, 12, 31), timezones=st.just(UTC)),
+    outcome=st.sampled_from(list(DEFAULT_RETRY)),
+    delays=st.lists(st.integers(0, 3 * 86400), min_size=5, max_size=5),
+    blocked_offsets=st.sets(st.integers(0, 3), max_size=3),
+    tz=ZONES,
+)
+def test_a_planned_retry_is_the_first_open_instant_after_the_delay(
+    windows: list[list[str]],
+    now: datetime,
+    outcome: str,
+    delays: list[int],
+    blocked_offsets: set[int],
+    tz: ZoneInfo,
+) -> None:
+    retry = dict(zip(DEFAULT_RETRY, delays, strict=True))
+    due = now + timedelta(seconds=retry[outcome])
+    blocked = [(due.astimezone(tz).date() + timedelta(days=n)).isoformat() for n in blocked_offsets]
+
+    result = plan_retry(
+        now, outcome, 1, max_attempts=2, retry=retry, windows=windows, blocked=blocked, tz=tz
+    )
+
+    assert result.reason == "scheduled" and result.at is not None
+    assert result.at.tzinfo is UTC
+    assert result.at >= due
+    assert is_open(windows, blocked, result.at, tz)
+    assert_next_open_is_the_first_open_instant(windows, blocked, due, tz)
+    assert result.at == next_open(windows, blocked, due, tz)

@@ -1,0 +1,171 @@
+"""Helpers shared by the dialler benchmarks (bench/dial_rate.py, bench/round_create.py): scratch databases
+migrated with the real Alembic migrations, bulk-loaded rosters, a private redis-server, worker processes.
+
+Nothing here is a benchmark by itself; it is imported by them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import text
+
+from campaigns.db import make_engine
+from campaigns.migrate import upgrade
+
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+NOW = datetime(2026, 3, 2, 1, 0)  # naive UTC, as the UTCDateTime columns store it
+
+
+@contextlib.contextmanager
+def scratch_database(kind: str, postgres_url: str = DEFAULT_POSTGRES_URL) -> Iterator[str]:
+    """A migrated, empty database of its own: a temporary SQLite file, or a PostgreSQL schema. Dropped after."""
+    if kind == "sqlite":
+        folder = Path(tempfile.mkdtemp(prefix="sanlv-bench-"))
+        url = f"sqlite:///{folder / 'bench.db'}"
+        try:
+            upgrade(url)
+            yield url
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return
+    schema = f"sanlv_bench_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = make_engine(postgres_url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in postgres_url else "?"
+    url = f"{postgres_url}{separator}options=-csearch_path%3D{schema}"
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def load_roster(url: str, households: int, villages: int = 200, cadres_per_village: int = 4) -> None:
+    """Bulk-insert a roster of ``households`` phone numbers (setup, not measured)."""
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO villages (id, name, created_at) VALUES (:id, :name, :at)"),
+            [{"id": v, "name": f"村{v:03d}", "at": NOW} for v in range(1, villages + 1)],
+        )
+        cadres = villages * cadres_per_village
+        conn.execute(
+            text("INSERT INTO cadres (id, name, phone, created_at) VALUES (:id, :name, :phone, :at)"),
+            [{"id": c, "name": f"干部{c:04d}", "phone": f"+86139{c:08d}", "at": NOW} for c in range(1, cadres + 1)],
+        )
+        chunk = 20_000
+        for start in range(0, households, chunk):
+            conn.execute(
+                text(
+                    "INSERT INTO households (id, phone, name, village_id, cadre_id, phone_status, created_at, updated_at)"
+                    " VALUES (:id, :phone, NULL, :village, :cadre, 'ok', :at, :at)"
+                ),
+                [
+                    {
+                        "id": h,
+                        "phone": f"+86138{h:08d}",
+                        "village": (h - 1) % villages + 1,
+                        "cadre": (h - 1) % cadres + 1,
+                        "at": NOW,
+                    }
+                    for h in range(start + 1, min(households, start + chunk) + 1)
+                ],
+            )
+        if url.startswith("postgresql"):
+            for table in ("villages", "cadres", "households"):
+                conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))"))
+            conn.execute(text("ANALYZE"))
+    engine.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def private_redis() -> Iterator[str]:
+    """A redis-server of the benchmark's own on a free loopback port (never the shared one)."""
+    import redis
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed")
+    port = free_port()
+    folder = tempfile.mkdtemp(prefix="sanlv-bench-redis-")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", folder],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    conn = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            conn.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise SystemExit(f"redis-server did not start on port {port}") from None
+            time.sleep(0.05)
+    conn.close()
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def start_workers(count: int, env: dict[str, str], log: Path) -> list[subprocess.Popen]:
+    """``count`` real ``sanlv worker`` processes (each in its own session, so they can be stopped together)."""
+    handle = log.open("ab")
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "ivr", "worker"],
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=ROOT,
+        )
+        for _ in range(count)
+    ]
+
+
+def stop_workers(workers: list[subprocess.Popen]) -> None:
+    for proc in workers:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in workers:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
