@@ -567,3 +567,9 @@ def test_each_place_call_job_gets_its_own_retry_intervals(twilio_env):
 
     assert len(intervals) > 1
     assert all(len(i) == 6 for i in intervals)
+
+
+def test_reconnect_backoff_doubles_up_to_half_a_minute():
+    from workers.runner import reconnect_delay
+
+    assert [reconnect_delay(n) for n in range(1, 9)] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]

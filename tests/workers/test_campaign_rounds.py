@@ -511,7 +511,7 @@ def test_no_dial_outside_the_windows_and_retries_follow_the_schedule(clocked_cam
     )
     c.start_workers(3)
     c.wait_for_workers(3)
-    c.set_clock(local(11, 29, 50))
+    c.set_clock(local(11, 29, 45))
     c.launch(round_id)
 
     # The morning window closes at 11:30: whoever was not called by then waits for 14:30.
@@ -565,7 +565,7 @@ def test_no_dial_outside_the_windows_and_retries_follow_the_schedule(clocked_cam
             placed[phone].append(at)
     for phone in numbers:
         first, second, third = placed[phone]
-        assert local(11, 29, 50) <= first < local(11, 30)
+        assert local(11, 29, 45) <= first < local(11, 30)
         assert second >= local(14, 30)  # busy: 30 minutes later is the lunch rest; the next window
         assert third >= second + timedelta(hours=2)  # no answer: two hours
 
