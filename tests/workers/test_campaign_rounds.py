@@ -535,6 +535,14 @@ def test_no_dial_outside_the_windows_and_retries_follow_the_schedule(clocked_cam
     jobs.kick_dispatch(c.settings, round_id)  # the dispatcher naps up to 30 s while closed; wake it now
     c.wait_for("the afternoon calls", lambda: c.standin.created >= closed_calls + len(numbers), timeout=30)
     c.wait_for("their ends", lambda: all(life.ended for life in c.carrier.lives.values()), timeout=15)
+
+    def second_retries_scheduled() -> bool:
+        # The carrier has hung up; the status callbacks may still be on their way to the app.
+        with c.sessions() as session:
+            targets = session.scalars(select(RoundTarget).where(RoundTarget.round_id == round_id)).all()
+            return all(t.attempts == 2 and t.state is TargetState.PENDING for t in targets)
+
+    c.wait_for("the second retries to be scheduled", second_retries_scheduled, timeout=15)
     with c.sessions() as session:
         second_retries = {
             t.next_attempt_at for t in session.scalars(select(RoundTarget).where(RoundTarget.round_id == round_id))
