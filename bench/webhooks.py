@@ -35,10 +35,8 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -49,15 +47,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import requests  # noqa: E402
+
+from bench._common import scratch_database  # noqa: E402
 from flask import Flask, Response  # noqa: E402
-from sqlalchemy import func, insert, select, text  # noqa: E402
+from sqlalchemy import func, insert, select  # noqa: E402
 from twilio.request_validator import RequestValidator  # noqa: E402
 from twilio.twiml.voice_response import VoiceResponse  # noqa: E402
 from werkzeug.serving import WSGIRequestHandler, make_server  # noqa: E402
 
 from campaigns.clock import now  # noqa: E402
-from campaigns.db import make_engine, session_scope  # noqa: E402
-from campaigns.migrate import upgrade  # noqa: E402
+from campaigns.db import session_scope  # noqa: E402
 from campaigns.models import (  # noqa: E402
     Answer,
     CallAttempt,
@@ -107,31 +106,6 @@ class Figures:
 # ------------------------------------------------------------------------------------------------ databases
 
 
-@contextmanager
-def scratch_database(kind: str, postgres_url: str) -> Iterator[str]:
-    """A migrated, empty database of the real schema; removed afterwards."""
-    if kind == "sqlite":
-        folder = tempfile.mkdtemp(prefix="sanlv-bench-")
-        url = f"sqlite:///{folder}/bench.db"
-        try:
-            upgrade(url)
-            yield url
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-        return
-    schema = f"sanlv_bench_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = make_engine(postgres_url)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in postgres_url else "?"
-    url = f"{postgres_url}{separator}options=-csearch_path%3D{schema}"
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def load_calls(runtime: Runtime, calls: int) -> list[tuple[int, str, str]]:
