@@ -2,7 +2,7 @@
 
     python bench/rates.py [--answers 1000000] [--db sqlite|postgres|both] [--repeat 5]
                           [--postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/test]
-                          [--no-memory] [--no-what-if]
+                          [--no-memory]
 
 For each database it builds a scratch copy of the real schema (the Alembic migrations) -- a temporary SQLite
 file, or a PostgreSQL schema of its own -- bulk-loads one finished round (executemany on SQLite, COPY on
@@ -13,8 +13,6 @@ PostgreSQL) over 200 villages, and then, in the same run and on the same answers
 - times :func:`reports.rates.village_rates` (every figure of ``sanlv report rates``: per-village progress,
   rates, Wilson intervals, ranks, flags) and prints the ratio (the goal is at most 2x), and its two queries
   on their own;
-- projects the cost with the denormalisation proposed for the schema (``village_id`` on targets and answers,
-  a ``counted`` flag on answers), applied to the scratch copy only (``--no-what-if`` skips it);
 - measures the export memory (tracemalloc peak) of the rates and follow-up exports as CSV and XLSX at two
   round sizes (a fifth of ``--answers`` and all of it), to show that it stays flat as the round grows. The
   follow-ups stream from the database 1,000 rows at a time, so their peak is about two such batches (one
@@ -65,11 +63,13 @@ COLUMNS = {
         "id",
         "round_id",
         "household_id",
+        "village_id",
         "phone",
         "state",
         "attempts",
         "last_outcome",
         "final_at",
+        "response_status",
         "updated_at",
     ),
     "responses": (
@@ -87,6 +87,8 @@ COLUMNS = {
         "id",
         "response_id",
         "round_id",
+        "village_id",
+        "counted",
         "question",
         "digit",
         "tries",
@@ -126,12 +128,17 @@ def generate(answers_wanted: int, round_id: int, seed: int = 2026) -> Iterator[t
         yield "households", (target, phone, f"户主{target}", village, cadre, "ok", T0, T0)
         outcome = _pick(rng, {"completed": 0.80, "none": 0.12, "refused": 0.03, "ineligible": 0.02, "partial": 0.03})
         if outcome == "none":
-            yield "round_targets", (target, round_id, target, phone, "unreachable", 3, "no-answer", when, when)
+            yield "round_targets", (
+                target, round_id, target, village, phone, "unreachable", 3, "no-answer", when, None, when
+            )  # fmt: skip
             continue
         state = {"completed": "completed", "refused": "refused", "ineligible": "ineligible", "partial": "unreachable"}
-        yield "round_targets", (target, round_id, target, phone, state[outcome], rng.randint(1, 3), outcome, when, when)
-        response += 1
         status = "in_progress" if outcome == "partial" else outcome
+        attempts = rng.randint(1, 3)
+        yield "round_targets", (
+            target, round_id, target, village, phone, state[outcome], attempts, outcome, when, status, when
+        )  # fmt: skip
+        response += 1
         yield "responses", (response, round_id, target, status, 0, 9, when, when, when)
         given = {"consent": "2" if outcome == "refused" else "1"}
         if outcome != "refused":
@@ -151,7 +158,8 @@ def generate(answers_wanted: int, round_id: int, seed: int = 2026) -> Iterator[t
         for question, digit in given.items():
             answer_id += 1
             answers += 1
-            yield "answers", (answer_id, response, round_id, question, digit, 1, 0, 0, when, when)
+            counted = outcome == "completed"
+            yield "answers", (answer_id, response, round_id, village, counted, question, digit, 1, 0, 0, when, when)
 
 
 def create_round(engine: Engine, name: str) -> int:
@@ -355,66 +363,6 @@ def measure_rates(engine: Engine, round_id: int, repeat: int) -> dict[str, tuple
     )
 
 
-# The denormalisation proposed in the report (not in the schema): each target keeps its village as sampled,
-# each answer carries that village and whether its response is completed. Applied to the scratch copy only,
-# to measure what the report's two queries would cost.
-WHAT_IF_SCHEMA = [
-    "ALTER TABLE round_targets ADD COLUMN village_id INTEGER",
-    "ALTER TABLE answers ADD COLUMN village_id INTEGER",
-    "ALTER TABLE answers ADD COLUMN counted BOOLEAN NOT NULL DEFAULT FALSE",
-    "UPDATE round_targets SET village_id ="
-    " (SELECT village_id FROM households WHERE households.id = round_targets.household_id)",
-    "UPDATE answers SET village_id = (SELECT t.village_id FROM responses r JOIN round_targets t ON t.id = r.target_id"
-    " WHERE r.id = answers.response_id), counted = (SELECT r.status = 'completed' FROM responses r"
-    " WHERE r.id = answers.response_id)",
-]
-WHAT_IF_ANSWERS = (
-    "SELECT village_id, question, digit, count(*) FROM answers WHERE round_id = :round_id AND counted"
-    " AND question IN ('security', 'awareness', 'participation', 'satisfaction', 'cadre_contact', 'visit')"
-    " GROUP BY village_id, question, digit"
-)
-WHAT_IF_PROGRESS = (
-    "SELECT t.village_id, t.state, r.status, count(*), sum(CASE WHEN t.attempts > 0 OR r.id IS NOT NULL THEN 1"
-    " ELSE 0 END) FROM round_targets t LEFT OUTER JOIN responses r ON r.target_id = t.id"
-    " WHERE t.round_id = :round_id GROUP BY t.village_id, t.state, r.status"
-)
-
-
-def measure_what_if(engine: Engine, round_id: int, repeat: int) -> dict[str, tuple[float, float]]:
-    with engine.begin() as conn:
-        for statement in WHAT_IF_SCHEMA:
-            conn.execute(text(statement))
-    # Rewrite the updated tables (every row was updated) so that the raw query is not timed on a bloated heap.
-    if engine.dialect.name == "postgresql":
-        with engine.connect() as conn:
-            auto = conn.execution_options(isolation_level="AUTOCOMMIT")
-            for statement in ("VACUUM FULL answers", "VACUUM FULL round_targets", "ANALYZE"):
-                auto.execute(text(statement))
-    else:
-        raw = engine.raw_connection()  # in autocommit (see campaigns.db): VACUUM cannot run in a transaction
-        try:
-            raw.execute("VACUUM")
-            raw.execute("ANALYZE")
-        finally:
-            raw.close()
-
-    def query(sql: str) -> Callable[[], None]:
-        def run() -> None:
-            with engine.connect() as conn:
-                conn.execute(text(sql), {"round_id": round_id}).all()
-
-        return run
-
-    return interleaved(
-        {
-            "raw": query(RAW_GROUP_BY),
-            "answers_query": query(WHAT_IF_ANSWERS),
-            "progress_query": query(WHAT_IF_PROGRESS),
-        },
-        repeat,
-    )
-
-
 EXPORTS = (
     ("rates.csv", "rates", "csv"),
     ("rates.xlsx", "rates", "xlsx"),
@@ -465,7 +413,7 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f}"
 
 
-def run(kind: str, answers: int, repeat: int, postgres_url: str, memory_sizes: list[int], what_if: bool) -> dict:
+def run(kind: str, answers: int, repeat: int, postgres_url: str, memory_sizes: list[int]) -> dict:
     results: dict = {"db": kind, "answers": answers}
     with Scratch(kind, postgres_url) as scratch:
         engine = make_engine(scratch.url)
@@ -496,22 +444,6 @@ def run(kind: str, answers: int, repeat: int, postgres_url: str, memory_sizes: l
             )
             if memory_sizes and memory_sizes[-1] == answers:
                 results.setdefault("memory", {})[answers] = export_peaks(engine, round_id)
-            if what_if:
-                projected = measure_what_if(engine, round_id, repeat)
-                overhead = timing["rest"][0]
-                total = projected["answers_query"][0] + projected["progress_query"][0] + overhead
-                results["what_if"] = {
-                    "timing": projected,
-                    "projected_rates": total,
-                    "ratio": total / projected["raw"][0],
-                }
-                print(
-                    f"[{kind}] projection with the proposed denormalisation (scratch copy only): raw "
-                    f"{ms(projected['raw'][0])} ms, answers per village {ms(projected['answers_query'][0])} ms, "
-                    f"progress {ms(projected['progress_query'][0])} ms, + {ms(overhead)} ms of the rest "
-                    f"= {ms(total)} ms, ratio {total / projected['raw'][0]:.2f}x",
-                    flush=True,
-                )
         finally:
             engine.dispose()
     for size in memory_sizes[:-1]:
@@ -541,7 +473,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5, help="timed runs after a warm-up (best is reported)")
     parser.add_argument("--postgres-url", default=os.environ.get("SANLV_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL))
     parser.add_argument("--no-memory", action="store_true", help="skip the export memory measurement")
-    parser.add_argument("--no-what-if", action="store_true", help="skip the denormalisation projection")
     args = parser.parse_args(argv)
     if args.answers < 10_000:
         parser.error("--answers must be at least 10000")
@@ -552,16 +483,14 @@ def main(argv: list[str] | None = None) -> int:
     memory_sizes = [] if args.no_memory else [args.answers // 5, args.answers]
     print(f"machine: {os.cpu_count()} CPUs, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     summary = [
-        run(kind, args.answers, args.repeat, args.postgres_url, memory_sizes, not args.no_what_if) for kind in kinds
+        run(kind, args.answers, args.repeat, args.postgres_url, memory_sizes) for kind in kinds
     ]
     print(f"\nsummary (best of {args.repeat}):")
-    print(f"    {'db':<10}{'answers':>12}{'raw ms':>10}{'rates ms':>10}{'ratio':>8}{'projected':>12}{'ratio':>8}")
+    print(f"    {'db':<10}{'answers':>12}{'raw ms':>10}{'rates ms':>10}{'ratio':>8}")
     for result in summary:
-        what_if = result.get("what_if")
         print(
             f"    {result['db']:<10}{result['rows']['answers']:>12,}{ms(result['timing']['raw'][0]):>10}"
             f"{ms(result['timing']['rates'][0]):>10}{result['ratio']:>7.2f}x"
-            + (f"{ms(what_if['projected_rates']):>12}{what_if['ratio']:>7.2f}x" if what_if else "")
         )
     print(f"load average now {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0

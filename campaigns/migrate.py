@@ -22,7 +22,9 @@ def upgrade(url: str, revision: str = "head") -> None:
 def upgrade_engine(engine: Engine, revision: str = "head") -> None:
     """Upgrade through an existing engine (tests, the demo)."""
     config = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as connection:
+    # Not engine.begin(): the migrations begin their own transaction (on SQLite, after switching foreign keys
+    # off, which SQLite ignores inside a transaction; see campaigns/migrations/env.py).
+    with engine.connect() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 

@@ -23,9 +23,15 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    event,
+    inspect,
+    select,
     text,
+    update,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, Session, mapped_column, object_session, relationship
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from campaigns.db import Base, utcnow
 
@@ -273,6 +279,8 @@ class RoundTarget(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), index=True)
     household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
+    # Denormalised for the reports (see "Report figures" below): the household's village, kept equal to it.
+    village_id: Mapped[int] = mapped_column(ForeignKey("villages.id"))
     phone: Mapped[str] = mapped_column(String(20))  # E.164 at sampling time
     state: Mapped[TargetState] = mapped_column(_enum(TargetState, "target_state"), default=TargetState.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # outbound calls placed or being placed
@@ -280,6 +288,8 @@ class RoundTarget(Base):
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_outcome: Mapped[str | None] = mapped_column(String(30))
     final_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Denormalised for the reports: the status of the target's response, None while it has none.
+    response_status: Mapped[ResponseStatus | None] = mapped_column(_enum(ResponseStatus, "target_response_status"))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     round: Mapped[Round] = relationship(back_populates="targets")
@@ -350,6 +360,9 @@ class Answer(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     response_id: Mapped[int] = mapped_column(ForeignKey("responses.id"))
     round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), index=True)  # denormalised for roll-ups
+    # Denormalised for the reports: the village of the response's target, and whether the response is completed.
+    village_id: Mapped[int] = mapped_column(ForeignKey("villages.id"))
+    counted: Mapped[bool] = mapped_column(Boolean, default=False)
     question: Mapped[str] = mapped_column(String(50))
     digit: Mapped[str] = mapped_column(String(5))  # the key pressed, e.g. "1", "0"
     attempt_id: Mapped[int | None] = mapped_column(ForeignKey("call_attempts.id"))
@@ -436,3 +449,90 @@ class KeyPress(Base):
     digits: Mapped[str] = mapped_column(String(20))  # "" for silence
     outcome: Mapped[str] = mapped_column(String(20))  # answer | invalid | silence | repeat | stop | confirm
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# --- Report figures: denormalised columns and how they are kept -----------------------------------------
+#
+# The village rates fold a round's answers per village and question (reports.rates). Joining every answer to
+# its response, target and household to learn its village and whether it counts costs about three times the
+# bare scan of the answers on PostgreSQL (bench/rates.py), so four columns carry those facts instead:
+#
+# - ``round_targets.village_id`` = the household's village (set when the round is sampled);
+# - ``round_targets.response_status`` = the status of the target's response (None without one);
+# - ``answers.village_id`` = the village of the answer's target;
+# - ``answers.counted`` = the answer's response is completed (rates count completed responses only).
+#
+# Who keeps them equal to what they copy: a household that moves village moves its targets and answers with
+# it (campaigns.roster); the key-press hot path, which writes answers with Core statements, passes both answer
+# columns itself (ivr.interview); everything written through the ORM is kept by the listeners below, so a
+# response's status is mirrored wherever it changes, and an answer or target added without the copies gets
+# them from its parents.
+
+
+def _household_village(connection, household_id: int) -> int | None:
+    households = Household.__table__
+    return connection.scalar(select(households.c.village_id).where(households.c.id == household_id))
+
+
+@event.listens_for(RoundTarget, "before_insert")
+def _target_village(_mapper, connection, target: RoundTarget) -> None:
+    if target.village_id is None:
+        target.village_id = _household_village(connection, target.household_id)
+
+
+@event.listens_for(Answer, "before_insert")
+def _answer_copies(_mapper, connection, answer: Answer) -> None:
+    if answer.village_id is None or answer.counted is None:
+        targets, responses = RoundTarget.__table__, Response.__table__
+        village_id, status = connection.execute(
+            select(targets.c.village_id, responses.c.status)
+            .join(targets, targets.c.id == responses.c.target_id)
+            .where(responses.c.id == answer.response_id)
+        ).one()
+        if answer.village_id is None:
+            answer.village_id = village_id
+        if answer.counted is None:
+            answer.counted = status == ResponseStatus.COMPLETED
+
+
+@event.listens_for(Response, "after_insert")
+def _mirror_new_response(_mapper, connection, response: Response) -> None:
+    mirror_response_status(
+        connection,
+        response.id,
+        response.target_id,
+        response.status,
+        object_session(response),
+    )
+
+
+@event.listens_for(Response, "after_update")
+def _mirror_changed_response(_mapper, connection, response: Response) -> None:
+    if inspect(response).attrs.status.history.has_changes():
+        mirror_response_status(
+            connection,
+            response.id,
+            response.target_id,
+            response.status,
+            object_session(response),
+        )
+
+
+def mirror_response_status(
+    connection,
+    response_id: int,
+    target_id: int,
+    status: ResponseStatus,
+    session: Session | None = None,
+) -> None:
+    """Copy a response's status to its target, and count its answers once it is completed."""
+    targets, answers = RoundTarget.__table__, Answer.__table__
+    connection.execute(update(targets).where(targets.c.id == target_id).values(response_status=status))
+    if session is not None:  # a target loaded in the session shows the new value without a reload
+        loaded = session.identity_map.get(identity_key(RoundTarget, target_id))
+        if loaded is not None:
+            set_committed_value(loaded, "response_status", status)
+    if status == ResponseStatus.COMPLETED:
+        connection.execute(
+            update(answers).where(answers.c.response_id == response_id, ~answers.c.counted).values(counted=True)
+        )

@@ -30,7 +30,7 @@ from sqlalchemy import BindParameter, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from campaigns.db import utcnow
-from campaigns.models import Cadre, Household, Village
+from campaigns.models import Answer, Cadre, Household, Response, RoundTarget, Village
 from campaigns.phones import PhoneNumberError, normalise
 
 __all__ = ["ImportResult", "RosterError", "RowProblem", "import_roster", "read_roster"]
@@ -620,6 +620,33 @@ def _chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
         yield items[start : start + size]
 
 
+def _move_round_figures(session: Session, households: list[tuple[int, int]]) -> None:
+    """Households that moved village take their targets and answers with them (the reports' copies of the
+    village, see "Report figures" in campaigns.models): a household's village in a report is its village now."""
+    targets, answers, responses = RoundTarget.__table__, Answer.__table__, Response.__table__
+    moved_targets = (
+        update(targets)
+        .where(targets.c.household_id == bindparam("household"), targets.c.village_id != bindparam("village"))
+        .values(village_id=bindparam("village"))
+    )
+    moved_answers = (
+        update(answers)
+        .where(
+            answers.c.response_id.in_(
+                select(responses.c.id)
+                .join(targets, targets.c.id == responses.c.target_id)
+                .where(targets.c.household_id == bindparam("household"))
+            ),
+            answers.c.village_id != bindparam("village"),
+        )
+        .values(village_id=bindparam("village"))
+    )
+    for chunk in _chunks(households, _WRITE_BATCH):
+        params = [{"household": household_id, "village": village_id} for household_id, village_id in chunk]
+        session.connection().execute(moved_targets, params)
+        session.connection().execute(moved_answers, params)
+
+
 def _village_ids(session: Session, names: Iterable[str]) -> dict[str, int]:
     found: dict[str, int] = {}
     for chunk in _chunks(list(names), _CHUNK):
@@ -761,11 +788,21 @@ def import_roster(
                 values["name"] = row.household
             params.append(values)
         session.execute(update(Household), params)
+    _move_round_figures(
+        session,
+        [
+            (household_id, village_ids[row.village])
+            for household_id, row in to_update
+            if village_ids[row.village] != existing[row.phone][2]
+        ],
+    )
     if to_update:
         # Bulk UPDATE by primary key bypasses the identity map; households the caller already loaded would
         # otherwise show their old village and cadre until the session ends.
         updated_ids = {household_id for household_id, _ in to_update}
         for obj in list(session.identity_map.values()):
-            if isinstance(obj, Household) and obj.id in updated_ids:
+            if (isinstance(obj, Household) and obj.id in updated_ids) or (
+                isinstance(obj, RoundTarget) and obj.household_id in updated_ids
+            ):
                 session.expire(obj)
     return result

@@ -190,10 +190,11 @@ def sample_targets(session: Session, round_: Round) -> int:
     assert match is not None
     if match.group(1) == "all":
         stmt = insert(RoundTarget).from_select(
-            ["round_id", "household_id", "phone", "state", "attempts", "updated_at"],
+            ["round_id", "household_id", "village_id", "phone", "state", "attempts", "updated_at"],
             select(
                 literal(round_.id, RoundTarget.round_id.type),
                 Household.id,
+                Household.village_id,
                 Household.phone,
                 literal(TargetState.PENDING, RoundTarget.state.type),
                 literal(0, RoundTarget.attempts.type),
@@ -211,7 +212,7 @@ def sample_targets(session: Session, round_: Round) -> int:
     # Streamed group by group (households without a cadre last), each group's members in id order, so memory
     # holds one group at a time however large the roster, and a seed picks the same households every time.
     rows = session.execute(
-        select(group_column, Household.id, Household.phone)
+        select(group_column, Household.id, Household.village_id, Household.phone)
         .where(_callable_households())
         .order_by(group_column.is_(None), group_column, Household.id)
         .execution_options(yield_per=5000)
@@ -220,13 +221,13 @@ def sample_targets(session: Session, round_: Round) -> int:
     count = 0
     batch: list[dict] = []
     for _group, members in itertools.groupby(rows, key=lambda row: row[0]):
-        chosen = [(h, p) for _g, h, p in members]
+        chosen = [(h, v, p) for _g, h, v, p in members]
         if len(chosen) > per:
             chosen = sorted(rng.sample(chosen, per))
         batch.extend(
-            {"round_id": round_.id, "household_id": h, "phone": p, "state": TargetState.PENDING.value, "attempts": 0,
-             "updated_at": now}
-            for h, p in chosen
+            {"round_id": round_.id, "household_id": h, "village_id": v, "phone": p, "state": TargetState.PENDING.value,
+             "attempts": 0, "updated_at": now}
+            for h, v, p in chosen
         )  # fmt: skip
         if len(batch) >= 1000:
             count += _insert_targets(session, batch)

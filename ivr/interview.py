@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
-from sqlalchemy import Connection, Float, Integer, String, bindparam, case, func, select
+from sqlalchemy import Boolean, Connection, Float, Integer, String, bindparam, case, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -284,6 +284,7 @@ _INPUT_STATE = (
         _attempts.c.target_id,
         _targets.c.round_id,
         _targets.c.phone,
+        _targets.c.village_id,
         _rounds.c.questionnaire_id,
         _versions.c.checksum,
         _responses.c.id,
@@ -336,6 +337,8 @@ def _new_answer_statement():
     counted = select(
         response_id,
         bindparam("round_id", type_=Integer),
+        bindparam("village_id", type_=Integer),
+        bindparam("counted", type_=Boolean),
         question,
         bindparam("digit", type_=String),
         bindparam("attempt_id", type_=Integer),
@@ -346,8 +349,8 @@ def _new_answer_statement():
         now,
         now,
     ).where(_presses.c.response_id == response_id, _presses.c.step == question, _presses.c.outcome.in_(TRY_OUTCOMES))
-    columns = ["response_id", "round_id", "question", "digit", "attempt_id", "tries", "invalid_keys", "silences",
-               "seconds_to_answer", "created_at", "updated_at"]
+    columns = ["response_id", "round_id", "village_id", "counted", "question", "digit", "attempt_id", "tries",
+               "invalid_keys", "silences", "seconds_to_answer", "created_at", "updated_at"]
     return _answers.insert().from_select(columns, counted)
 
 
@@ -401,8 +404,8 @@ def handle_input(
             raise InterviewError(f"attempt {attempt_id} is not known", 404)
         check_call_sid(session, attempt, call_sid)
         raise InterviewError(f"attempt {attempt_id}: no interview has started", 409)
-    (known_sid, target_id, round_id, phone, version_id, checksum, response_id, status, current, try_number,
-     prompt_seq, prompted_at, *_answer) = rows[0]
+    (known_sid, target_id, round_id, phone, village_id, version_id, checksum, response_id, status, current,
+     try_number, prompt_seq, prompted_at, *_answer) = rows[0]
     if known_sid != call_sid:
         check_call_sid(session, session.get(CallAttempt, attempt_id), call_sid)
     questionnaire = _cached_questionnaire(session, version_id, checksum)
@@ -437,7 +440,10 @@ def handle_input(
     if turn.answer is not None:
         question, digit = turn.answer
         existing = answer_rows.get(question)
-        _store_answer(db, response_id, round_id, attempt_id, question, digit, now, prompted_at, existing)
+        counted = status == ResponseStatus.COMPLETED  # later answers of a completed response (visit, concern)
+        _store_answer(
+            db, response_id, (round_id, village_id, counted), attempt_id, question, digit, now, prompted_at, existing
+        )
         answers[question] = digit
 
     response: Response | None = None
@@ -494,7 +500,7 @@ def _replay(session: Session, response: Response, questionnaire: Questionnaire) 
 def _store_answer(
     db: Connection,
     response_id: int,
-    round_id: int,
+    copies: tuple[int, int, bool],
     attempt_id: int,
     question: str,
     digit: str,
@@ -507,13 +513,17 @@ def _store_answer(
     Paradata, over every call of the interview: ``tries`` = key presses and silences at the question (not
     counting ``*``), ``invalid_keys`` and ``silences`` among them, ``seconds_to_answer`` = from the prompt
     that was answered to the key press. The press being answered is already stored, so it counts.
+
+    ``copies`` are the new answer's copies of its round, village and whether its response is completed (see
+    "Report figures" in campaigns.models).
     """
     seconds = round((now - prompted_at).total_seconds(), 3) if prompted_at else None
     if existing is None:
+        round_id, village_id, counted = copies
         db.execute(
             _INSERT_NEW_ANSWER,
-            {"response_id": response_id, "round_id": round_id, "question": question, "digit": digit,
-             "attempt_id": attempt_id, "seconds": seconds, "now": now},
+            {"response_id": response_id, "round_id": round_id, "village_id": village_id, "counted": counted,
+             "question": question, "digit": digit, "attempt_id": attempt_id, "seconds": seconds, "now": now},
         )
         return
     counts = dict(db.execute(_TRIES, {"response_id": response_id, "question": question}).all())

@@ -21,7 +21,7 @@ from campaigns.runtime import set_runtime
 from tests.campaigns.test_cli import one_line_error
 from tests.conftest import TEST_DATABASE_URL, is_postgres
 
-HEAD = "0001"
+HEAD = "0002"
 
 
 def schema_diff(engine: Engine) -> list:
@@ -104,6 +104,71 @@ def test_upgrade_from_an_empty_postgresql_schema_matches_the_models(empty_pg_sch
     assert schema_diff(empty_pg_schema) == []
     with empty_pg_schema.connect() as conn:
         assert MigrationContext.configure(conn).get_current_revision() == HEAD
+
+
+# --- 0002: the report figures' copies are filled from existing rows ---------------------------------------
+
+SEED_0001 = [
+    "INSERT INTO villages (id, name, created_at) VALUES (1, '东村', '2026-01-01'), (2, '西村', '2026-01-01')",
+    "INSERT INTO households (id, phone, village_id, phone_status, created_at, updated_at) VALUES"
+    " (1, '+8613800000001', 1, 'ok', '2026-01-01', '2026-01-01'),"
+    " (2, '+8613800000002', 2, 'ok', '2026-01-01', '2026-01-01'),"
+    " (3, '+8613800000003', 2, 'ok', '2026-01-01', '2026-01-01')",
+    "INSERT INTO questionnaire_versions (id, key, checksum, content, created_at)"
+    " VALUES (1, 'default', 'x', '{}', '2026-01-01')",
+    "INSERT INTO rounds (id, name, questionnaire_id, status, sample, windows, blocked_dates, max_attempts, cps,"
+    " max_concurrent, retry, exclude_unsure, rate_targets, machine_detection, created_at) VALUES"
+    " (1, 'r', 1, 'running', 'all', '[]', '[]', 3, 1, 5, '{}', false, '{}', false, '2026-01-01')",
+    "INSERT INTO round_targets (id, round_id, household_id, phone, state, attempts, updated_at) VALUES"
+    " (1, 1, 1, '+8613800000001', 'completed', 1, '2026-01-01'),"
+    " (2, 1, 2, '+8613800000002', 'pending', 1, '2026-01-01'),"
+    " (3, 1, 3, '+8613800000003', 'pending', 0, '2026-01-01')",
+    "INSERT INTO responses (id, round_id, target_id, status, current_try, prompt_seq, started_at, updated_at) VALUES"
+    " (1, 1, 1, 'completed', 0, 5, '2026-01-01', '2026-01-01'),"
+    " (2, 1, 2, 'in_progress', 1, 3, '2026-01-01', '2026-01-01')",
+    "INSERT INTO answers (id, response_id, round_id, question, digit, tries, invalid_keys, silences, created_at,"
+    " updated_at) VALUES (1, 1, 1, 'security', '1', 1, 0, 0, '2026-01-01', '2026-01-01'),"
+    " (2, 2, 1, 'security', '3', 1, 0, 0, '2026-01-01', '2026-01-01')",
+]
+
+
+def upgrade_0001_data(engine: Engine) -> None:
+    upgrade_engine(engine, "0001")
+    with engine.begin() as conn:
+        for statement in SEED_0001:
+            conn.execute(text(statement))
+    upgrade_engine(engine)
+
+
+def copies(engine: Engine) -> tuple[list, list]:
+    with engine.connect() as conn:
+        targets = conn.execute(text("SELECT id, village_id, response_status FROM round_targets ORDER BY id")).all()
+        answers = conn.execute(text("SELECT id, village_id, counted FROM answers ORDER BY id")).all()
+    return [tuple(row) for row in targets], [(i, v, bool(c)) for i, v, c in answers]
+
+
+EXPECTED_COPIES = (
+    [(1, 1, "completed"), (2, 2, "in_progress"), (3, 2, None)],
+    [(1, 1, True), (2, 2, False)],
+)
+
+
+def test_0002_fills_the_copies_of_existing_rows_on_sqlite(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        upgrade_0001_data(engine)
+
+        assert copies(engine) == EXPECTED_COPIES
+        assert schema_diff(engine) == []
+    finally:
+        engine.dispose()
+
+
+def test_0002_fills_the_copies_of_existing_rows_on_postgresql(empty_pg_schema: Engine) -> None:
+    upgrade_0001_data(empty_pg_schema)
+
+    assert copies(empty_pg_schema) == EXPECTED_COPIES
+    assert schema_diff(empty_pg_schema) == []
 
 
 # --- sanlv db --------------------------------------------------------------------------------------------

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from campaigns.models import ResponseStatus, Round, RoundStatus, TargetState
+from campaigns.models import Household, ResponseStatus, Round, RoundStatus, RoundTarget, TargetState, Village
 from campaigns.questionnaire import builtin_questionnaire, parse_questionnaire, store_version
 from reports.cli import report_group
 from reports.format import display_width, percent, text_table
@@ -703,16 +704,48 @@ def test_cli_min_sample_option_and_table_sections(session: Session, env) -> None
     assert bad.exit_code != 0 and "--min-sample" in bad.output
 
 
-def test_the_planner_setting_does_not_outlive_the_report(session: Session) -> None:
-    from sqlalchemy import text
+# --- the copies the report reads (see "Report figures" in campaigns.models) --------------------------------
 
-    from tests.conftest import is_postgres
 
-    if not is_postgres():
-        pytest.skip("join_collapse_limit is a PostgreSQL setting")
+def test_a_household_moved_by_a_roster_import_counts_in_its_new_village(session: Session, tmp_path: Path) -> None:
+    from campaigns.roster import import_roster
+
     round_ = seed_township(session)
-    before = session.execute(text("SHOW join_collapse_limit")).scalar()
+    moved = session.scalars(
+        select(Household)
+        .join(RoundTarget, RoundTarget.household_id == Household.id)
+        .join(Village, Village.id == Household.village_id)
+        .where(Village.name == "东村", RoundTarget.round_id == round_.id, RoundTarget.state == TargetState.COMPLETED)
+        .order_by(Household.id)
+        .limit(1)
+    ).one()  # the first: security 1, satisfaction 1, awareness 1, participation 1, cadre_contact 1
+    roster = tmp_path / "moved.csv"
+    roster.write_text(f"村,电话,干部,干部电话\n南村,{moved.phone},新干部,13900009999\n", encoding="utf-8")
 
-    village_rates(session, round_.id)
+    import_roster(session, roster)
+    session.flush()
+    report = by_village(village_rates(session, round_.id))
 
-    assert session.execute(text("SHOW join_collapse_limit")).scalar() == before
+    east, south = report["东村"], report["南村"]
+    assert (east["sampled"], east["completed"]) == (4, 3)
+    assert (south["sampled"], south["completed"]) == (21, 21)
+    assert (east["rates"]["security"]["positive"], east["rates"]["security"]["valid"]) == (1, 3)  # 2, 3, 0 left
+    assert (south["rates"]["security"]["positive"], south["rates"]["security"]["valid"]) == (21, 21)
+    assert (south["rates"]["satisfaction"]["positive"], south["rates"]["satisfaction"]["valid"]) == (20, 21)
+    assert report["东村"]["sampled"] + report["南村"]["sampled"] == 25  # nothing lost or counted twice
+
+
+def test_answers_count_once_their_response_completes(session: Session) -> None:
+    round_ = make_round(session, status=RoundStatus.RUNNING)
+    village = make_village(session, name="一村")
+    target = make_target(session, round_, make_household(session, village=village), state=TargetState.IN_CALL)
+    response = make_response(session, target, ResponseStatus.IN_PROGRESS, answers("1", "1", "1", "1", "1"))
+
+    before = by_village(village_rates(session, round_.id))["一村"]
+    response.status = ResponseStatus.COMPLETED
+    session.flush()
+    after = by_village(village_rates(session, round_.id))["一村"]
+
+    assert (before["partial"], before["completed"], before["rates"]["security"]["valid"]) == (1, 0, 0)
+    assert (after["partial"], after["completed"], after["rates"]["security"]["valid"]) == (0, 1, 1)
+    assert target.response_status == ResponseStatus.COMPLETED  # the loaded target sees the copy too
