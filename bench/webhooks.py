@@ -141,6 +141,7 @@ def load_calls(runtime: Runtime, calls: int) -> list[tuple[int, str, str]]:
                 {
                     "round_id": round_.id,
                     "household_id": households[p],
+                    "village_id": village.id,
                     "phone": p,
                     "state": TargetState.DIALING,
                     "attempts": 1,

@@ -272,8 +272,9 @@ def current_prompt(session: Session, response: Response, questionnaire: Question
 
 
 # The key-press webhook is the hot path (every press of every resident). Its statements are built once, on
-# the tables (Core): a handful of round trips and no unit-of-work bookkeeping. The rarer transitions (an
-# interview ending or completing, 9) load the ORM objects and use the shared service functions.
+# the tables (Core): a handful of round trips and no unit-of-work bookkeeping -- on PostgreSQL two, one read
+# and one write (see _write_turn). The rarer transitions (an interview ending or completing, 9) load the ORM
+# objects and use the shared service functions.
 _attempts, _targets, _rounds = CallAttempt.__table__, RoundTarget.__table__, Round.__table__
 _versions, _responses, _answers = QuestionnaireVersion.__table__, Response.__table__, Answer.__table__
 _presses, _changes = KeyPress.__table__, AnswerChange.__table__
@@ -323,26 +324,36 @@ _TRIES = (
     .group_by(_presses.c.outcome)
 )
 _INSERT_PRESS = _presses.insert()
+_PRESS = ("response_id", "attempt_id", "seq", "step", "try_number", "digits", "outcome", "received_at")
 
 
-def _new_answer_statement():
-    """INSERT a new answer whose paradata is counted from the presses at the question, in one statement."""
+def _new_answer_statement(*, this_press_stored: bool = True):
+    """INSERT a new answer whose paradata is counted from the presses at the question, in one statement.
+
+    With ``this_press_stored`` false, the press being answered is not in the table yet (see :func:`_write_turn`)
+    and the ``extra_*`` parameters add it.
+    """
     response_id = bindparam("response_id", type_=Integer)
     question = bindparam("question", type_=String)
     now = bindparam("now", type_=UTCDateTime())
 
     def presses(outcome: KeyKind):
-        return func.coalesce(func.sum(case((_presses.c.outcome == outcome.value, 1), else_=0)), 0)
+        counted = func.coalesce(func.sum(case((_presses.c.outcome == outcome.value, 1), else_=0)), 0)
+        if this_press_stored:
+            return counted
+        return counted + bindparam(f"extra_{'invalid' if outcome is KeyKind.INVALID else 'silences'}", type_=Integer)
 
     counted = select(
         response_id,
-        bindparam("round_id", type_=Integer),
-        bindparam("village_id", type_=Integer),
-        bindparam("counted", type_=Boolean),
+        # Not named after columns: an UPDATE beside this statement (see _write_turn) would take such a
+        # parameter as a value to SET.
+        bindparam("answer_round_id", type_=Integer),
+        bindparam("answer_village_id", type_=Integer),
+        bindparam("answer_counted", type_=Boolean),
         question,
         bindparam("digit", type_=String),
         bindparam("attempt_id", type_=Integer),
-        func.count(),
+        func.count() if this_press_stored else func.count() + bindparam("extra_tries", type_=Integer),
         presses(KeyKind.INVALID),
         presses(KeyKind.SILENCE),
         bindparam("seconds", type_=Float),
@@ -374,13 +385,51 @@ _ASK_NEXT = (
     # Only from the prompt this press answered: a concurrent change to the interview makes it match nothing.
     .where(_responses.c.id == bindparam("response_id"), _responses.c.prompt_seq == bindparam("answered_seq"))
     .values(
-        current_step=bindparam("position"),
-        current_try=bindparam("try_number"),
-        prompt_seq=bindparam("seq"),
+        current_step=bindparam("next_position"),
+        current_try=bindparam("next_try"),
+        prompt_seq=bindparam("next_seq"),
         prompted_at=bindparam("now"),
         updated_at=bindparam("now"),
     )
 )
+
+
+@lru_cache(maxsize=4)
+def _write_turn(with_answer: bool, with_ask: bool):
+    """PostgreSQL: the press, the new answer and the next prompt written by one statement (data-modifying
+    CTEs), whose single row is how many prompts it moved on (1, or 0 if a concurrent change got there first).
+
+    Every part sees the table as it was before the statement, so the new answer's paradata counts the presses
+    stored before this one and adds this one itself (``extra_*``).
+    """
+    # The press's values are named bind parameters (``press_*``): a VALUES clause taken from the parameters
+    # would reserve the column names, which the other parts use as parameters of their own.
+    press = _presses.insert().values({name: bindparam(f"press_{name}", type_=_presses.c[name].type) for name in _PRESS})
+    parts = [press.returning(_presses.c.id).cte("press")]
+    if with_answer:
+        parts.append(_new_answer_statement(this_press_stored=False).returning(_answers.c.id).cte("answer"))
+    if with_ask:
+        asked = _ASK_NEXT.returning(_responses.c.id).cte("asked")
+        return select(func.count()).select_from(asked).add_cte(*parts)
+    return select(func.count()).select_from(parts[0]).add_cte(*parts[1:])
+
+
+def _answer_params(
+    response_id: int,
+    copies: tuple[int, int, bool],
+    attempt_id: int,
+    answer: tuple[str, str],
+    now: datetime,
+    prompted_at: datetime | None,
+    kind: KeyKind,
+) -> dict[str, object]:
+    """The parameters of :func:`_new_answer_statement` (``extra_*``: this press, when it is not stored yet)."""
+    round_id, village_id, counted = copies
+    return {"response_id": response_id, "answer_round_id": round_id, "answer_village_id": village_id,
+            "answer_counted": counted, "question": answer[0], "digit": answer[1], "attempt_id": attempt_id, "now": now,
+            "seconds": round((now - prompted_at).total_seconds(), 3) if prompted_at else None,
+            "extra_tries": int(kind.value in TRY_OUTCOMES), "extra_invalid": int(kind is KeyKind.INVALID),
+            "extra_silences": int(kind is KeyKind.SILENCE)}
 
 
 def handle_input(
@@ -430,21 +479,35 @@ def handle_input(
         rechosen = db.execute(_RECHOSEN, {"response_id": response_id, "position": confirmation}).scalar_one()
     turn = advance(questionnaire, answers, position, try_number, digits, rechosen=rechosen)
     now = clock.now()
-    # Under the response lock nobody else stores this press; the (response, seq) uniqueness rule still backs
-    # that up (the view answers a violation as a replay).
-    db.execute(
-        _INSERT_PRESS,
-        {"response_id": response_id, "attempt_id": attempt_id, "seq": seq, "step": position, "try_number": try_number,
-         "digits": digits or "", "outcome": turn.kind.value, "received_at": now},
-    )
+    action = turn.next
+    press = {"response_id": response_id, "attempt_id": attempt_id, "seq": seq, "step": position,
+             "try_number": try_number, "digits": digits or "", "outcome": turn.kind.value, "received_at": now}
+    ask = None if isinstance(action, End) else {
+        "response_id": response_id, "answered_seq": seq, "next_position": action.position,
+        "next_try": action.try_number, "next_seq": seq + 1, "now": now}
+    existing = answer_rows.get(turn.answer[0]) if turn.answer is not None else None
+    # Later answers of a completed response (visit, concern) count at once; see "Report figures" in models.
+    copies = (round_id, village_id, status == ResponseStatus.COMPLETED)
+    if db.dialect.name == "postgresql" and existing is None:
+        # One round trip stores the press, the new answer and the next prompt (the common case on PostgreSQL).
+        new_answer = None
+        if turn.answer is not None:
+            new_answer = _answer_params(response_id, copies, attempt_id, turn.answer, now, prompted_at, turn.kind)
+        params = {f"press_{name}": value for name, value in press.items()} | (new_answer or {}) | (ask or {})
+        asked = db.execute(_write_turn(new_answer is not None, ask is not None), params)
+        if ask is not None and asked.scalar_one() != 1:
+            raise ConcurrentChange(f"response {response_id} moved on from prompt {seq} meanwhile")
+    else:
+        # The (response, seq) uniqueness rule stores this press once; a second delivery of it fails here and
+        # the view answers it as a replay.
+        db.execute(_INSERT_PRESS, press)
+        if turn.answer is not None:
+            question, digit = turn.answer
+            _store_answer(db, response_id, copies, attempt_id, question, digit, now, prompted_at, existing)
+        if ask is not None and db.execute(_ASK_NEXT, ask).rowcount != 1:
+            raise ConcurrentChange(f"response {response_id} moved on from prompt {seq} meanwhile")
     if turn.answer is not None:
-        question, digit = turn.answer
-        existing = answer_rows.get(question)
-        counted = status == ResponseStatus.COMPLETED  # later answers of a completed response (visit, concern)
-        _store_answer(
-            db, response_id, (round_id, village_id, counted), attempt_id, question, digit, now, prompted_at, existing
-        )
-        answers[question] = digit
+        answers[turn.answer[0]] = turn.answer[1]
 
     response: Response | None = None
     if status == ResponseStatus.IN_PROGRESS and rates_complete(questionnaire, answers):
@@ -455,18 +518,10 @@ def handle_input(
         finish_from_response(session, session.get(RoundTarget, target_id), response)
     if turn.kind is KeyKind.STOP:
         add_to_do_not_call(session, phone, round_id, "pressed 9 during the survey")
-    action = turn.next
     if isinstance(action, End):
         response = response or session.get(Response, response_id)
         _finish(session, session.get(RoundTarget, target_id), response, action)
         return Prompt(action, seq, questionnaire)
-    asked = db.execute(
-        _ASK_NEXT,
-        {"response_id": response_id, "answered_seq": seq, "position": action.position,
-         "try_number": action.try_number, "seq": seq + 1, "now": now},
-    )
-    if asked.rowcount != 1:
-        raise ConcurrentChange(f"response {response_id} moved on from prompt {seq} meanwhile")
     chosen = answers.get(action.step) if action.confirm else None
     return Prompt(action, seq + 1, questionnaire, chosen)
 
@@ -517,15 +572,11 @@ def _store_answer(
     ``copies`` are the new answer's copies of its round, village and whether its response is completed (see
     "Report figures" in campaigns.models).
     """
-    seconds = round((now - prompted_at).total_seconds(), 3) if prompted_at else None
     if existing is None:
-        round_id, village_id, counted = copies
-        db.execute(
-            _INSERT_NEW_ANSWER,
-            {"response_id": response_id, "round_id": round_id, "village_id": village_id, "counted": counted,
-             "question": question, "digit": digit, "attempt_id": attempt_id, "seconds": seconds, "now": now},
-        )
+        params = _answer_params(response_id, copies, attempt_id, (question, digit), now, prompted_at, KeyKind.ANSWER)
+        db.execute(_INSERT_NEW_ANSWER, params)
         return
+    seconds = round((now - prompted_at).total_seconds(), 3) if prompted_at else None
     counts = dict(db.execute(_TRIES, {"response_id": response_id, "question": question}).all())
     tries = sum(counts.values())
     invalid = counts.get(KeyKind.INVALID.value, 0)
