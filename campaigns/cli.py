@@ -231,6 +231,16 @@ def round_group() -> None:
 @click.option("--starts-at", default=None, help="ISO time; local time if it has no offset")
 @click.option("--ends-at", default=None, help="ISO time; local time if it has no offset")
 @click.option("--exclude-unsure", is_flag=True, help="Leave 说不清 answers out of the rates' denominators.")
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    metavar="RATE=VALUE",
+    help="Override a rate's target for this round, e.g. --target security=0.9 or --target satisfaction=90%.",
+)
+@click.option(
+    "--machine-detection", is_flag=True, help="Ask Twilio to detect answering machines; they are hung up and retried."
+)
 def round_create(**options) -> None:
     """Create a round and sample its targets; prints the new round's id."""
     from campaigns.rounds import RoundError, RoundOptions, create_round

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import random
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -68,6 +69,8 @@ class RoundOptions:
     starts_at: datetime | None = None
     ends_at: datetime | None = None
     exclude_unsure: bool = False
+    machine_detection: bool = False
+    rate_targets: dict[str, float] = field(default_factory=dict)  # per-rate overrides of the questionnaire's
 
     @classmethod
     def from_cli(cls, settings: Settings, **raw) -> RoundOptions:
@@ -75,7 +78,12 @@ class RoundOptions:
         name = (raw.get("name") or "").strip()
         if not name:
             raise RoundError("--name: must not be empty")
-        values: dict = {"name": name, "exclude_unsure": bool(raw.get("exclude_unsure"))}
+        values: dict = {
+            "name": name,
+            "exclude_unsure": bool(raw.get("exclude_unsure")),
+            "machine_detection": bool(raw.get("machine_detection")),
+            "rate_targets": parse_rate_targets(raw.get("targets") or ()),
+        }
         if raw.get("questionnaire_ref"):
             values["questionnaire"] = raw["questionnaire_ref"]
         if raw.get("sample"):
@@ -123,6 +131,29 @@ class RoundOptions:
             raise RoundError(str(exc)) from None
 
 
+def parse_rate_targets(items: Iterable[str]) -> dict[str, float]:
+    """``--target`` values, ``RATE=VALUE`` each (``security=0.9`` or ``security=90%``), as rate -> fraction.
+
+    Which rates exist is the questionnaire's to say; :func:`create_round` checks the keys against it.
+    """
+    targets: dict[str, float] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key, raw = key.strip(), raw.strip()
+        if not sep or not key or not raw:
+            raise RoundError(f"--target: {item!r} is not rate=value, e.g. security=0.95 or security=95%")
+        try:
+            value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+        except ValueError:
+            raise RoundError(f"--target: {item!r}: {raw!r} is not a number or a percentage") from None
+        if not 0 <= value <= 1:
+            raise RoundError(f"--target: {item!r}: a target is from 0 to 1 (0% to 100%)")
+        if key in targets:
+            raise RoundError(f"--target: {key} is given twice")
+        targets[key] = round(value, 6)
+    return targets
+
+
 def parse_local_time(text: str, settings: Settings, option: str) -> datetime:
     try:
         value = datetime.fromisoformat(text.strip())
@@ -150,6 +181,12 @@ def create_round(session: Session, options: RoundOptions) -> Round:
         questionnaire = resolve_questionnaire(options.questionnaire)
     except QuestionnaireError as exc:
         raise RoundError(f"--questionnaire: {exc}") from None
+    unknown = sorted(set(options.rate_targets) - set(questionnaire.rates))
+    if unknown:
+        raise RoundError(
+            f"--target: {', '.join(unknown)}: not a rate of questionnaire {questionnaire.key} "
+            f"(its rates: {', '.join(questionnaire.rates)})"
+        )
     version = store_version(session, questionnaire)
     round_ = Round(
         name=options.name,
@@ -166,6 +203,8 @@ def create_round(session: Session, options: RoundOptions) -> Round:
         starts_at=options.starts_at,
         ends_at=options.ends_at,
         exclude_unsure=options.exclude_unsure,
+        machine_detection=options.machine_detection,
+        rate_targets=dict(options.rate_targets),
     )
     session.add(round_)
     session.flush()

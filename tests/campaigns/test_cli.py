@@ -104,7 +104,7 @@ def test_create_with_every_option(env: Settings, sessions: sessionmaker[Session]
         "round", "create", "--name", "抽样", "--questionnaire", "default", "--sample", "village:2", "--seed", "9",
         "--window", "08:30-12:00,14:00-21:00", "--max-attempts", "4", "--cps", "2", "--max-concurrent", "6",
         "--retry", "busy=15m,no-answer=1h", "--starts-at", "2026-12-01T08:00", "--ends-at", "2026-12-15T21:00",
-        "--exclude-unsure",
+        "--exclude-unsure", "--target", "security=0.9", "--target", "satisfaction=92.5%", "--machine-detection",
     )  # fmt: skip
 
     assert result.exit_code == 0, result.output
@@ -116,6 +116,19 @@ def test_create_with_every_option(env: Settings, sessions: sessionmaker[Session]
     assert (round_.retry["busy"], round_.retry["no-answer"], round_.retry["failed"]) == (900, 3600, 14400)
     assert round_.starts_at is not None and round_.starts_at.isoformat() == "2026-12-01T00:00:00+00:00"
     assert round_.exclude_unsure is True
+    assert round_.rate_targets == {"security": 0.9, "satisfaction": 0.925}
+    assert round_.machine_detection is True
+
+
+def test_create_defaults_to_no_machine_detection_and_the_questionnaires_targets(
+    env: Settings, sessions: sessionmaker[Session]
+) -> None:
+    seed_roster(sessions)
+
+    result = sanlv("round", "create", "--name", "r")
+
+    round_, _counts = stored_round(sessions, int(result.stdout))
+    assert (round_.machine_detection, round_.rate_targets) == (False, {})
 
 
 def test_create_the_same_seed_twice_samples_the_same_households(
@@ -152,6 +165,11 @@ def test_create_the_same_seed_twice_samples_the_same_households(
         (["--ends-at", "next week"], "--ends-at: 'next week' is not an ISO time like 2026-12-01T20:30"),
         (["--questionnaire", "nosuch"], "--questionnaire: nosuch: no built-in questionnaire named 'nosuch'"),
         (["--name", " "], "--name: must not be empty"),
+        (["--target", "security"], "--target: 'security' is not rate=value"),
+        (["--target", "security=high"], "--target: 'security=high': 'high' is not a number or a percentage"),
+        (["--target", "security=120%"], "--target: 'security=120%': a target is from 0 to 1"),
+        (["--target", "security=0.9", "--target", "security=0.8"], "--target: security is given twice"),
+        (["--target", "happiness=0.9"], "--target: happiness: not a rate of questionnaire default"),
     ],
 )
 def test_create_refuses_bad_options_with_one_line_naming_the_option(
