@@ -35,7 +35,7 @@ _runtime_pid: int | None = None
 
 
 def get_runtime() -> Runtime:
-    """The runtime of this process. A forked child (an RQ work-horse) gets its own engine and pool."""
+    """The runtime of this process. A forked child (a worker's scheduler process) gets its own engine and pool."""
     global _runtime, _runtime_pid
     if _runtime is None:
         _runtime = Runtime(load_settings())

@@ -7,17 +7,40 @@ needs Redis) as if the worker had been told to stop, and its scheduler process e
 ``run_worker`` therefore treats any end of ``work()`` that no signal asked for as an outage: it waits with
 backoff and starts a fresh worker (and scheduler) on the same queues, and the sweeper (scheduled from every
 worker's maintenance, every few seconds) rebuilds lost work from the database.
+
+Jobs run in the worker process itself (rq's ``SimpleWorker``), not in a work-horse forked for each job. A
+``place_call`` is a few milliseconds of work (two short transactions, one HTTP request) around a wait for its
+dial slot; forked per job, every call also paid for the fork and the horse's exit, a new Redis connection, a
+new database connection (a new server process on PostgreSQL), SQL compiled afresh for a cold statement cache
+and a new HTTP connection to Twilio (a TLS handshake in production, between the slot and the request, where
+it widens the jitter the pacing margin has to absorb): about 40 ms a call on an idle machine, more than the
+104 ms between slots at 10 calls per second on a busy one, so a single worker fell behind its round's rate.
+In one long-lived process the connections and caches stay warm. What the work-horse gave is kept:
+
+- job timeouts: rq's death penalty (SIGALRM, in this process) interrupts a job at its timeout wherever it is
+  in Python code, and every blocking call a job makes has its own timeout (Redis, the database, Twilio). For
+  a job stuck in C code that ignores the alarm, :class:`Watchdog` ends the worker at the moment rq would have
+  killed a work-horse (timeout + 60 s); the process supervisor restarts it.
+- crash recovery does not depend on how a job runs: a worker that dies in a job (SIGKILL, a crash, the
+  watchdog) is one whose leases stop being renewed, and the sweeper releases or adopts its claims from the
+  database (workers.jobs).
+- a warm shutdown (SIGTERM) still finishes the current job first; a second signal interrupts it, as killing
+  a work-horse did, and the create-started mark makes that safe.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
+import threading
 import time
+from collections.abc import Callable
 
 import redis
-from rq import Queue, Worker
+from rq import Queue, SimpleWorker
+from rq.job import Job
 
 from campaigns.runtime import get_runtime
 from campaigns.settings import Settings
@@ -29,6 +52,10 @@ MAINTENANCE_SECONDS = 10  # how often a worker runs rq's maintenance (which rest
 # schedules the sweeper
 WORKER_TTL = 25  # rq waits WORKER_TTL - 15 seconds for a job before it runs maintenance again
 HEALTHY_AFTER = 60.0  # a worker that ran this long before failing starts its backoff afresh
+# rq's forking worker kills a work-horse still running this long past its job's timeout: the death penalty
+# (SIGALRM) has not stopped it, so it is stuck where no signal handler runs. The watchdog does the same.
+JOB_OVERRUN_GRACE = 60.0
+STUCK_EXIT_CODE = 70  # EX_SOFTWARE: the worker ended itself, stuck in a job
 
 
 def reconnect_delay(failures: int) -> float:
@@ -43,11 +70,67 @@ def rebuild_dispatch(settings: Settings) -> list[int]:
     return rebuild(settings)
 
 
-class SanlvWorker(Worker):
-    """rq's Worker, whose periodic maintenance also schedules sanlv's sweeper, and which remembers whether a
-    signal asked it to stop (so that an ``work()`` ended by an outage is told apart from a shutdown)."""
+class Watchdog(threading.Thread):
+    """Ends the worker process if a job outlives its timeout by ``grace`` seconds.
+
+    A job runs in the worker's main thread, and rq's death penalty (SIGALRM) interrupts it at its timeout. A
+    signal handler only runs between Python bytecodes, though: a job stuck in C code (a driver call that
+    ignores the alarm) would hold the worker forever, where the forking worker used to kill its work-horse.
+    That thread cannot be freed from outside, so the process ends, as if it had crashed: its claims are
+    recovered by the sweeper, and the process supervisor (``restart: unless-stopped``) starts a fresh worker.
+    One per process; ``run_worker`` hands it to each worker it starts.
+
+    Args:
+        grace: seconds past a job's timeout before it counts as stuck.
+        on_stuck: called (in the watchdog's thread) with the stuck job's id; by default, stop the worker's
+            scheduler process and end this process with ``STUCK_EXIT_CODE``.
+    """
+
+    def __init__(self, grace: float = JOB_OVERRUN_GRACE, on_stuck: Callable[[str], None] | None = None):
+        super().__init__(name="sanlv-watchdog", daemon=True)
+        self.grace = grace
+        self.on_stuck = on_stuck or self._end_process
+        self.worker: SanlvWorker | None = None  # whose scheduler process to stop before ending
+        self._changed = threading.Condition()
+        self._job: str | None = None
+        self._deadline = 0.0
+
+    def arm(self, job_id: str, timeout: float) -> None:
+        """Job ``job_id`` starts now and may run ``timeout`` seconds."""
+        with self._changed:
+            self._job = job_id
+            self._deadline = time.monotonic() + timeout + self.grace
+            self._changed.notify()
+
+    def disarm(self) -> None:
+        """The job armed for has ended."""
+        with self._changed:
+            self._job = None
+            self._changed.notify()
+
+    def run(self) -> None:
+        while True:
+            with self._changed:
+                while self._job is None or time.monotonic() < self._deadline:
+                    self._changed.wait(None if self._job is None else self._deadline - time.monotonic())
+                job_id, self._job = self._job, None
+            log.critical("event=job_stuck job=%s grace=%.0f", job_id, self.grace)
+            self.on_stuck(job_id)
+
+    def _end_process(self, job_id: str) -> None:
+        if self.worker is not None:
+            self.worker.stop_scheduler_quietly()
+        log.critical("event=worker_exit reason=job_stuck job=%s code=%s", job_id, STUCK_EXIT_CODE)
+        os._exit(STUCK_EXIT_CODE)
+
+
+class SanlvWorker(SimpleWorker):
+    """rq's non-forking worker (see the module docstring for why), whose periodic maintenance also schedules
+    sanlv's sweeper, which remembers whether a signal asked it to stop (so that a ``work()`` ended by an outage
+    is told apart from a shutdown), and whose jobs a :class:`Watchdog` (if given one) watches."""
 
     stop_signalled = False
+    watchdog: Watchdog | None = None
 
     def run_maintenance_tasks(self):
         super().run_maintenance_tasks()
@@ -59,21 +142,31 @@ class SanlvWorker(Worker):
         self.stop_signalled = True
         super().request_stop(signum, frame)
 
-    def fork_work_horse(self, job, queue):
-        # The work-horse inherits this process's heap. Frozen, the inherited objects are left out of the
-        # horse's garbage collections: otherwise, at the same point in every horse of this worker (the
-        # collector's counters are inherited too), a full collection walks the whole heap, tens of
-        # milliseconds in the middle of a job, and writes to every page it touches.
-        gc.freeze()
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        # -1: the job has no timeout (rq's convention); none of sanlv's jobs is enqueued so.
+        if self.watchdog is None or job.timeout == -1:
+            super().execute_job(job, queue)
+            return
+        self.watchdog.arm(job.id, job.timeout or self.queue_class.DEFAULT_TIMEOUT)
         try:
-            super().fork_work_horse(job, queue)
+            super().execute_job(job, queue)
         finally:
-            if not self.is_horse:
-                gc.unfreeze()  # this process goes on collecting its own garbage
+            self.watchdog.disarm()
+
+    def stop_scheduler_quietly(self) -> None:
+        """Stop this worker's scheduler process (if any) without waiting long: the worker is about to end."""
+        process = getattr(self.scheduler, "_process", None) if self.scheduler else None
+        if process is None or not process.pid:
+            return
+        try:
+            os.kill(process.pid, signal.SIGTERM)
+            process.join(5)
+        except (OSError, AssertionError):
+            pass  # already gone, or not this process's child
 
 
 def preload() -> None:
-    """Import what jobs use before the worker forks its work-horses, so no job pays for imports."""
+    """Import what jobs use before the first job, so that no job (the first call of a round) pays for imports."""
     import phonenumbers
 
     import workers.jobs
@@ -86,7 +179,7 @@ def preload() -> None:
 
         import workers.telephony.twilio_provider  # noqa: F401
 
-        # The client imports its REST resources on first use (about 0.1 s): once here, not in every work-horse.
+        # The client imports its REST resources on first use (about 0.1 s): here, not in the first call's slot.
         # No connection is opened: building the client and its resource objects sends nothing.
         Client("AC" + "0" * 32, "preload").api.v2010.account.calls  # noqa: B018
     from campaigns.phones import mask
@@ -101,6 +194,12 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
     preload()
+    # What is loaded by now lives as long as the process: frozen, it is left out of garbage collections, so a
+    # full collection walks only the jobs' own objects instead of the whole heap (tens of milliseconds, which
+    # could fall between a call's dial slot and its request).
+    gc.freeze()
+    watchdog = Watchdog()
+    watchdog.start()
     failures = 0
     while True:
         worker: SanlvWorker | None = None
@@ -113,6 +212,8 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
             worker = SanlvWorker(
                 queues, connection=conn, maintenance_interval=MAINTENANCE_SECONDS, worker_ttl=WORKER_TTL
             )
+            worker.watchdog = watchdog
+            watchdog.worker = worker
             worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
             if burst or worker.stop_signalled:
                 return

@@ -220,7 +220,7 @@ def free_port() -> int:
 
 
 def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (work-horses leave the worker's process group, not its family)."""
+    """Every process below ``pid``, whatever its process group (a worker's scheduler, anything a job started)."""
     children: dict[int, list[int]] = defaultdict(list)
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -240,7 +240,7 @@ def descendants(pid: int) -> list[int]:
 
 
 def kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL a worker process and everything it started (its scheduler and work-horse)."""
+    """SIGKILL a worker process and everything it started (its scheduler process): a crash, all at once."""
     family = descendants(proc.pid)
     for pid in [proc.pid, *family]:
         try:

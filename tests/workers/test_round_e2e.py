@@ -40,7 +40,7 @@ def write_roster(path, per_village: int) -> None:
 
 @pytest.fixture
 def workers(live_server, tmp_path):
-    """Two real `sanlv worker` processes (fork-per-job RQ workers with the scheduler)."""
+    """Two real `sanlv worker` processes (RQ workers with the scheduler, as in production)."""
     log = (tmp_path / "workers.log").open("wb")
     env = {**os.environ, "SANLV_SIM_SEED": "7"}
     procs = [

@@ -10,8 +10,8 @@ to the original exception, so the dialer decides what to do from the class alone
 - ``ConfigurationError``: credentials, caller ID or account settings are wrong; no retry will help.
 - ``TelephonyError``: anything else (a bad request, a transport error while reading).
 
-The provider owns an HTTP connection pool: create one per process (in an RQ work-horse, after the fork, never
-before it) and ``close()`` it when done.
+The provider owns an HTTP connection pool: create one per process (after any fork, never before it: a pool
+must not be shared across processes) and ``close()`` it when done.
 """
 
 from __future__ import annotations
