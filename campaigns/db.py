@@ -7,10 +7,12 @@ a CLI command) owns the transaction, usually through :func:`session_scope`.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -57,8 +59,42 @@ def make_engine(url: str, **kwargs) -> Engine:
         event.listen(engine, "connect", lambda conn, _r: setattr(conn, "isolation_level", None))
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        _ping_when_idle(engine)
+    return engine
+
+
+# A pooled connection idle for longer than this is pinged before use; one used more recently is not.
+PING_IDLE_AFTER = 1.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Check a pooled connection before use only if it sat idle for PING_IDLE_AFTER seconds or more.
+
+    SQLAlchemy's ``pool_pre_ping`` pings on every checkout: a round trip per webhook, when a connection handed
+    back a moment ago is all but certainly alive. An idle one (the server may have restarted, a firewall may
+    have dropped it) is pinged, and replaced if it is gone (raising DisconnectionError makes the pool connect
+    afresh). A connection that died within the last second fails on its first statement instead; SQLAlchemy
+    then invalidates the pool's older connections, and the webhooks retry once (ivr.views.in_transaction).
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection, record) -> None:
+        record.info["checked_in"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection, record, _proxy) -> None:
+        checked_in = record.info.get("checked_in")
+        if checked_in is None or time.monotonic() - checked_in < PING_IDLE_AFTER:
+            return  # new, or in use a moment ago
+        dialect = engine.dialect
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            if dialect.is_disconnect(exc, dbapi_connection, None):
+                raise DisconnectionError(f"pooled connection is gone: {exc}") from exc
+            raise
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

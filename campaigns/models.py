@@ -497,25 +497,18 @@ def _answer_copies(_mapper, connection, answer: Answer) -> None:
 
 @event.listens_for(Response, "after_insert")
 def _mirror_new_response(_mapper, connection, response: Response) -> None:
-    mirror_response_status(
-        connection,
-        response.id,
-        response.target_id,
-        response.status,
-        object_session(response),
-    )
+    _mirror(connection, response)
 
 
 @event.listens_for(Response, "after_update")
 def _mirror_changed_response(_mapper, connection, response: Response) -> None:
     if inspect(response).attrs.status.history.has_changes():
-        mirror_response_status(
-            connection,
-            response.id,
-            response.target_id,
-            response.status,
-            object_session(response),
-        )
+        _mirror(connection, response)
+
+
+def _mirror(connection, response: Response) -> None:
+    session = object_session(response)
+    mirror_response_status(connection, response.id, response.target_id, response.status, session)
 
 
 def mirror_response_status(

@@ -17,6 +17,8 @@ from datetime import datetime
 from functools import lru_cache
 
 from sqlalchemy import Boolean, Connection, Float, Integer, String, bindparam, case, func, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -40,6 +42,7 @@ from campaigns.models import (
     RoundStatus,
     RoundTarget,
     UTCDateTime,
+    mirror_response_status,
 )
 from campaigns.phones import PhoneNumberError, normalise
 from campaigns.questionnaire import Questionnaire, builtin_questionnaire, from_version
@@ -131,19 +134,28 @@ def answers_of(session: Session, response: Response) -> dict[str, str]:
     return dict(session.execute(select(Answer.question, Answer.digit).where(Answer.response_id == response.id)).all())
 
 
-def _response_for(session: Session, target: RoundTarget) -> Response:
+def _response_for(session: Session, target: RoundTarget) -> tuple[Response, bool]:
+    """The target's interview, and whether it was created just now (then it has no answers yet).
+
+    Created with INSERT ... ON CONFLICT DO NOTHING: a concurrent request may create it first (one response per
+    household per round, a unique target_id), and then this one reads theirs; no savepoint is needed.
+    """
+    insert = postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    now = clock.now()
+    created = session.scalars(
+        insert(Response)
+        .values(round_id=target.round_id, target_id=target.id, status=ResponseStatus.IN_PROGRESS,
+                current_try=0, prompt_seq=0, started_at=now, updated_at=now)
+        .on_conflict_do_nothing(index_elements=["target_id"])
+        .returning(Response)
+    ).one_or_none()
+    if created is not None:
+        # Written with an INSERT statement, not the unit of work: the ORM listener does not see it.
+        mirror_response_status(session.connection(), created.id, target.id, created.status, session)
+        return created, True
     response = session.scalar(select(Response).where(Response.target_id == target.id))
-    if response is not None:
-        return response
-    response = Response(round_id=target.round_id, target_id=target.id, status=ResponseStatus.IN_PROGRESS)
-    try:
-        with session.begin_nested():
-            session.add(response)
-    except IntegrityError:
-        # Another request created it first (one response per household per round).
-        response = session.scalar(select(Response).where(Response.target_id == target.id))
-        assert response is not None
-    return response
+    assert response is not None
+    return response, False
 
 
 def _ask(response: Response, ask: Ask, now: datetime | None = None) -> int:
@@ -156,14 +168,20 @@ def _ask(response: Response, ask: Ask, now: datetime | None = None) -> int:
 
 def begin_call(session: Session, attempt: CallAttempt) -> Prompt:
     """The call was answered by a person: start or resume the interview."""
+    # The target, its round and the questionnaire version's checksum in one query; mark_answered then finds
+    # the target in the session.
+    _target, round_, checksum = session.execute(
+        select(RoundTarget, Round, QuestionnaireVersion.checksum)
+        .join(Round, Round.id == RoundTarget.round_id)
+        .join(QuestionnaireVersion, QuestionnaireVersion.id == Round.questionnaire_id)
+        .where(RoundTarget.id == attempt.target_id)
+    ).one()
     target = mark_answered(session, attempt)
-    round_ = session.get(Round, target.round_id)
-    assert round_ is not None
-    questionnaire = questionnaire_for(session, round_)
-    response = _response_for(session, target)
+    questionnaire = _cached_questionnaire(session, round_.questionnaire_id, checksum)
+    response, created = _response_for(session, target)
     if response.status in FINAL_RESPONSE_STATUSES and response.status != ResponseStatus.COMPLETED:
         return Prompt(End(Outcome(response.status.value), response.status.value), response.prompt_seq, questionnaire)
-    answers = answers_of(session, response)
+    answers = {} if created else answers_of(session, response)
     action = start(questionnaire, answers)
     if isinstance(action, End):
         _finish(session, target, response, action)
@@ -272,9 +290,9 @@ def current_prompt(session: Session, response: Response, questionnaire: Question
 
 
 # The key-press webhook is the hot path (every press of every resident). Its statements are built once, on
-# the tables (Core): a handful of round trips and no unit-of-work bookkeeping -- on PostgreSQL two, one read
-# and one write (see _write_turn). The rarer transitions (an interview ending or completing, 9) load the ORM
-# objects and use the shared service functions.
+# the tables (Core): a handful of round trips and no unit-of-work bookkeeping; on PostgreSQL most presses take
+# two statements and no transaction (quick_input). The rarer transitions (an interview ending or completing,
+# 9) load the ORM objects and use the shared service functions.
 _attempts, _targets, _rounds = CallAttempt.__table__, RoundTarget.__table__, Round.__table__
 _versions, _responses, _answers = QuestionnaireVersion.__table__, Response.__table__, Answer.__table__
 _presses, _changes = KeyPress.__table__, AnswerChange.__table__
@@ -327,11 +345,11 @@ _INSERT_PRESS = _presses.insert()
 _PRESS = ("response_id", "attempt_id", "seq", "step", "try_number", "digits", "outcome", "received_at")
 
 
-def _new_answer_statement(*, this_press_stored: bool = True):
+def _new_answer_statement(*, this_press_stored: bool = True, only_if=None):
     """INSERT a new answer whose paradata is counted from the presses at the question, in one statement.
 
-    With ``this_press_stored`` false, the press being answered is not in the table yet (see :func:`_write_turn`)
-    and the ``extra_*`` parameters add it.
+    With ``this_press_stored`` false, the press being answered is not in the table yet (see :func:`_quick_turn`)
+    and the ``extra_*`` parameters add it. ``only_if``: a condition without which nothing is inserted.
     """
     response_id = bindparam("response_id", type_=Integer)
     question = bindparam("question", type_=String)
@@ -345,7 +363,7 @@ def _new_answer_statement(*, this_press_stored: bool = True):
 
     counted = select(
         response_id,
-        # Not named after columns: an UPDATE beside this statement (see _write_turn) would take such a
+        # Not named after columns: an UPDATE beside this statement (see _quick_turn) would take such a
         # parameter as a value to SET.
         bindparam("answer_round_id", type_=Integer),
         bindparam("answer_village_id", type_=Integer),
@@ -360,6 +378,8 @@ def _new_answer_statement(*, this_press_stored: bool = True):
         now,
         now,
     ).where(_presses.c.response_id == response_id, _presses.c.step == question, _presses.c.outcome.in_(TRY_OUTCOMES))
+    if only_if is not None:
+        counted = counted.having(only_if)  # the aggregate's one row, or none
     columns = ["response_id", "round_id", "village_id", "counted", "question", "digit", "attempt_id", "tries",
                "invalid_keys", "silences", "seconds_to_answer", "created_at", "updated_at"]
     return _answers.insert().from_select(columns, counted)
@@ -394,24 +414,24 @@ _ASK_NEXT = (
 )
 
 
-@lru_cache(maxsize=4)
-def _write_turn(with_answer: bool, with_ask: bool):
-    """PostgreSQL: the press, the new answer and the next prompt written by one statement (data-modifying
-    CTEs), whose single row is how many prompts it moved on (1, or 0 if a concurrent change got there first).
+@lru_cache(maxsize=2)
+def _quick_turn(with_answer: bool):
+    """PostgreSQL, outside a transaction: one statement that moves the interview to its next prompt and, only
+    if that happened, stores the press and the new answer -- all of it or nothing (see :func:`quick_input`).
 
-    Every part sees the table as it was before the statement, so the new answer's paradata counts the presses
-    stored before this one and adds this one itself (``extra_*``).
+    Its row is how many prompts it moved on: 1, or 0 (nothing written) if the interview was no longer at the
+    prompt this press answered.
     """
-    # The press's values are named bind parameters (``press_*``): a VALUES clause taken from the parameters
-    # would reserve the column names, which the other parts use as parameters of their own.
-    press = _presses.insert().values({name: bindparam(f"press_{name}", type_=_presses.c[name].type) for name in _PRESS})
-    parts = [press.returning(_presses.c.id).cte("press")]
+    asked = _ASK_NEXT.returning(_responses.c.id).cte("asked")
+    moved = select(func.count()).select_from(asked).scalar_subquery()
+    press_values = select(*(bindparam(f"press_{name}", type_=_presses.c[name].type) for name in _PRESS)).where(
+        moved == 1
+    )
+    parts = [_presses.insert().from_select(list(_PRESS), press_values).returning(_presses.c.id).cte("press")]
     if with_answer:
-        parts.append(_new_answer_statement(this_press_stored=False).returning(_answers.c.id).cte("answer"))
-    if with_ask:
-        asked = _ASK_NEXT.returning(_responses.c.id).cte("asked")
-        return select(func.count()).select_from(asked).add_cte(*parts)
-    return select(func.count()).select_from(parts[0]).add_cte(*parts[1:])
+        answer = _new_answer_statement(this_press_stored=False, only_if=moved == 1)
+        parts.append(answer.returning(_answers.c.id).cte("answer"))
+    return select(func.count()).select_from(asked).add_cte(*parts)
 
 
 def _answer_params(
@@ -430,6 +450,64 @@ def _answer_params(
             "seconds": round((now - prompted_at).total_seconds(), 3) if prompted_at else None,
             "extra_tries": int(kind.value in TRY_OUTCOMES), "extra_invalid": int(kind is KeyKind.INVALID),
             "extra_silences": int(kind is KeyKind.SILENCE)}
+
+
+# The outcomes a press may have on the quick path: nothing but the interview moving to its next prompt.
+_QUICK_KINDS = frozenset({KeyKind.ANSWER, KeyKind.INVALID, KeyKind.SILENCE, KeyKind.REPEAT})
+
+
+def quick_input(
+    db: Connection, attempt_id: int, call_sid: str, position: str, seq: int, digits: str | None
+) -> Prompt | None:
+    """The common key press on PostgreSQL, in two statements outside any transaction; None if it is not one.
+
+    The common press: the prompt being asked is answered with a new answer, a wrong key, silence or ``*``, and
+    the interview goes on to another question -- not a read-back, not the press that completes the interview
+    or ends the call, not ``9``, not a replay. The state is read once, and one statement (:func:`_quick_turn`)
+    moves the interview on from exactly that prompt and stores the press and the answer, atomically and
+    durably, or writes nothing if another delivery got there first. Everything else returns None before
+    writing anything, and the caller runs :func:`handle_input` in a transaction, which also answers bad
+    requests and replays.
+
+    ``db`` must be in autocommit mode: each statement is its own transaction.
+    """
+    rows = db.execute(_INPUT_STATE, {"attempt_id": attempt_id}).all()
+    if not rows:
+        return None
+    (known_sid, _target_id, round_id, _phone, village_id, version_id, checksum, response_id, status, current,
+     try_number, prompt_seq, prompted_at, *_answer) = rows[0]
+    questionnaire = _questionnaires.get((version_id, checksum))
+    if known_sid != call_sid or questionnaire is None or seq != prompt_seq or position != current:
+        return None
+    try:
+        step, confirm = parse_position(questionnaire, position)
+    except KeyError:
+        return None
+    if confirm or questionnaire.reads_back(step):
+        return None
+    answers = {row[-2]: row[-1] for row in rows if row[-3] is not None}
+    turn = advance(questionnaire, answers, position, try_number, digits)
+    action = turn.next
+    if turn.kind not in _QUICK_KINDS or isinstance(action, End) or action.confirm:
+        return None
+    if turn.answer is not None:
+        if turn.answer[0] in answers:
+            return None  # a changed answer keeps its history: the full path
+        answers[turn.answer[0]] = turn.answer[1]
+    if status == ResponseStatus.IN_PROGRESS and rates_complete(questionnaire, answers):
+        return None  # this press completes the interview: the full path does the bookkeeping
+    now = clock.now()
+    params = {"press_response_id": response_id, "press_attempt_id": attempt_id, "press_seq": seq,
+              "press_step": position, "press_try_number": try_number, "press_digits": digits or "",
+              "press_outcome": turn.kind.value, "press_received_at": now,
+              "response_id": response_id, "answered_seq": seq, "next_position": action.position,
+              "next_try": action.try_number, "next_seq": seq + 1, "now": now}
+    if turn.answer is not None:
+        copies = (round_id, village_id, status == ResponseStatus.COMPLETED)
+        params |= _answer_params(response_id, copies, attempt_id, turn.answer, now, prompted_at, turn.kind)
+    if db.execute(_quick_turn(turn.answer is not None), params).scalar_one() != 1:
+        return None  # moved on meanwhile: nothing was written; the full path answers it as a replay
+    return Prompt(action, seq + 1, questionnaire)
 
 
 def handle_input(
@@ -488,42 +566,42 @@ def handle_input(
     existing = answer_rows.get(turn.answer[0]) if turn.answer is not None else None
     # Later answers of a completed response (visit, concern) count at once; see "Report figures" in models.
     copies = (round_id, village_id, status == ResponseStatus.COMPLETED)
-    if db.dialect.name == "postgresql" and existing is None:
-        # One round trip stores the press, the new answer and the next prompt (the common case on PostgreSQL).
-        new_answer = None
-        if turn.answer is not None:
-            new_answer = _answer_params(response_id, copies, attempt_id, turn.answer, now, prompted_at, turn.kind)
-        params = {f"press_{name}": value for name, value in press.items()} | (new_answer or {}) | (ask or {})
-        asked = db.execute(_write_turn(new_answer is not None, ask is not None), params)
-        if ask is not None and asked.scalar_one() != 1:
-            raise ConcurrentChange(f"response {response_id} moved on from prompt {seq} meanwhile")
-    else:
-        # The (response, seq) uniqueness rule stores this press once; a second delivery of it fails here and
-        # the view answers it as a replay.
-        db.execute(_INSERT_PRESS, press)
-        if turn.answer is not None:
-            question, digit = turn.answer
-            _store_answer(db, response_id, copies, attempt_id, question, digit, now, prompted_at, existing)
-        if ask is not None and db.execute(_ASK_NEXT, ask).rowcount != 1:
-            raise ConcurrentChange(f"response {response_id} moved on from prompt {seq} meanwhile")
+    # The (response, seq) uniqueness rule stores this press once; a second delivery of it fails here and the
+    # view answers it as a replay.
+    db.execute(_INSERT_PRESS, press)
+    if turn.answer is not None:
+        question, digit = turn.answer
+        _store_answer(db, response_id, copies, attempt_id, question, digit, now, prompted_at, existing)
+    if ask is not None and db.execute(_ASK_NEXT, ask).rowcount != 1:
+        raise ConcurrentChange(f"response {response_id} moved on from prompt {seq} meanwhile")
     if turn.answer is not None:
         answers[turn.answer[0]] = turn.answer[1]
 
-    response: Response | None = None
+    loaded: tuple[Response, RoundTarget] | None = None
     if status == ResponseStatus.IN_PROGRESS and rates_complete(questionnaire, answers):
         # Completed the moment the last rate question is answered, whatever happens after (DESIGN.md).
-        response = session.get(Response, response_id)
+        response, target = loaded = _interview_objects(session, response_id)
         response.status = ResponseStatus.COMPLETED
         response.completed_at = now
-        finish_from_response(session, session.get(RoundTarget, target_id), response)
+        finish_from_response(session, target, response)
     if turn.kind is KeyKind.STOP:
         add_to_do_not_call(session, phone, round_id, "pressed 9 during the survey")
     if isinstance(action, End):
-        response = response or session.get(Response, response_id)
-        _finish(session, session.get(RoundTarget, target_id), response, action)
+        response, target = loaded or _interview_objects(session, response_id)
+        _finish(session, target, response, action)
         return Prompt(action, seq, questionnaire)
     chosen = answers.get(action.step) if action.confirm else None
     return Prompt(action, seq + 1, questionnaire, chosen)
+
+
+def _interview_objects(session: Session, response_id: int) -> tuple[Response, RoundTarget]:
+    """The response and its target as ORM objects, in one query: the rarer transitions need both."""
+    response, target = session.execute(
+        select(Response, RoundTarget).join(RoundTarget, RoundTarget.id == Response.target_id).where(
+            Response.id == response_id
+        )
+    ).one()
+    return response, target
 
 
 def check_call_sid(session: Session, attempt: CallAttempt, call_sid: str) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from flask import Blueprint, Response, abort, current_app, request, send_from_directory
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from twilio.request_validator import RequestValidator
 
 from campaigns.calls import MACHINE_ANSWERS, apply_call_status
@@ -83,7 +83,9 @@ def in_transaction(work):
 
     A uniqueness violation (or an interview that moved on meanwhile) means a concurrent delivery of the same
     webhook stored its effect first: the work runs once more, in a new transaction, where it finds that and
-    answers as a replay.
+    answers as a replay. A database connection found dead (the server restarted) is replaced and the work runs
+    once more too: every webhook's work is idempotent, so even one lost while its commit was on the way is
+    answered right (as a replay if it was stored).
     """
     rt = current_app.extensions["sanlv"]
     for attempt in (1, 2):
@@ -94,6 +96,10 @@ def in_transaction(work):
             if attempt == 2:
                 raise
             log.info("event=concurrent_delivery path=%s", request.path)
+        except DBAPIError as exc:
+            if attempt == 2 or not exc.connection_invalidated:
+                raise
+            log.warning("event=database_connection_lost path=%s retrying=1 error=%r", request.path, exc.orig)
     raise AssertionError("unreachable")
 
 
@@ -202,6 +208,13 @@ def gather():
     attempt_id = _int_param("attempt", request.args.get("attempt"))
     call_sid = _call_sid()
 
+    rt = current_app.extensions["sanlv"]
+    if rt.engine.dialect.name == "postgresql":
+        # Most presses just move the interview on: two statements, no transaction to open or commit.
+        prompt = _quick_input(rt.engine, attempt_id, call_sid, position, seq, digits or None)
+        if prompt is not None:
+            return twiml(render_prompt(prompt, attempt_id))
+
     def work(session) -> str:
         try:
             prompt = interview.handle_input(session, attempt_id, call_sid, position, seq, digits or None)
@@ -211,6 +224,19 @@ def gather():
         return render_prompt(prompt, attempt_id)
 
     return twiml(in_transaction(work))
+
+
+def _quick_input(engine, attempt_id: int, call_sid: str, position: str, seq: int, digits: str | None):
+    """interview.quick_input on an autocommit connection; None (take the full path) if the connection died."""
+    try:
+        with engine.connect() as connection:
+            db = connection.execution_options(isolation_level="AUTOCOMMIT")
+            return interview.quick_input(db, attempt_id, call_sid, position, seq, digits)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        log.warning("event=database_connection_lost path=%s retrying=1 error=%r", request.path, exc.orig)
+        return None
 
 
 @bp.post("/status")

@@ -22,6 +22,7 @@ from campaigns.models import (
     TargetState,
 )
 from tests.ivr.support import (
+    SID,
     base_params,
     gather_url,
     open_call,
@@ -172,3 +173,118 @@ def test_dropped_call_is_resumed_without_asking_again(call, sessions):
     doc = twiml(post(settings, f"/ivr/voice?attempt={claim.attempt_id}", base_params(CallSid="CA" + "c" * 32)))
     assert doc.xpath("string(/Response/Gather/Say[1])").startswith("欢迎回来")
     assert step_of(doc) == "awareness"
+
+
+# --- a lost database connection -------------------------------------------------------------------------
+
+
+def _app_connection_pids() -> set[int]:
+    """The server processes behind the live app's pooled connections (PostgreSQL)."""
+    from sqlalchemy import text
+
+    from campaigns.runtime import get_runtime
+
+    pool = get_runtime().engine.pool
+    pids = set()
+    held = [pool.connect() for _ in range(pool.checkedin())]  # every idle pooled connection, at once
+    try:
+        for connection in held:
+            cursor = connection.cursor()
+            cursor.execute(text("SELECT pg_backend_pid()").text)
+            pids.add(cursor.fetchone()[0])
+            cursor.close()
+            connection.rollback()
+    finally:
+        for connection in held:
+            connection.close()
+    return pids
+
+
+def test_a_webhook_on_a_connection_the_server_dropped_is_answered_and_stored_once(call, sessions, engine):
+    from sqlalchemy import text
+
+    from tests.conftest import is_postgres
+
+    if not is_postgres():
+        pytest.skip("kills PostgreSQL server processes")
+    settings, attempt_id = call
+    doc = twiml(post(settings, f"/ivr/voice?attempt={attempt_id}", base_params()))
+    pids = _app_connection_pids()
+    assert pids
+    with engine.begin() as conn:  # the server restarting, as far as these connections can tell
+        for pid in pids:
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+    # At once: no ping (the connection was in use a moment ago), its first statement fails, the request retries.
+    answered = post(settings, gather_url(doc), base_params(Digits="1"))
+
+    assert answered.status_code == 200, answered.text
+    assert step_of(twiml(answered)) == "screen"
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(KeyPress)) == 1
+        assert dict(session.execute(select(Answer.question, Answer.digit)).all()) == {"consent": "1"}
+
+
+# --- the quick path (PostgreSQL) ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_call(call):
+    from tests.conftest import is_postgres
+
+    if not is_postgres():
+        pytest.skip("the quick path is PostgreSQL's")
+    return call
+
+
+def test_a_plain_press_takes_the_quick_path_and_stores_everything(pg_call, sessions, engine):
+    from ivr import interview
+
+    settings, attempt_id = pg_call
+    doc = twiml(post(settings, f"/ivr/voice?attempt={attempt_id}", base_params()))
+    seq = int(gather_url(doc).split("n=")[1])
+
+    with engine.connect() as conn:
+        prompt = interview.quick_input(
+            conn.execution_options(isolation_level="AUTOCOMMIT"), attempt_id, SID, "consent", seq, "1"
+        )
+
+    assert prompt is not None and prompt.action.step == "screen" and prompt.seq == seq + 1
+    with sessions() as session:  # committed: another connection sees all of it
+        [press_] = session.scalars(select(KeyPress)).all()
+        [answer] = session.scalars(select(Answer)).all()
+        response = session.scalar(select(Response))
+    assert (press_.seq, press_.step, press_.digits, press_.outcome) == (seq, "consent", "1", "answer")
+    assert (answer.question, answer.digit, answer.tries, answer.village_id is not None) == ("consent", "1", 1, True)
+    assert (response.current_step, response.prompt_seq) == ("screen", seq + 1)
+
+
+def test_the_quick_statement_writes_nothing_when_the_interview_moved_on(pg_call, sessions, engine):
+    """Two deliveries of one press that both read the interview before either wrote: one stores it."""
+    from sqlalchemy import text
+
+    from ivr import interview
+
+    settings, attempt_id = pg_call
+    twiml(post(settings, f"/ivr/voice?attempt={attempt_id}", base_params()))
+    with sessions() as session:
+        response = session.scalar(select(Response))
+        village_id = session.scalar(select(RoundTarget.village_id))
+    at = now()
+    params = {"press_response_id": response.id, "press_attempt_id": attempt_id, "press_seq": response.prompt_seq,
+              "press_step": "consent", "press_try_number": 1, "press_digits": "1", "press_outcome": "answer",
+              "press_received_at": at, "response_id": response.id, "answered_seq": response.prompt_seq,
+              "next_position": "screen", "next_try": 1, "next_seq": response.prompt_seq + 1, "now": at,
+              "answer_round_id": response.round_id, "answer_village_id": village_id, "answer_counted": False,
+              "question": "consent", "digit": "1", "attempt_id": attempt_id, "seconds": 1.0, "extra_tries": 1,
+              "extra_invalid": 0, "extra_silences": 0}
+
+    with engine.connect() as conn:
+        auto = conn.execution_options(isolation_level="AUTOCOMMIT")
+        first = auto.execute(interview._quick_turn(True), params).scalar_one()
+        second = auto.execute(interview._quick_turn(True), params).scalar_one()
+        presses = auto.execute(text("SELECT count(*) FROM key_presses")).scalar_one()
+        answers = auto.execute(text("SELECT count(*) FROM answers")).scalar_one()
+
+    assert (first, second) == (1, 0)
+    assert (presses, answers) == (1, 1)
