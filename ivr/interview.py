@@ -458,8 +458,12 @@ _QUICK_KINDS = frozenset({KeyKind.ANSWER, KeyKind.INVALID, KeyKind.SILENCE, KeyK
 
 def quick_input(
     db: Connection, attempt_id: int, call_sid: str, position: str, seq: int, digits: str | None
-) -> Prompt | None:
-    """The common key press on PostgreSQL, in two statements outside any transaction; None if it is not one.
+) -> tuple[Prompt | None, list | None]:
+    """The common key press on PostgreSQL, in two statements outside any transaction.
+
+    Returns:
+        ``(prompt, None)`` when it was one; else ``(None, state)``, where ``state`` is the interview as read
+        (to hand to :func:`handle_input`), or None when it is stale (another delivery moved it on).
 
     The common press: the prompt being asked is answered with a new answer, a wrong key, silence or ``*``, and
     the interview goes on to another question -- not a read-back, not the press that completes the interview
@@ -473,29 +477,29 @@ def quick_input(
     """
     rows = db.execute(_INPUT_STATE, {"attempt_id": attempt_id}).all()
     if not rows:
-        return None
+        return None, rows
     (known_sid, _target_id, round_id, _phone, village_id, version_id, checksum, response_id, status, current,
      try_number, prompt_seq, prompted_at, *_answer) = rows[0]
     questionnaire = _questionnaires.get((version_id, checksum))
     if known_sid != call_sid or questionnaire is None or seq != prompt_seq or position != current:
-        return None
+        return None, rows
     try:
         step, confirm = parse_position(questionnaire, position)
     except KeyError:
-        return None
+        return None, rows
     if confirm or questionnaire.reads_back(step):
-        return None
+        return None, rows
     answers = {row[-2]: row[-1] for row in rows if row[-3] is not None}
     turn = advance(questionnaire, answers, position, try_number, digits)
     action = turn.next
     if turn.kind not in _QUICK_KINDS or isinstance(action, End) or action.confirm:
-        return None
+        return None, rows
     if turn.answer is not None:
         if turn.answer[0] in answers:
-            return None  # a changed answer keeps its history: the full path
+            return None, rows  # a changed answer keeps its history: the full path
         answers[turn.answer[0]] = turn.answer[1]
     if status == ResponseStatus.IN_PROGRESS and rates_complete(questionnaire, answers):
-        return None  # this press completes the interview: the full path does the bookkeeping
+        return None, rows  # this press completes the interview: the full path does the bookkeeping
     now = clock.now()
     params = {"press_response_id": response_id, "press_attempt_id": attempt_id, "press_seq": seq,
               "press_step": position, "press_try_number": try_number, "press_digits": digits or "",
@@ -506,15 +510,21 @@ def quick_input(
         copies = (round_id, village_id, status == ResponseStatus.COMPLETED)
         params |= _answer_params(response_id, copies, attempt_id, turn.answer, now, prompted_at, turn.kind)
     if db.execute(_quick_turn(turn.answer is not None), params).scalar_one() != 1:
-        return None  # moved on meanwhile: nothing was written; the full path answers it as a replay
-    return Prompt(action, seq + 1, questionnaire)
+        return None, None  # moved on meanwhile: nothing was written; the full path answers it as a replay
+    return Prompt(action, seq + 1, questionnaire), None
 
 
 def handle_input(
-    session: Session, attempt_id: int, call_sid: str, position: str, seq: int, digits: str | None
+    session: Session,
+    attempt_id: int,
+    call_sid: str,
+    position: str,
+    seq: int,
+    digits: str | None,
+    state: list | None = None,
 ) -> Prompt:
     """One Gather result (``digits``) or silence (None) for prompt ``seq`` asking ``position`` in the call
-    ``call_sid`` of attempt ``attempt_id``.
+    ``call_sid`` of attempt ``attempt_id``. ``state``: the interview as :func:`quick_input` just read it.
 
     Raises:
         InterviewError: the attempt is unknown (404) or belongs to another call (409), no interview has
@@ -524,7 +534,7 @@ def handle_input(
     # One round trip: the call, its interview and the answers so far (a row per answer). Nothing is locked:
     # two deliveries of one press race to store it, the (response, seq) uniqueness rule lets one win, and
     # the other is answered as a replay (see ivr.views.in_transaction).
-    rows = db.execute(_INPUT_STATE, {"attempt_id": attempt_id}).all()
+    rows = state if state is not None else db.execute(_INPUT_STATE, {"attempt_id": attempt_id}).all()
     if not rows:
         attempt = session.get(CallAttempt, attempt_id)
         if attempt is None:

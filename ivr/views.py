@@ -209,15 +209,18 @@ def gather():
     call_sid = _call_sid()
 
     rt = current_app.extensions["sanlv"]
+    state: list | None = None
     if rt.engine.dialect.name == "postgresql":
         # Most presses just move the interview on: two statements, no transaction to open or commit.
-        prompt = _quick_input(rt.engine, attempt_id, call_sid, position, seq, digits or None)
+        prompt, state = _quick_input(rt.engine, attempt_id, call_sid, position, seq, digits or None)
         if prompt is not None:
             return twiml(render_prompt(prompt, attempt_id))
 
     def work(session) -> str:
+        nonlocal state
+        read, state = state, None  # a second run (see in_transaction) reads the interview afresh
         try:
-            prompt = interview.handle_input(session, attempt_id, call_sid, position, seq, digits or None)
+            prompt = interview.handle_input(session, attempt_id, call_sid, position, seq, digits or None, read)
         except interview.InterviewError as exc:
             session.rollback()
             reject(exc.status, str(exc), attempt=attempt_id, step=position, n=seq, sid=call_sid)
@@ -227,7 +230,8 @@ def gather():
 
 
 def _quick_input(engine, attempt_id: int, call_sid: str, position: str, seq: int, digits: str | None):
-    """interview.quick_input on an autocommit connection; None (take the full path) if the connection died."""
+    """interview.quick_input on an autocommit connection; (None, None) (take the full path) if the connection
+    died."""
     try:
         with engine.connect() as connection:
             db = connection.execution_options(isolation_level="AUTOCOMMIT")
@@ -236,7 +240,7 @@ def _quick_input(engine, attempt_id: int, call_sid: str, position: str, seq: int
         if not exc.connection_invalidated:
             raise
         log.warning("event=database_connection_lost path=%s retrying=1 error=%r", request.path, exc.orig)
-        return None
+        return None, None
 
 
 @bp.post("/status")

@@ -245,11 +245,12 @@ def test_a_plain_press_takes_the_quick_path_and_stores_everything(pg_call, sessi
     seq = int(gather_url(doc).split("n=")[1])
 
     with engine.connect() as conn:
-        prompt = interview.quick_input(
+        prompt, state = interview.quick_input(
             conn.execution_options(isolation_level="AUTOCOMMIT"), attempt_id, SID, "consent", seq, "1"
         )
 
     assert prompt is not None and prompt.action.step == "screen" and prompt.seq == seq + 1
+    assert state is None
     with sessions() as session:  # committed: another connection sees all of it
         [press_] = session.scalars(select(KeyPress)).all()
         [answer] = session.scalars(select(Answer)).all()
