@@ -7,6 +7,10 @@ configured language and voice.
 
 from __future__ import annotations
 
+import os
+import secrets
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -56,6 +60,16 @@ class Voice:
         self.speak(parent, message_prompt(self.questionnaire, name))
 
 
+# Rendered documents, by everything they depend on but the call: the attempt id and the prompt's sequence
+# number are marks in the cached text, replaced per request. A prompt is the same for every resident, so a
+# busy round renders each one once. Entries hold their questionnaire, so the id in a key is never reused.
+_RENDERED: OrderedDict[tuple, tuple[Questionnaire, str]] = OrderedDict()
+_RENDERED_MAX = 512
+_RENDERED_LOCK = threading.Lock()  # the web server answers requests in threads
+_ATTEMPT_MARK = f"a{secrets.token_hex(8)}"
+_SEQ_MARK = f"n{secrets.token_hex(8)}"
+
+
 def render(
     settings: Settings,
     base: str,
@@ -67,8 +81,44 @@ def render(
 ) -> str:
     """The TwiML document for ``action``: a Gather (with a Redirect after it for silence), or the end.
 
-    ``chosen`` is the key read back when ``action`` is a confirmation.
+    ``chosen`` is the key read back when ``action`` is a confirmation. Documents are cached (see _RENDERED);
+    the key includes the questionnaire's recordings as they are on disk now, so a recording added, replaced or
+    removed is played (or not) from the next request on.
     """
+    folder = recording_folder(settings.recordings_dir, questionnaire)
+    key = (id(questionnaire), base, settings.tts_language, settings.tts_voice, folder, action, chosen,
+           _recordings_on_disk(folder))  # fmt: skip
+    with _RENDERED_LOCK:
+        cached = _RENDERED.get(key)
+        if cached is not None:
+            _RENDERED.move_to_end(key)
+    if cached is None or cached[0] is not questionnaire:
+        cached = (questionnaire, _render(settings, base, questionnaire, _ATTEMPT_MARK, action, _SEQ_MARK, chosen))
+        with _RENDERED_LOCK:
+            _RENDERED[key] = cached
+            while len(_RENDERED) > _RENDERED_MAX:
+                _RENDERED.popitem(last=False)
+    return cached[1].replace(_ATTEMPT_MARK, str(attempt_id)).replace(_SEQ_MARK, str(seq))
+
+
+def _recordings_on_disk(folder: Path) -> tuple[tuple[str, int], ...]:
+    """The recordings folder's files with their modification times (empty if there is no folder)."""
+    try:
+        with os.scandir(folder) as entries:
+            return tuple(sorted((entry.name, entry.stat().st_mtime_ns) for entry in entries if entry.is_file()))
+    except (FileNotFoundError, NotADirectoryError):
+        return ()
+
+
+def _render(
+    settings: Settings,
+    base: str,
+    questionnaire: Questionnaire,
+    attempt_id: int | str,
+    action: Ask | End,
+    seq: int | str,
+    chosen: str | None = None,
+) -> str:
     voice = Voice(settings, base, questionnaire)
     response = VoiceResponse()
     if isinstance(action, End):

@@ -489,3 +489,45 @@ def test_no_recordings_folder_means_tts_everywhere(call, tmp_path, monkeypatch):
     doc = twiml(post(settings, f"/ivr/voice?attempt={attempt_id}", base_params()))
 
     assert doc.xpath("//Play") == [] and len(spoken(doc)) == 2
+
+
+def test_a_recording_added_or_removed_is_used_from_the_next_prompt_on(tmp_path):
+    """Rendered prompts are cached; the recordings on disk are part of what a cached prompt depends on."""
+    import os
+
+    from lxml import etree
+
+    from campaigns.settings import Settings
+    from ivr.flow import Ask
+    from ivr.twiml import render
+
+    settings = Settings(recordings_dir=str(tmp_path))
+    ask = Ask("consent", 1)
+
+    def prompt(attempt_id: int, seq: int):
+        return etree.fromstring(render(settings, "https://ivr.example", Q, attempt_id, ask, seq).encode())
+
+    spoken_first = prompt(7, 3)
+    (tmp_path / "default").mkdir()
+    recording = tmp_path / "default" / "step-consent.wav"
+    recording.write_bytes(b"RIFF")
+    played = prompt(8, 4)
+    os.utime(recording, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))  # replaced: a new version
+    replayed = prompt(8, 5)
+    recording.unlink()
+    spoken_again = prompt(9, 6)
+
+    assert spoken_first.xpath("/Response/Gather/Say/text()") == [Q.step("consent").prompt]
+    assert spoken_first.xpath("/Response/Gather/@action") == [
+        "https://ivr.example/ivr/gather?attempt=7&step=consent&n=3"
+    ]
+    assert spoken_first.xpath("/Response/Redirect/text()") == spoken_first.xpath("/Response/Gather/@action")
+    assert played.xpath("/Response/Gather/Say") == []
+    [url] = played.xpath("/Response/Gather/Play/text()")
+    assert "/ivr/recordings/default/step-consent.wav?v=" in url
+    assert played.xpath("/Response/Gather/@action") == ["https://ivr.example/ivr/gather?attempt=8&step=consent&n=4"]
+    assert replayed.xpath("/Response/Gather/Play/text()") == [url.split("?v=")[0] + "?v=1700000000"]
+    assert spoken_again.xpath("/Response/Gather/Say/text()") == [Q.step("consent").prompt]
+    assert spoken_again.xpath("/Response/Redirect/text()") == [
+        "https://ivr.example/ivr/gather?attempt=9&step=consent&n=6"
+    ]
