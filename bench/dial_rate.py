@@ -169,6 +169,10 @@ def main() -> None:
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     args = parser.parse_args()
+    if args.seconds < WARM_UP + 1:
+        parser.error(f"--seconds must be at least {WARM_UP + 1:g}: the first {WARM_UP:g} s are a warm-up, not measured")
+    if args.cps <= 0:
+        parser.error("--cps must be greater than 0")
     log = Path(f"/tmp/sanlv-bench-dial-rate-{os.getpid()}.log")
     print(f"dial rate at {args.cps:g} cps for {args.seconds:g} s on {args.db} (worker log: {log})")
     print(f"{'workers':>7} {'created':>8} {'rate/s':>8} {'ratio':>6} {'max/1s':>7} {'min/1s':>7}  verdict")

@@ -1,0 +1,56 @@
+"""The benchmarks in bench/ still run against the current schema and code: each one, at a tiny size, on this
+run's database kind, as a newcomer would start it. Their figures are not checked here (timed assertions in
+unit tests are noise); that they run to the end and print their verdict is."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TEST_DATABASE_URL, is_postgres
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_bench(script: str, *args: str) -> str:
+    db = ["--db", "postgres", "--postgres-url", TEST_DATABASE_URL] if is_postgres() else ["--db", "sqlite"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SANLV_", "TWILIO_")) and k != "DATABASE_URL"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *db, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, f"{script} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def test_webhooks_benchmark_runs() -> None:
+    out = run_bench("webhooks.py", "--calls", "3", "--warmup", "1", "--rounds", "1")
+
+    assert "cost per request, sanlv / bare:" in out
+
+
+def test_rates_benchmark_runs() -> None:
+    out = run_bench("rates.py", "--answers", "10000", "--repeat", "1", "--no-memory")
+
+    assert "village_rates" in out and "ratio" in out
+
+
+def test_round_create_benchmark_runs() -> None:
+    out = run_bench("round_create.py", "--sizes", "1000")
+
+    assert "households" in out and " 1000 " in out
+
+
+@pytest.mark.skipif(is_postgres(), reason="the dial rate is a worker and Redis figure; once, on SQLite, is enough")
+def test_dial_rate_benchmark_runs() -> None:
+    out = run_bench("dial_rate.py", "--cps", "5", "--seconds", "4", "--workers", "1")
+
+    assert "verdict" in out and "goal: ratio >= 0.95" in out
