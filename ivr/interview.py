@@ -469,9 +469,9 @@ def quick_input(
     the interview goes on to another question -- not a read-back, not the press that completes the interview
     or ends the call, not ``9``, not a replay. The state is read once, and one statement (:func:`_quick_turn`)
     moves the interview on from exactly that prompt and stores the press and the answer, atomically and
-    durably, or writes nothing if another delivery got there first. Everything else returns None before
-    writing anything, and the caller runs :func:`handle_input` in a transaction, which also answers bad
-    requests and replays.
+    durably, or writes nothing if another delivery got there first. Anything else is given back unwritten
+    (no prompt), and the caller runs :func:`handle_input` in a transaction, which also answers bad requests
+    and replays.
 
     ``db`` must be in autocommit mode: each statement is its own transaction.
     """
