@@ -11,11 +11,9 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +25,8 @@ from sqlalchemy import text
 
 from campaigns.db import make_engine
 from campaigns.migrate import upgrade
+from tests.support.ports import free_port  # noqa: F401 - the benchmarks' free_port
+from tests.support.redis_server import RedisServer, RedisServerError
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 NOW = datetime(2026, 3, 2, 1, 0)  # naive UTC, as the UTCDateTime columns store it
@@ -97,45 +97,19 @@ def load_roster(url: str, households: int, villages: int = 200, cadres_per_villa
     engine.dispose()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def private_redis() -> Iterator[str]:
     """A redis-server of the benchmark's own on a free loopback port (never the shared one)."""
-    import redis
-
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed")
-    port = free_port()
     folder = tempfile.mkdtemp(prefix="sanlv-bench-redis-")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", folder],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    conn = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            conn.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise SystemExit(f"redis-server did not start on port {port}") from None
-            time.sleep(0.05)
-    conn.close()
     try:
-        yield url
+        server = RedisServer(folder).start()
+    except RedisServerError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise SystemExit(str(exc)) from None
+    try:
+        yield server.url
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        server.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
 

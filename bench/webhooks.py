@@ -32,15 +32,13 @@ from __future__ import annotations
 import argparse
 import cProfile
 import logging
-import os
 import re
 import secrets
 import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import requests  # noqa: E402
 
-from bench._common import scratch_database  # noqa: E402
+from bench._common import free_port, scratch_database  # noqa: E402
 from flask import Flask, Response  # noqa: E402
 from sqlalchemy import func, insert, select  # noqa: E402
 from twilio.request_validator import RequestValidator  # noqa: E402
@@ -271,14 +269,6 @@ class ClientHarness(Harness):
             url.removeprefix(self.base), data=params, headers={"X-Twilio-Signature": signature}, base_url=self.base
         )
         return reply.status_code, reply.data
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # -------------------------------------------------------------------------------------------------- driving

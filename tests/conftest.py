@@ -11,8 +11,6 @@ import os
 import secrets
 import shutil
 import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,35 +100,19 @@ def _redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if TEST_REDIS_URL:
         yield TEST_REDIS_URL
         return
-    binary = shutil.which("redis-server")
-    if binary is None:
+    from tests.support.redis_server import RedisServer, RedisServerError
+
+    try:
+        server = RedisServer(tmp_path_factory.mktemp("redis"))
+    except RedisServerError:  # not installed: the shared Redis, a database of its own
         yield "redis://127.0.0.1:6379/15"
         return
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    conn = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            conn.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail(f"could not start {binary} on port {port}")
-            time.sleep(0.05)
-    conn.close()
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    try:
+        server.start()
+    except RedisServerError as exc:
+        pytest.fail(str(exc))
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture
@@ -186,7 +168,6 @@ def live_server(database_url: str, redis_url: str, monkeypatch: pytest.MonkeyPat
     Yields the Settings (with ``public_base_url`` = the server's URL). The runtime and the environment carry
     the same settings, so RQ jobs run in this process (or in child processes) see the same database.
     """
-    import socket
     import threading
 
     from werkzeug.serving import make_server

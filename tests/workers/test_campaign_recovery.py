@@ -5,28 +5,24 @@ the harness): a worker killed with SIGKILL, Redis lost and restarted empty, Twil
 
 from __future__ import annotations
 
-import shutil
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import redis
 from rq import Worker
 from sqlalchemy import select
 
 from campaigns.models import CallAttempt, CallStatus
 from campaigns.schedule import parse_retry
+from tests.support.redis_server import RedisServer, RedisServerError
 from tests.workers.test_campaign_rounds import (
     ANSWERED,
     BUSY,
     NO_ANSWER,
     Campaign,
     _deployment,
-    free_port,
     kill_tree,
     phones,
 )
@@ -51,53 +47,15 @@ def campaign(database_url: str, redis_url: str, tmp_path: Path, monkeypatch: pyt
     yield from _deployment(database_url, redis_url, tmp_path, monkeypatch, make_server, create_app, clock=False)
 
 
-class OwnRedis:
-    """A redis-server of this test's own, on a free port, that the test may kill and restart (empty)."""
-
-    def __init__(self, workdir: Path):
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.skip("redis-server is not installed")
-        self.binary = binary
-        self.port = free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen | None = None
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        conn = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                conn.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"redis-server did not start on port {self.port}")
-                time.sleep(0.05)
-        conn.close()
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-        self.proc = None
-
-
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path)
-    server.start()
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, that the test may kill and restart (empty)."""
+    try:
+        server = RedisServer(tmp_path).start()
+    except RedisServerError as exc:
+        pytest.skip(str(exc))
     yield server
-    if server.proc is not None:
-        server.proc.terminate()
-        server.proc.wait(timeout=10)
+    server.stop()
 
 
 @pytest.fixture

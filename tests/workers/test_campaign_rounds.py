@@ -17,7 +17,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -56,6 +55,7 @@ from campaigns.runtime import Runtime, set_runtime
 from campaigns.schedule import is_open, parse_retry
 from campaigns.settings import Settings
 from tests.factories import make_household
+from tests.support.ports import free_port
 from tests.support.twilio_standin import TwilioStandIn
 from workers import jobs
 from workers.queues import after_round_change, queue, redis_connection
@@ -211,12 +211,6 @@ class Carrier(threading.Thread):
 
 
 # --- the deployment -------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def descendants(pid: int) -> list[int]:
