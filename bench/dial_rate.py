@@ -46,7 +46,7 @@ from campaigns.models import Household, Village
 from campaigns.rounds import RoundOptions, change_round, create_round
 from campaigns.runtime import Runtime, set_runtime
 from campaigns.settings import Settings
-from tests.support.twilio_standin import TwilioStandIn
+from tests.support.twilio_standin import TwilioStandIn, process_environment, stand_in_settings
 from workers.queues import after_round_change
 
 WARM_UP = 2.0
@@ -72,32 +72,13 @@ def run(worker_count: int, cps: float, seconds: float, db: str, postgres_url: st
             session.add(village)
             session.flush()
             session.add_all(Household(phone=f"+86138{n:08d}", village_id=village.id) for n in range(households))
-        settings = Settings(
-            database_url=url,
-            redis_url=redis_url,
-            telephony="twilio",
-            twilio_account_sid=standin.account_sid,
-            twilio_auth_token=standin.auth_token,
-            twilio_from_number="+861012345678",
-            twilio_api_base_url=standin.base_url,
-            public_base_url="https://survey.example.cn",
+        settings = stand_in_settings(
+            Settings(database_url=url, redis_url=redis_url),
+            standin,
             namespace=f"bench-{uuid.uuid4().hex[:8]}",
+            twilio_http_timeout=Settings.twilio_http_timeout,
         )
-        env = {
-            **os.environ,
-            "DATABASE_URL": url,
-            "REDIS_URL": redis_url,
-            "SANLV_TELEPHONY": "twilio",
-            "TWILIO_ACCOUNT_SID": standin.account_sid,
-            "TWILIO_AUTH_TOKEN": standin.auth_token,
-            "TWILIO_FROM_NUMBER": "+861012345678",
-            "TWILIO_API_BASE_URL": standin.base_url,
-            "PUBLIC_BASE_URL": "https://survey.example.cn",
-            "SANLV_NAMESPACE": settings.namespace,
-            "PYTHONPATH": str(ROOT),
-        }
-        for name in ("SANLV_CLOCK_FILE", "TWILIO_REGION", "TWILIO_EDGE"):
-            env.pop(name, None)
+        env = process_environment(settings) | {"PYTHONPATH": str(ROOT)}
         set_runtime(Runtime(settings))
         workers = start_workers(worker_count, env, log)
         try:

@@ -20,13 +20,14 @@ Pytest: the ``twilio_standin`` fixture at the bottom; import it into a conftest 
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from email.utils import format_datetime
 from types import TracebackType
@@ -37,6 +38,8 @@ import pytest
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+
+from campaigns.settings import Settings
 
 DEFAULT_ACCOUNT_SID = "AC" + "0" * 32
 DEFAULT_AUTH_TOKEN = "0123456789abcdef0123456789abcdef"
@@ -540,6 +543,44 @@ class TwilioStandIn:
         elif status is not None:
             return _error(400, 20001, f"Invalid Status {status!r}: use canceled or completed")
         return jsonify(self.call(sid)), 200
+
+
+FROM_NUMBER = "+861012345678"
+
+
+def stand_in_settings(base: Settings, standin: TwilioStandIn, **over: Any) -> Settings:
+    """``base`` with the Twilio provider pointed at ``standin`` (and ``over`` on top)."""
+    values: dict[str, Any] = {
+        "telephony": "twilio",
+        "twilio_account_sid": standin.account_sid,
+        "twilio_auth_token": standin.auth_token,
+        "twilio_from_number": FROM_NUMBER,
+        "twilio_api_base_url": standin.base_url,
+        "public_base_url": "https://survey.example.cn",
+        "twilio_http_timeout": 2.0,
+    }
+    return replace(base, **(values | over))
+
+
+def process_environment(settings: Settings) -> dict[str, str]:
+    """The environment that makes a child process (``sanlv worker``) load ``settings``' database, Redis,
+    provider and namespace: this process's environment without any SANLV_/TWILIO_ variables of its own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SANLV_", "TWILIO_"))}
+    env.update(
+        DATABASE_URL=settings.database_url,
+        REDIS_URL=settings.redis_url,
+        SANLV_TELEPHONY=settings.telephony,
+        TWILIO_ACCOUNT_SID=settings.twilio_account_sid or "",
+        TWILIO_AUTH_TOKEN=settings.twilio_auth_token or "",
+        TWILIO_FROM_NUMBER=settings.twilio_from_number or "",
+        TWILIO_API_BASE_URL=settings.twilio_api_base_url or "",
+        PUBLIC_BASE_URL=settings.public_base_url or "",
+        SANLV_NAMESPACE=settings.namespace,
+        SANLV_TWILIO_HTTP_TIMEOUT=f"{settings.twilio_http_timeout:g}",
+    )
+    if settings.secret_key:
+        env["SECRET_KEY"] = settings.secret_key
+    return env
 
 
 def _validate_create(form: dict[str, list[str]]) -> tuple[Response, int] | None:

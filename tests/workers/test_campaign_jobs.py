@@ -12,7 +12,6 @@ import itertools
 import random
 import threading
 import time
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from campaigns.models import (
 from campaigns.rounds import change_round
 from campaigns.runtime import Runtime, set_runtime
 from tests.factories import make_household, make_round, make_target
-from tests.support.twilio_standin import TwilioStandIn, twilio_standin  # noqa: F401 - fixture
+from tests.support.twilio_standin import TwilioStandIn, stand_in_settings, twilio_standin  # noqa: F401
 from workers import jobs
 from workers.limiter import PACING_MARGIN, reserve_slot, slot_interval, take_cap
 from workers.queues import (
@@ -68,17 +67,7 @@ def clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 @pytest.fixture
 def twilio_env(env, redis_url, twilio_standin, clock):  # noqa: F811 - the fixture above
-    settings = replace(
-        env,
-        telephony="twilio",
-        twilio_account_sid=twilio_standin.account_sid,
-        twilio_auth_token=twilio_standin.auth_token,
-        twilio_from_number="+861012345678",
-        twilio_api_base_url=twilio_standin.base_url,
-        public_base_url="https://survey.example.cn",
-        namespace="campaign-jobs-test",
-        twilio_http_timeout=2.0,
-    )
+    settings = stand_in_settings(env, twilio_standin, namespace="campaign-jobs-test")
     set_runtime(Runtime(settings))
     yield settings, twilio_standin
     set_runtime(None)

@@ -56,7 +56,7 @@ from campaigns.schedule import is_open, parse_retry
 from campaigns.settings import Settings
 from tests.factories import make_household
 from tests.support.ports import free_port
-from tests.support.twilio_standin import TwilioStandIn
+from tests.support.twilio_standin import TwilioStandIn, process_environment, stand_in_settings
 from workers import jobs
 from workers.queues import after_round_change, queue, redis_connection
 
@@ -405,36 +405,14 @@ def clocked_campaign(database_url: str, redis_url: str, tmp_path: Path, monkeypa
 def _deployment(database_url, redis_url, tmp_path, monkeypatch, make_server, create_app, *, clock: bool):
     standin = TwilioStandIn().start()
     port = free_port()
-    settings = Settings(
-        database_url=database_url,
-        redis_url=redis_url,
-        telephony="twilio",
-        twilio_account_sid=standin.account_sid,
-        twilio_auth_token=standin.auth_token,
-        twilio_from_number="+861012345678",
-        twilio_api_base_url=standin.base_url,
+    settings = stand_in_settings(
+        Settings(database_url=database_url, redis_url=redis_url),
+        standin,
         public_base_url=f"http://127.0.0.1:{port}",
         secret_key="test-secret",
         namespace=f"campaign-{uuid.uuid4().hex[:8]}",
-        twilio_http_timeout=2.0,
     )
-    env = {
-        **os.environ,
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": settings.redis_url,
-        "SANLV_TELEPHONY": "twilio",
-        "TWILIO_ACCOUNT_SID": standin.account_sid,
-        "TWILIO_AUTH_TOKEN": standin.auth_token,
-        "TWILIO_FROM_NUMBER": "+861012345678",
-        "TWILIO_API_BASE_URL": standin.base_url,
-        "PUBLIC_BASE_URL": settings.public_base_url or "",
-        "SECRET_KEY": "test-secret",
-        "SANLV_NAMESPACE": settings.namespace,
-        "SANLV_TWILIO_HTTP_TIMEOUT": "2",
-        "SANLV_TIMEZONE": "Asia/Shanghai",
-    }
-    for name in ("TWILIO_REGION", "TWILIO_EDGE", "SANLV_CLOCK_FILE", "SANLV_SIM_SPEED"):
-        env.pop(name, None)
+    env = process_environment(settings) | {"SANLV_TIMEZONE": "Asia/Shanghai"}
     clock_file = None
     if clock:
         clock_file = tmp_path / "clock"

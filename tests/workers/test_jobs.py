@@ -3,7 +3,6 @@ a local stand-in of Twilio's REST API. Jobs are called directly (they are plain 
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 import pytest
 from sqlalchemy import func, select
@@ -23,7 +22,7 @@ from campaigns.models import (
 from campaigns.rounds import change_round
 from campaigns.runtime import Runtime, set_runtime
 from tests.factories import make_household, make_round
-from tests.support.twilio_standin import TwilioStandIn, twilio_standin  # noqa: F401 - fixture
+from tests.support.twilio_standin import TwilioStandIn, stand_in_settings, twilio_standin  # noqa: F401
 from workers import jobs
 from workers.queues import redis_connection
 
@@ -31,17 +30,7 @@ from workers.queues import redis_connection
 @pytest.fixture
 def twilio_env(env, redis_url, twilio_standin, monkeypatch):  # noqa: F811 - the fixture above
     """The runtime with the Twilio provider pointed at the stand-in."""
-    settings = replace(
-        env,
-        telephony="twilio",
-        twilio_account_sid=twilio_standin.account_sid,
-        twilio_auth_token=twilio_standin.auth_token,
-        twilio_from_number="+861012345678",
-        twilio_api_base_url=twilio_standin.base_url,
-        public_base_url="https://survey.example.cn",
-        namespace="jobs-test",
-        twilio_http_timeout=2.0,
-    )
+    settings = stand_in_settings(env, twilio_standin, namespace="jobs-test")
     set_runtime(Runtime(settings))
     yield settings, twilio_standin
     set_runtime(None)
