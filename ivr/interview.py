@@ -16,14 +16,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
-from sqlalchemy import Boolean, Connection, Float, Integer, String, bindparam, case, func, select
+from sqlalchemy import Boolean, Connection, Float, Integer, String, bindparam, case, func, literal, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from campaigns import clock
-from campaigns.calls import finish_from_response, mark_answered
+from campaigns.calls import (
+    RESPONSE_TO_TARGET,
+    answered_values,
+    finish_from_response,
+    finish_target_values,
+    mark_answered,
+)
 from campaigns.models import (
     FINAL_CALL_STATUSES,
     FINAL_RESPONSE_STATUSES,
@@ -45,7 +51,7 @@ from campaigns.models import (
     mirror_response_status,
 )
 from campaigns.phones import PhoneNumberError, normalise
-from campaigns.questionnaire import Questionnaire, builtin_questionnaire, from_version
+from campaigns.questionnaire import Questionnaire, builtin_questionnaire, parse_questionnaire
 from ivr.flow import (
     Ask,
     End,
@@ -105,12 +111,12 @@ class InboundReply:
 _questionnaires: dict[tuple[int, str], Questionnaire] = {}
 
 
-def _cached_questionnaire(session: Session, version_id: int, checksum: str) -> Questionnaire:
+def _cached_questionnaire(db: Session | Connection, version_id: int, checksum: str) -> Questionnaire:
     cached = _questionnaires.get((version_id, checksum))
     if cached is None:
-        version = session.get(QuestionnaireVersion, version_id)
-        assert version is not None
-        cached = from_version(version)
+        content = db.scalar(select(QuestionnaireVersion.content).where(QuestionnaireVersion.id == version_id))
+        assert content is not None
+        cached = parse_questionnaire(content, f"questionnaire version {version_id}")
         _questionnaires[(version_id, checksum)] = cached
     return cached
 
@@ -192,6 +198,90 @@ def begin_call(session: Session, attempt: CallAttempt) -> Prompt:
         attempt.id, attempt.direction.value, response.id, action.step, bool(answers),
     )
     return Prompt(action, seq, questionnaire)
+
+
+@lru_cache(maxsize=2)
+def _quick_start(with_answered_by: bool):
+    """PostgreSQL, outside a transaction: one statement that creates the interview at its first prompt and,
+    only if it created it, marks the call answered (campaigns.calls.answered_values) and copies the new
+    response's status to the target -- all of it or nothing. Its row is the new response's id; none if the
+    target had a response already (then nothing was written).
+
+    No parameter is named after a column: an UPDATE or INSERT in the statement would take it as a value.
+    """
+    now = bindparam("answered_now", type_=UTCDateTime())
+    in_progress = literal(ResponseStatus.IN_PROGRESS, _responses.c.status.type)
+    started = (
+        postgresql_insert(_responses)
+        .values(
+            round_id=bindparam("start_round_id", type_=Integer),
+            target_id=bindparam("start_target_id", type_=Integer),
+            status=in_progress,
+            current_step=bindparam("first_position", type_=String),
+            current_try=bindparam("first_try", type_=Integer),
+            prompt_seq=1,
+            prompted_at=now,
+            started_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["target_id"])
+        .returning(_responses.c.id)
+        .cte("started")
+    )
+    created = select(started.c.id).exists()
+    attempt_values, target_values = answered_values()
+    if with_answered_by:
+        attempt_values["answered_by"] = bindparam("new_answered_by", type_=String)
+    answered = (
+        _attempts.update()
+        .where(_attempts.c.id == bindparam("start_attempt_id", type_=Integer), created)
+        .values(attempt_values)
+        .returning(_attempts.c.id)
+        .cte("answered")
+    )
+    # updated_at as the copy of the response status sets it on the ORM path (mirror_response_status).
+    target_values |= {"response_status": literal(ResponseStatus.IN_PROGRESS, _targets.c.response_status.type),
+                      "updated_at": now}
+    in_call = (
+        _targets.update()
+        .where(_targets.c.id == bindparam("start_target_id", type_=Integer), created)
+        .values(target_values)
+        .returning(_targets.c.id)
+        .cte("in_call")
+    )
+    return select(started.c.id).add_cte(answered, in_call)
+
+
+def quick_begin_call(db: Connection, attempt_id: int, call_sid: str, answered_by: str | None) -> Prompt | None:
+    """The common voice webhook on PostgreSQL, in two statements outside any transaction: a person answered a
+    call whose household has no interview yet, and it starts at its first question, as :func:`begin_call`
+    would do it. None for anything else (a resumed interview, an unknown attempt or CallSid, a race with
+    another delivery): nothing was written, and the caller runs the full path in a transaction.
+
+    ``db`` must be in autocommit mode: each statement is its own transaction.
+    """
+    row = db.execute(_CALL_STATE, {"attempt_id": attempt_id}).first()
+    if row is None:
+        return None
+    known_sid, target_id, direction, round_id, version_id, checksum, response_id = row
+    if known_sid != call_sid or response_id is not None:
+        return None
+    questionnaire = _cached_questionnaire(db, version_id, checksum)
+    action = start(questionnaire, {})
+    if isinstance(action, End):
+        return None
+    params = {"answered_now": clock.now(), "start_round_id": round_id, "start_target_id": target_id,
+              "start_attempt_id": attempt_id, "first_position": action.position, "first_try": action.try_number}
+    if answered_by:
+        params["new_answered_by"] = answered_by
+    response_id = db.execute(_quick_start(bool(answered_by)), params).scalar()
+    if response_id is None:
+        return None  # another delivery created the interview meanwhile: nothing was written
+    log.info(
+        "event=interview_start attempt=%s direction=%s response=%s step=%s resumed=%s",
+        attempt_id, CallDirection(direction).value, response_id, action.step, False,
+    )
+    return Prompt(action, 1, questionnaire)
 
 
 def begin_inbound_call(session: Session, call_sid: str, caller: str) -> InboundReply:
@@ -291,8 +381,10 @@ def current_prompt(session: Session, response: Response, questionnaire: Question
 
 # The key-press webhook is the hot path (every press of every resident). Its statements are built once, on
 # the tables (Core): a handful of round trips and no unit-of-work bookkeeping; on PostgreSQL most presses take
-# two statements and no transaction (quick_input). The rarer transitions (an interview ending or completing,
-# 9) load the ORM objects and use the shared service functions.
+# two statements and no transaction (quick_input, which also completes and ends interviews with the SQL forms
+# of the service rules: campaigns.calls.finish_target_values). Elsewhere the rarer transitions (an interview
+# ending or completing, 9, a changed answer) load the ORM objects and use the shared service functions.
+# tests/ivr/test_quick_path.py holds the two ways to the same rows.
 _attempts, _targets, _rounds = CallAttempt.__table__, RoundTarget.__table__, Round.__table__
 _versions, _responses, _answers = QuestionnaireVersion.__table__, Response.__table__, Answer.__table__
 _presses, _changes = KeyPress.__table__, AnswerChange.__table__
@@ -324,6 +416,26 @@ _INPUT_STATE = (
     .outerjoin(_answers, _answers.c.response_id == _responses.c.id)
     .where(_attempts.c.id == bindparam("attempt_id"))
 )
+# The voice webhook's read (quick_begin_call): the call, its round's questionnaire and whether an interview exists.
+_CALL_STATE = (
+    select(
+        _attempts.c.call_sid,
+        _attempts.c.target_id,
+        _attempts.c.direction,
+        _targets.c.round_id,
+        _rounds.c.questionnaire_id,
+        _versions.c.checksum,
+        _responses.c.id,
+    )
+    .select_from(_attempts)
+    .join(_targets, _targets.c.id == _attempts.c.target_id)
+    .join(_rounds, _rounds.c.id == _targets.c.round_id)
+    .join(_versions, _versions.c.id == _rounds.c.questionnaire_id)
+    .outerjoin(_responses, _responses.c.target_id == _targets.c.id)
+    .where(_attempts.c.id == bindparam("attempt_id"))
+)
+
+
 _PRESS_AT = select(_presses.c.id).where(
     _presses.c.response_id == bindparam("response_id"), _presses.c.seq == bindparam("seq")
 )
@@ -351,8 +463,10 @@ def _new_answer_statement(*, this_press_stored: bool = True, only_if=None):
     With ``this_press_stored`` false, the press being answered is not in the table yet (see :func:`_quick_turn`)
     and the ``extra_*`` parameters add it. ``only_if``: a condition without which nothing is inserted.
     """
-    response_id = bindparam("response_id", type_=Integer)
-    question = bindparam("question", type_=String)
+    # No parameter is named after a column: an UPDATE beside this statement (see _quick_turn) would take such
+    # a parameter as a value to SET.
+    response_id = bindparam("answer_response_id", type_=Integer)
+    question = bindparam("answer_question", type_=String)
     now = bindparam("now", type_=UTCDateTime())
 
     def presses(outcome: KeyKind):
@@ -363,14 +477,12 @@ def _new_answer_statement(*, this_press_stored: bool = True, only_if=None):
 
     counted = select(
         response_id,
-        # Not named after columns: an UPDATE beside this statement (see _quick_turn) would take such a
-        # parameter as a value to SET.
         bindparam("answer_round_id", type_=Integer),
         bindparam("answer_village_id", type_=Integer),
         bindparam("answer_counted", type_=Boolean),
         question,
-        bindparam("digit", type_=String),
-        bindparam("attempt_id", type_=Integer),
+        bindparam("answer_digit", type_=String),
+        bindparam("answer_attempt_id", type_=Integer),
         func.count() if this_press_stored else func.count() + bindparam("extra_tries", type_=Integer),
         presses(KeyKind.INVALID),
         presses(KeyKind.SILENCE),
@@ -414,16 +526,46 @@ _ASK_NEXT = (
 )
 
 
-@lru_cache(maxsize=2)
-def _quick_turn(with_answer: bool):
-    """PostgreSQL, outside a transaction: one statement that moves the interview to its next prompt and, only
-    if that happened, stores the press and the new answer -- all of it or nothing (see :func:`quick_input`).
+def _moving_statement(*, ends: bool, settles: bool):
+    """UPDATE the interview from exactly the prompt a press answered, to its next prompt or (``ends``) to no
+    prompt; with ``settles``, it also takes its final status. Matches nothing if the interview moved meanwhile."""
+    now = bindparam("now", type_=UTCDateTime())
+    moving = _responses.update().where(
+        _responses.c.id == bindparam("moving_response_id", type_=Integer),
+        _responses.c.prompt_seq == bindparam("answered_seq", type_=Integer),
+        _responses.c.current_step == bindparam("answered_position", type_=String),
+        _responses.c.status == bindparam("answered_status", type_=_responses.c.status.type),
+    )
+    values = {"updated_at": now}
+    if ends:
+        # As _finish: no prompt is pending; the sequence number stays that of the last prompt played.
+        values |= {"current_step": None, "current_try": 0}
+    else:
+        values |= {"current_step": bindparam("next_position", type_=String),
+                   "current_try": bindparam("next_try", type_=Integer),
+                   "prompt_seq": bindparam("next_seq", type_=Integer), "prompted_at": now}
+    if settles:
+        values |= {"status": bindparam("settled_status", type_=_responses.c.status.type), "completed_at": now}
+    return moving.values(values)
+
+
+@lru_cache(maxsize=32)
+def _quick_turn(with_answer: bool, ends: bool = False, settles: bool = False, finishes: bool = False):
+    """PostgreSQL, outside a transaction: one statement that moves the interview on (see
+    :func:`_moving_statement`) and, only if that happened, stores the press and the new answer and does what
+    the interview's new state asks of its target -- all of it or nothing (see :func:`quick_input`).
+
+    ``settles``: the response takes a final status, copied to its target, and a completed one's answers are
+    counted from now on (see "Report figures" in campaigns.models); ``finishes``: the target is finished as
+    ``finish_from_response`` would (campaigns.calls.finish_target_values).
 
     Its row is how many prompts it moved on: 1, or 0 (nothing written) if the interview was no longer at the
     prompt this press answered.
+
+    No parameter is named after a column: an UPDATE in the statement would take it as a value to SET.
     """
-    asked = _ASK_NEXT.returning(_responses.c.id).cte("asked")
-    moved = select(func.count()).select_from(asked).scalar_subquery()
+    moving = _moving_statement(ends=ends, settles=settles).returning(_responses.c.id).cte("moving")
+    moved = select(func.count()).select_from(moving).scalar_subquery()
     press_values = select(*(bindparam(f"press_{name}", type_=_presses.c[name].type) for name in _PRESS)).where(
         moved == 1
     )
@@ -431,7 +573,28 @@ def _quick_turn(with_answer: bool):
     if with_answer:
         answer = _new_answer_statement(this_press_stored=False, only_if=moved == 1)
         parts.append(answer.returning(_answers.c.id).cte("answer"))
-    return select(func.count()).select_from(asked).add_cte(*parts)
+    target_values = {}
+    if settles:
+        target_values["response_status"] = bindparam("target_response_status", type_=_targets.c.response_status.type)
+        # The answer stored by this statement is not seen by this UPDATE: it is inserted already counted.
+        counted = (
+            _answers.update()
+            .where(_answers.c.response_id == bindparam("counted_response_id", type_=Integer), ~_answers.c.counted)
+            .where(bindparam("settled_completed", type_=Boolean), moved == 1)
+            # Set here: a column's Python-side onupdate default is not applied inside a CTE.
+            .values(counted=True, updated_at=bindparam("now", type_=UTCDateTime()))
+        )
+        parts.append(counted.returning(_answers.c.id).cte("counted"))
+    if finishes:
+        target_values |= finish_target_values()
+    if target_values:
+        finished = (
+            _targets.update()
+            .where(_targets.c.id == bindparam("finish_target_id", type_=Integer), moved == 1)
+            .values(target_values)
+        )
+        parts.append(finished.returning(_targets.c.id).cte("target"))
+    return select(func.count()).select_from(moving).add_cte(*parts)
 
 
 def _answer_params(
@@ -445,15 +608,24 @@ def _answer_params(
 ) -> dict[str, object]:
     """The parameters of :func:`_new_answer_statement` (``extra_*``: this press, when it is not stored yet)."""
     round_id, village_id, counted = copies
-    return {"response_id": response_id, "answer_round_id": round_id, "answer_village_id": village_id,
-            "answer_counted": counted, "question": answer[0], "digit": answer[1], "attempt_id": attempt_id, "now": now,
+    return {"answer_response_id": response_id, "answer_round_id": round_id, "answer_village_id": village_id,
+            "answer_counted": counted, "answer_question": answer[0], "answer_digit": answer[1],
+            "answer_attempt_id": attempt_id, "now": now,
             "seconds": round((now - prompted_at).total_seconds(), 3) if prompted_at else None,
             "extra_tries": int(kind.value in TRY_OUTCOMES), "extra_invalid": int(kind is KeyKind.INVALID),
             "extra_silences": int(kind is KeyKind.SILENCE)}
 
 
-# The outcomes a press may have on the quick path: nothing but the interview moving to its next prompt.
+# The outcomes a press may have on the quick path (9 ends the call and keeps the number off every round: the
+# full path); read-backs are the full path's too.
 _QUICK_KINDS = frozenset({KeyKind.ANSWER, KeyKind.INVALID, KeyKind.SILENCE, KeyKind.REPEAT})
+# The final status an interview still in progress takes when the flow ends it (None: it stays in progress).
+_END_STATUS = {
+    Outcome.COMPLETED: ResponseStatus.COMPLETED,
+    Outcome.REFUSED: ResponseStatus.REFUSED,
+    Outcome.INELIGIBLE: ResponseStatus.INELIGIBLE,
+    Outcome.OPTED_OUT: ResponseStatus.OPTED_OUT,
+}
 
 
 def quick_input(
@@ -466,23 +638,24 @@ def quick_input(
         (to hand to :func:`handle_input`), or None when it is stale (another delivery moved it on).
 
     The common press: the prompt being asked is answered with a new answer, a wrong key, silence or ``*``, and
-    the interview goes on to another question -- not a read-back, not the press that completes the interview
-    or ends the call, not ``9``, not a replay. The state is read once, and one statement (:func:`_quick_turn`)
-    moves the interview on from exactly that prompt and stores the press and the answer, atomically and
-    durably, or writes nothing if another delivery got there first. Anything else is given back unwritten
-    (no prompt), and the caller runs :func:`handle_input` in a transaction, which also answers bad requests
-    and replays.
+    the interview goes on to its next prompt or ends -- completing, refused, ineligible, or with tries used
+    up -- as :func:`handle_input` would do it. Not a read-back or an answer changed, not ``9``, not a replay.
+    The state is read once, and one statement (:func:`_quick_turn`) moves the interview on from exactly that
+    prompt, stores the press and the answer and settles the response and its target, atomically and durably,
+    or writes nothing if another delivery got there first. Anything else is given back unwritten (no
+    prompt), and the caller runs :func:`handle_input` in a transaction, which also answers bad requests and
+    replays.
 
     ``db`` must be in autocommit mode: each statement is its own transaction.
     """
     rows = db.execute(_INPUT_STATE, {"attempt_id": attempt_id}).all()
     if not rows:
         return None, rows
-    (known_sid, _target_id, round_id, _phone, village_id, version_id, checksum, response_id, status, current,
+    (known_sid, target_id, round_id, _phone, village_id, version_id, checksum, response_id, status, current,
      try_number, prompt_seq, prompted_at, *_answer) = rows[0]
-    questionnaire = _questionnaires.get((version_id, checksum))
-    if known_sid != call_sid or questionnaire is None or seq != prompt_seq or position != current:
+    if known_sid != call_sid or seq != prompt_seq or position != current:
         return None, rows
+    questionnaire = _cached_questionnaire(db, version_id, checksum)
     try:
         step, confirm = parse_position(questionnaire, position)
     except KeyError:
@@ -492,25 +665,45 @@ def quick_input(
     answers = {row[-2]: row[-1] for row in rows if row[-3] is not None}
     turn = advance(questionnaire, answers, position, try_number, digits)
     action = turn.next
-    if turn.kind not in _QUICK_KINDS or isinstance(action, End) or action.confirm:
+    ends = isinstance(action, End)
+    if turn.kind not in _QUICK_KINDS or not ends and action.confirm:
         return None, rows
     if turn.answer is not None:
         if turn.answer[0] in answers:
             return None, rows  # a changed answer keeps its history: the full path
         answers[turn.answer[0]] = turn.answer[1]
+    # As handle_input: completed the moment the last rate question is answered; else an end may settle it.
+    settled = status
     if status == ResponseStatus.IN_PROGRESS and rates_complete(questionnaire, answers):
-        return None, rows  # this press completes the interview: the full path does the bookkeeping
+        settled = ResponseStatus.COMPLETED
+    if ends and settled == ResponseStatus.IN_PROGRESS:
+        settled = _END_STATUS.get(action.outcome, settled)
+    settles = settled != status
+    finished_state = RESPONSE_TO_TARGET.get(settled) if settles or ends else None
     now = clock.now()
     params = {"press_response_id": response_id, "press_attempt_id": attempt_id, "press_seq": seq,
               "press_step": position, "press_try_number": try_number, "press_digits": digits or "",
               "press_outcome": turn.kind.value, "press_received_at": now,
-              "response_id": response_id, "answered_seq": seq, "next_position": action.position,
-              "next_try": action.try_number, "next_seq": seq + 1, "now": now}
+              "moving_response_id": response_id, "answered_seq": seq, "answered_position": position,
+              "answered_status": status, "now": now}
+    if not ends:
+        params |= {"next_position": action.position, "next_try": action.try_number, "next_seq": seq + 1}
+    if settles:
+        params |= {"settled_status": settled, "target_response_status": settled, "counted_response_id": response_id,
+                   "settled_completed": settled == ResponseStatus.COMPLETED}
+    if finished_state is not None:
+        params |= {"finish_target_id": target_id, "finish_state": finished_state, "finish_outcome": settled.value,
+                   "finish_now": now}
     if turn.answer is not None:
-        copies = (round_id, village_id, status == ResponseStatus.COMPLETED)
+        copies = (round_id, village_id, settled == ResponseStatus.COMPLETED)
         params |= _answer_params(response_id, copies, attempt_id, turn.answer, now, prompted_at, turn.kind)
-    if db.execute(_quick_turn(turn.answer is not None), params).scalar_one() != 1:
+    statement = _quick_turn(turn.answer is not None, ends, settles, finished_state is not None)
+    if db.execute(statement, params).scalar_one() != 1:
         return None, None  # moved on meanwhile: nothing was written; the full path answers it as a replay
+    if ends:
+        log.info("event=interview_end response=%s outcome=%s status=%s", response_id, action.outcome.value,
+                 settled.value)
+        return Prompt(action, seq, questionnaire), None
     return Prompt(action, seq + 1, questionnaire), None
 
 
@@ -541,7 +734,7 @@ def handle_input(
             raise InterviewError(f"attempt {attempt_id} is not known", 404)
         check_call_sid(session, attempt, call_sid)
         raise InterviewError(f"attempt {attempt_id}: no interview has started", 409)
-    (known_sid, target_id, round_id, phone, village_id, version_id, checksum, response_id, status, current,
+    (known_sid, _target_id, round_id, phone, village_id, version_id, checksum, response_id, status, current,
      try_number, prompt_seq, prompted_at, *_answer) = rows[0]
     if known_sid != call_sid:
         check_call_sid(session, session.get(CallAttempt, attempt_id), call_sid)
@@ -689,12 +882,7 @@ def _finish(session: Session, target: RoundTarget, response: Response, end: End)
     response.current_step = None
     response.current_try = 0
     if response.status == ResponseStatus.IN_PROGRESS:
-        final = {
-            Outcome.COMPLETED: ResponseStatus.COMPLETED,
-            Outcome.REFUSED: ResponseStatus.REFUSED,
-            Outcome.INELIGIBLE: ResponseStatus.INELIGIBLE,
-            Outcome.OPTED_OUT: ResponseStatus.OPTED_OUT,
-        }.get(end.outcome)
+        final = _END_STATUS.get(end.outcome)
         if final is not None:
             response.status = final
             response.completed_at = now

@@ -19,7 +19,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from twilio.request_validator import RequestValidator
 
-from campaigns.calls import MACHINE_ANSWERS, apply_call_status
+from campaigns import clock
+from campaigns.calls import MACHINE_ANSWERS, apply_call_status, quick_final_status
 from campaigns.db import session_scope
 from campaigns.models import CallAttempt, Round
 from campaigns.questionnaire import AUDIO_NAME, STEP_KEY
@@ -171,6 +172,14 @@ def _answered_by() -> str | None:
 def voice():
     answered_by = _answered_by()
 
+    rt = current_app.extensions["sanlv"]
+    if rt.engine.dialect.name == "postgresql" and answered_by not in MACHINE_ANSWERS:
+        # A new interview starts: two statements, no transaction to open or commit.
+        attempt_id, call_sid = _int_param("attempt", request.args.get("attempt")), _call_sid()
+        prompt = _autocommit(rt.engine, lambda db: interview.quick_begin_call(db, attempt_id, call_sid, answered_by))
+        if prompt is not None:
+            return twiml(render_prompt(prompt, attempt_id))
+
     def work(session) -> str:
         attempt = _attempt(session)
         if answered_by:
@@ -212,7 +221,10 @@ def gather():
     state: list | None = None
     if rt.engine.dialect.name == "postgresql":
         # Most presses just move the interview on: two statements, no transaction to open or commit.
-        prompt, state = _quick_input(rt.engine, attempt_id, call_sid, position, seq, digits or None)
+        quick = _autocommit(
+            rt.engine, lambda db: interview.quick_input(db, attempt_id, call_sid, position, seq, digits or None)
+        )
+        prompt, state = quick or (None, None)
         if prompt is not None:
             return twiml(render_prompt(prompt, attempt_id))
 
@@ -229,18 +241,17 @@ def gather():
     return twiml(in_transaction(work))
 
 
-def _quick_input(engine, attempt_id: int, call_sid: str, position: str, seq: int, digits: str | None):
-    """interview.quick_input on an autocommit connection; (None, None) (take the full path) if the connection
-    died."""
+def _autocommit(engine, work):
+    """``work(connection)`` on a pooled connection in autocommit mode (each statement its own transaction), for
+    the quick paths; None if the connection turned out dead (the caller takes the full path, which retries)."""
     try:
         with engine.connect() as connection:
-            db = connection.execution_options(isolation_level="AUTOCOMMIT")
-            return interview.quick_input(db, attempt_id, call_sid, position, seq, digits)
+            return work(connection.execution_options(isolation_level="AUTOCOMMIT"))
     except DBAPIError as exc:
         if not exc.connection_invalidated:
             raise
         log.warning("event=database_connection_lost path=%s retrying=1 error=%r", request.path, exc.orig)
-        return None, None
+        return None
 
 
 @bp.post("/status")
@@ -255,6 +266,24 @@ def status():
     if error_code is not None and not NUMBER.match(error_code):
         reject(400, "ErrorCode must be a Twilio error number", value=error_code[:40])
     answered_by = _answered_by()
+
+    rt = current_app.extensions["sanlv"]
+    if rt.engine.dialect.name == "postgresql":
+        attempt_id = _int_param("attempt", request.args.get("attempt"), required=False)
+        if attempt_id is not None:
+            # The final callback of a call whose target is already final (the ``completed`` after an interview)
+            # only updates the attempt: one statement, no transaction to open or commit.
+            call_sid = _call_sid()
+            fields = {"duration": duration, "answered_by": answered_by, "error_code": error_code}
+            applied = _autocommit(
+                rt.engine,
+                lambda db: quick_final_status(
+                    db, attempt_id, call_sid, call_status, sequence, now=clock.now(), **fields
+                ),
+            )
+            if applied:
+                log.info("event=call_status attempt=%s status=%s seq=%s", attempt_id, call_status, sequence)
+                return Response(status=204)
 
     def work(session) -> None:
         # Locked: callbacks for one call may arrive together; SequenceNumber decides which one counts.

@@ -274,10 +274,12 @@ def test_the_quick_statement_writes_nothing_when_the_interview_moved_on(pg_call,
     at = now()
     params = {"press_response_id": response.id, "press_attempt_id": attempt_id, "press_seq": response.prompt_seq,
               "press_step": "consent", "press_try_number": 1, "press_digits": "1", "press_outcome": "answer",
-              "press_received_at": at, "response_id": response.id, "answered_seq": response.prompt_seq,
+              "press_received_at": at, "moving_response_id": response.id, "answered_seq": response.prompt_seq,
+              "answered_position": "consent", "answered_status": response.status,
               "next_position": "screen", "next_try": 1, "next_seq": response.prompt_seq + 1, "now": at,
-              "answer_round_id": response.round_id, "answer_village_id": village_id, "answer_counted": False,
-              "question": "consent", "digit": "1", "attempt_id": attempt_id, "seconds": 1.0, "extra_tries": 1,
+              "answer_response_id": response.id, "answer_round_id": response.round_id,
+              "answer_village_id": village_id, "answer_counted": False, "answer_question": "consent",
+              "answer_digit": "1", "answer_attempt_id": attempt_id, "seconds": 1.0, "extra_tries": 1,
               "extra_invalid": 0, "extra_silences": 0}
 
     with engine.connect() as conn:
