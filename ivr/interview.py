@@ -200,6 +200,12 @@ def begin_call(session: Session, attempt: CallAttempt) -> Prompt:
     return Prompt(action, seq, questionnaire)
 
 
+def _row_update_cte(name: str, table, id_param: str, values: dict, condition):
+    """A CTE that updates the row of ``table`` whose id is the parameter ``id_param``, if ``condition`` holds."""
+    update = table.update().where(table.c.id == bindparam(id_param, type_=Integer), condition).values(values)
+    return update.returning(table.c.id).cte(name)
+
+
 @lru_cache(maxsize=2)
 def _quick_start(with_answered_by: bool):
     """PostgreSQL, outside a transaction: one statement that creates the interview at its first prompt and,
@@ -232,23 +238,11 @@ def _quick_start(with_answered_by: bool):
     attempt_values, target_values = answered_values()
     if with_answered_by:
         attempt_values["answered_by"] = bindparam("new_answered_by", type_=String)
-    answered = (
-        _attempts.update()
-        .where(_attempts.c.id == bindparam("start_attempt_id", type_=Integer), created)
-        .values(attempt_values)
-        .returning(_attempts.c.id)
-        .cte("answered")
-    )
+    answered = _row_update_cte("answered", _attempts, "start_attempt_id", attempt_values, created)
     # updated_at as the copy of the response status sets it on the ORM path (mirror_response_status).
     target_values |= {"response_status": literal(ResponseStatus.IN_PROGRESS, _targets.c.response_status.type),
                       "updated_at": now}
-    in_call = (
-        _targets.update()
-        .where(_targets.c.id == bindparam("start_target_id", type_=Integer), created)
-        .values(target_values)
-        .returning(_targets.c.id)
-        .cte("in_call")
-    )
+    in_call = _row_update_cte("in_call", _targets, "start_target_id", target_values, created)
     return select(started.c.id).add_cte(answered, in_call)
 
 
@@ -389,6 +383,12 @@ _attempts, _targets, _rounds = CallAttempt.__table__, RoundTarget.__table__, Rou
 _versions, _responses, _answers = QuestionnaireVersion.__table__, Response.__table__, Answer.__table__
 _presses, _changes = KeyPress.__table__, AnswerChange.__table__
 
+# A call attempt with its target, round and the round's questionnaire version.
+_CALL = (
+    _attempts.join(_targets, _targets.c.id == _attempts.c.target_id)
+    .join(_rounds, _rounds.c.id == _targets.c.round_id)
+    .join(_versions, _versions.c.id == _rounds.c.questionnaire_id)
+)
 _INPUT_STATE = (
     select(
         _attempts.c.call_sid,
@@ -408,15 +408,14 @@ _INPUT_STATE = (
         _answers.c.question,
         _answers.c.digit,
     )
-    .select_from(_attempts)
-    .join(_targets, _targets.c.id == _attempts.c.target_id)
-    .join(_rounds, _rounds.c.id == _targets.c.round_id)
-    .join(_versions, _versions.c.id == _rounds.c.questionnaire_id)
-    .join(_responses, _responses.c.target_id == _targets.c.id)
-    .outerjoin(_answers, _answers.c.response_id == _responses.c.id)
+    .select_from(
+        _CALL.join(_responses, _responses.c.target_id == _targets.c.id).outerjoin(
+            _answers, _answers.c.response_id == _responses.c.id
+        )
+    )
     .where(_attempts.c.id == bindparam("attempt_id"))
 )
-# The voice webhook's read (quick_begin_call): the call, its round's questionnaire and whether an interview exists.
+# The voice webhook's read (quick_begin_call): the call, its questionnaire and whether an interview exists.
 _CALL_STATE = (
     select(
         _attempts.c.call_sid,
@@ -427,11 +426,7 @@ _CALL_STATE = (
         _versions.c.checksum,
         _responses.c.id,
     )
-    .select_from(_attempts)
-    .join(_targets, _targets.c.id == _attempts.c.target_id)
-    .join(_rounds, _rounds.c.id == _targets.c.round_id)
-    .join(_versions, _versions.c.id == _rounds.c.questionnaire_id)
-    .outerjoin(_responses, _responses.c.target_id == _targets.c.id)
+    .select_from(_CALL.outerjoin(_responses, _responses.c.target_id == _targets.c.id))
     .where(_attempts.c.id == bindparam("attempt_id"))
 )
 
@@ -588,12 +583,7 @@ def _quick_turn(with_answer: bool, ends: bool = False, settles: bool = False, fi
     if finishes:
         target_values |= finish_target_values()
     if target_values:
-        finished = (
-            _targets.update()
-            .where(_targets.c.id == bindparam("finish_target_id", type_=Integer), moved == 1)
-            .values(target_values)
-        )
-        parts.append(finished.returning(_targets.c.id).cte("target"))
+        parts.append(_row_update_cte("target", _targets, "finish_target_id", target_values, moved == 1))
     return select(func.count()).select_from(moving).add_cte(*parts)
 
 
