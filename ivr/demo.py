@@ -21,14 +21,14 @@ import subprocess
 import sys
 import tempfile
 import threading
-import urllib.request
 import time
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
 import click
 import redis
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.scheduler import RQScheduler
 from rq.timeouts import TimerDeathPenalty
 
@@ -38,6 +38,7 @@ from campaigns.rounds import RoundOptions, change_round, create_round, round_sta
 from campaigns.runtime import Runtime, set_runtime
 from campaigns.schedule import parse_retry
 from campaigns.settings import Settings, SettingsError, load_settings
+from workers.runner import InProcessWorker
 
 VILLAGES = ["东山村", "西溪村", "南坪村", "北岭村", "上洋村", "下坂村", "溪口村", "桥头村", "后垄村", "新厝村",
             "林洋村", "湖边村", "石门村", "龙井村", "竹溪村", "梅坑村"]
@@ -96,7 +97,7 @@ def _real_redis(settings: Settings) -> bool:
         return False
 
 
-class _ThreadWorker(SimpleWorker):
+class _ThreadWorker(InProcessWorker):
     """An RQ worker that runs jobs in its own thread (the in-process stand-in cannot be reached by processes)."""
 
     death_penalty_class = TimerDeathPenalty

@@ -124,7 +124,32 @@ class Watchdog(threading.Thread):
         os._exit(STUCK_EXIT_CODE)
 
 
-class SanlvWorker(SimpleWorker):
+class InProcessWorker(SimpleWorker):
+    """rq's non-forking worker, with a shutdown that cannot stall for a minute.
+
+    rq (2.12) ends its command listener by unsubscribing, then calling ``stop()`` on the listener thread;
+    redis-py (8.2) made ``stop()`` wait for the thread to end. If the thread reads the reply to the
+    unsubscribe before ``stop()`` clears its running flag, it goes back to wait up to the listener's
+    ``sleep_time`` (60 s) for a subscription that never comes, and the worker's shutdown -- a deploy, the end
+    of a burst, a test -- waits with it. Here the flag is cleared first: the unsubscribe reply wakes the
+    thread, which then ends.
+    """
+
+    def unsubscribe(self) -> None:
+        thread = self.pubsub_thread
+        if not thread:
+            return
+        self.log.info("Worker %s: unsubscribing from channel %s", self.name, self.pubsub_channel_name)
+        try:
+            thread.stop(timeout=0)  # redis-py >= 8.2: clear the flag, do not wait yet
+        except TypeError:
+            thread.stop()  # older redis-py: stop() only clears the flag
+        self.pubsub.unsubscribe()
+        thread.join(timeout=2)
+        self.pubsub.close()
+
+
+class SanlvWorker(InProcessWorker):
     """rq's non-forking worker (see the module docstring for why), whose periodic maintenance also schedules
     sanlv's sweeper, which remembers whether a signal asked it to stop (so that a ``work()`` ended by an outage
     is told apart from a shutdown), and whose jobs a :class:`Watchdog` (if given one) watches."""

@@ -2,7 +2,7 @@
 residents talk to the real Flask app over HTTP (signed webhooks), and the stored interview must be exactly
 what each resident meant.
 
-The network's calls run in this process on an RQ SimpleWorker (burst), so every call, call-back and status
+The network's calls run in this process on an RQ InProcessWorker (burst), so every call, call-back and status
 callback has finished when ``Network.run()`` returns.
 """
 
@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import redis
-from rq import SimpleWorker
 from sqlalchemy import func, select
 
 from campaigns.calls import claim_due_targets
@@ -44,6 +43,7 @@ from campaigns.settings import Settings
 from tests.factories import make_household, make_round
 from workers.jobs import place_call
 from workers.queues import SIMULATOR_QUEUE, queue, redis_connection
+from workers.runner import InProcessWorker
 from workers.telephony.residents import set_script
 from workers.telephony.simulator import (
     SimulatorProvider,
@@ -103,7 +103,7 @@ class Network:
         return info.sid
 
     def run(self) -> None:
-        worker = SimpleWorker([queue(self.settings, SIMULATOR_QUEUE)], connection=self.conn)
+        worker = InProcessWorker([queue(self.settings, SIMULATOR_QUEUE)], connection=self.conn)
         worker.work(burst=True)
 
     def transcripts(self, phone: str = PHONE) -> list[list[dict[str, Any]]]:

@@ -21,7 +21,7 @@ from rq import Queue
 from rq.job import JobStatus
 
 from campaigns.settings import Settings
-from workers.runner import STUCK_EXIT_CODE, SanlvWorker, Watchdog
+from workers.runner import STUCK_EXIT_CODE, InProcessWorker, SanlvWorker, Watchdog
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -142,3 +142,32 @@ def test_a_job_stuck_past_its_timeout_ends_the_worker(env: Settings, redis_url: 
     assert time.monotonic() - began < 30  # timeout 1 s + grace 1 s, plus start-up; not the job's 60 s
     assert f"event=job_stuck job={job.id}" in done.stderr
     assert "came back" not in done.stdout
+
+
+def _listener_wins_the_race(pubsub) -> None:
+    """Make ``pubsub.unsubscribe`` return only once the listener thread has read the reply and gone back to its
+    loop: the ordering that, with rq's own unsubscribe and redis-py 8.2, stalls a shutdown for a minute."""
+    send = pubsub.unsubscribe
+
+    def unsubscribe(*args, **kwargs):
+        result = send(*args, **kwargs)
+        deadline = time.monotonic() + 5
+        while pubsub.subscribed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
+        return result
+
+    pubsub.unsubscribe = unsubscribe
+
+
+def test_a_worker_stops_listening_at_once_even_when_its_listener_reads_the_unsubscribe_first(redis_conn):
+    worker = InProcessWorker([Queue("sanlv-test-listener", connection=redis_conn)], connection=redis_conn)
+    worker.subscribe()
+    time.sleep(0.1)  # the listener waits for a command
+    _listener_wins_the_race(worker.pubsub)
+
+    started = time.monotonic()
+    worker.unsubscribe()
+
+    assert time.monotonic() - started < 5  # not the listener's 60 s
+    assert not worker.pubsub_thread.is_alive()

@@ -20,7 +20,6 @@ import pytest
 import redis
 import requests
 from flask import Flask, Response, request
-from rq import SimpleWorker
 from rq.job import Job
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Gather, VoiceResponse
@@ -29,6 +28,7 @@ from werkzeug.serving import make_server
 from campaigns.settings import Settings
 from tests.factories import make_household, make_village
 from workers.queues import SIMULATOR_QUEUE, namespaced_job_id, queue
+from workers.runner import InProcessWorker
 from workers.telephony.base import CallRequest, PermanentNumberError, RateLimitedError, TelephonyError
 from workers.telephony.residents import (
     PopulationResident,
@@ -470,7 +470,7 @@ def test_a_resident_calls_our_number(env: Settings, redis_conn: redis.Redis, ivr
     before = datetime.now(UTC) - timedelta(seconds=1)
 
     info = provider.call_in(PHONE, f"{ivr.base}/ivr/inbound", to=CALLER_ID)
-    worker = SimpleWorker([queue(env, SIMULATOR_QUEUE)], connection=redis_conn)
+    worker = InProcessWorker([queue(env, SIMULATOR_QUEUE)], connection=redis_conn)
     assert worker.work(burst=True)
 
     first = ivr.of("/ivr/inbound")[0]
@@ -503,7 +503,7 @@ def test_a_resident_who_hangs_up_calls_back_when_the_script_says_so(
     before = datetime.now(UTC) - timedelta(seconds=1)
 
     outbound = provider.place_call(call_request(ivr))
-    worker = SimpleWorker([queue(env, SIMULATOR_QUEUE)], connection=redis_conn)
+    worker = InProcessWorker([queue(env, SIMULATOR_QUEUE)], connection=redis_conn)
     assert worker.work(burst=True)
 
     calls = provider.household_calls(PHONE, before)
@@ -526,7 +526,7 @@ def test_no_call_back_without_the_script_field_or_after_a_full_interview(
 
     provider.place_call(call_request(ivr))  # hangs up, no call_back
     provider.place_call(call_request(ivr, attempt=2))  # call_back, but never hangs up mid-survey
-    worker = SimpleWorker([queue(env, SIMULATOR_QUEUE)], connection=redis_conn)
+    worker = InProcessWorker([queue(env, SIMULATOR_QUEUE)], connection=redis_conn)
     assert worker.work(burst=True)
 
     assert provider.find_calls_from(PHONE, before) == []
@@ -689,7 +689,7 @@ def test_rq_worker_runs_calls_end_to_end(env: Settings, redis_conn: redis.Redis,
     answered = provider.place_call(call_request(ivr, attempt=2))
     unanswered = provider.place_call(call_request(ivr, attempt=3, to=other))
 
-    worker = SimpleWorker([queue(env, SIMULATOR_QUEUE)], connection=redis_conn)
+    worker = InProcessWorker([queue(env, SIMULATOR_QUEUE)], connection=redis_conn)
     assert worker.work(burst=True)
 
     assert provider.fetch_call(busy.sid).status == "busy"
