@@ -10,8 +10,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -27,6 +25,7 @@ from campaigns.db import make_engine
 from campaigns.migrate import upgrade
 from tests.support.ports import free_port  # noqa: F401 - the benchmarks' free_port
 from tests.support.redis_server import RedisServer, RedisServerError
+from tests.support.workers import start_workers, stop_workers  # noqa: F401 - the benchmarks' workers
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 NOW = datetime(2026, 3, 2, 1, 0)  # naive UTC, as the UTCDateTime columns store it
@@ -111,34 +110,6 @@ def private_redis() -> Iterator[str]:
     finally:
         server.stop()
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def start_workers(count: int, env: dict[str, str], log: Path) -> list[subprocess.Popen]:
-    """``count`` real ``sanlv worker`` processes (each in its own session, so they can be stopped together)."""
-    handle = log.open("ab")
-    return [
-        subprocess.Popen(
-            [sys.executable, "-m", "ivr", "worker"],
-            env=env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=ROOT,
-        )
-        for _ in range(count)
-    ]
-
-
-def stop_workers(workers: list[subprocess.Popen]) -> None:
-    for proc in workers:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in workers:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def utcnow() -> datetime:

@@ -4,20 +4,20 @@ with scripted residents) and its reports: every figure equals what the residents
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
 from campaigns.db import session_scope
-from campaigns.rounds import RoundOptions, change_round, create_round, round_status_report
-from campaigns.schedule import parse_retry
 from reports.followups import followup_report
 from reports.rates import village_rates
 from tests.factories import make_cadre, make_household, make_village
-from workers.queues import after_round_change, redis_connection
+from tests.support.workers import (
+    launch_round,
+    start_workers,
+    stop_workers,
+    wait_for_completion,
+)
+from workers.queues import redis_connection
 from workers.telephony.residents import set_script
 
 # phone -> (village, script). Steps a script leaves out are answered positively, and "visit" with 2 (no).
@@ -35,23 +35,9 @@ RESIDENTS = {
 
 @pytest.fixture
 def worker_processes(live_server, tmp_path):
-    log = (tmp_path / "workers.log").open("wb")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "ivr", "worker"], env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT
-        )
-        for _ in range(2)
-    ]
+    procs = start_workers(2, dict(os.environ), tmp_path / "workers.log")
     yield procs
-    for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    log.close()
+    stop_workers(procs)
 
 
 def test_reports_of_a_round_run_through_the_simulator(live_server, worker_processes, sessions) -> None:
@@ -65,30 +51,8 @@ def test_reports_of_a_round_run_through_the_simulator(live_server, worker_proces
                 session, village=villages[village], cadre=cadres[village], phone=phone, name=f"户{phone[-1]}"
             )
             set_script(connection, phone, script)
-        round_ = create_round(
-            session,
-            RoundOptions(
-                name="流水线",
-                windows=[["00:00", "24:00"]],
-                cps=20,
-                max_concurrent=10,
-                max_attempts=2,
-                retry=parse_retry("busy=1s,no-answer=1s,failed=1s,machine=1s,dropped=1s"),
-            ),
-        )
-        round_id = round_.id
-        change_round(session, round_id, "launch")
-    after_round_change(settings, round_id, "launch")
-
-    deadline = time.monotonic() + 90
-    while True:
-        with sessions() as session:
-            status = round_status_report(session, round_id)
-        if status["status"] == "completed":
-            break
-        assert time.monotonic() < deadline, f"round did not complete: {status}"
-        assert all(p.poll() is None for p in worker_processes), "a worker process died"
-        time.sleep(0.5)
+    round_id = launch_round(settings, sessions, "流水线", max_concurrent=10, max_attempts=2)
+    wait_for_completion(sessions, round_id, worker_processes, timeout=90)
 
     with session_scope(sessions) as session:
         report = village_rates(session, round_id)

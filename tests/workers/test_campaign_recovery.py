@@ -15,8 +15,8 @@ from rq import Worker
 from sqlalchemy import select
 
 from campaigns.models import CallAttempt, CallStatus
-from campaigns.schedule import parse_retry
 from tests.support.redis_server import RedisServer, RedisServerError
+from tests.support.workers import RETRY_FAST
 from tests.workers.test_campaign_rounds import (
     ANSWERED,
     BUSY,
@@ -27,8 +27,6 @@ from tests.workers.test_campaign_rounds import (
     phones,
 )
 from workers.queues import redis_connection
-
-RETRY_FAST = parse_retry("busy=1s,no-answer=1s,failed=1s,machine=1s,dropped=1s")
 
 
 def two_calls(phone: str, n: int) -> str:

@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import csv
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections import defaultdict
 from datetime import UTC, datetime
 
@@ -19,11 +15,19 @@ from campaigns.db import session_scope
 from campaigns.models import Answer, Household, Response, RoundTarget, Village
 from campaigns.questionnaire import builtin_questionnaire
 from campaigns.roster import import_roster
-from campaigns.rounds import RoundOptions, change_round, create_round, round_status_report
-from campaigns.schedule import parse_retry
 from reports.rates import village_rates
-from workers.queues import after_round_change, redis_connection
-from workers.telephony.simulator import SimulatorProvider, answers_from_transcript, read_transcript
+from tests.support.workers import (
+    launch_round,
+    start_workers,
+    stop_workers,
+    wait_for_completion,
+)
+from workers.queues import redis_connection
+from workers.telephony.simulator import (
+    SimulatorProvider,
+    answers_from_transcript,
+    read_transcript,
+)
 
 Q = builtin_questionnaire()
 VILLAGES = ["东山村", "西溪村", "南坪村"]
@@ -41,34 +45,9 @@ def write_roster(path, per_village: int) -> None:
 @pytest.fixture
 def workers(live_server, tmp_path):
     """Two real `sanlv worker` processes (RQ workers with the scheduler, as in production)."""
-    log = (tmp_path / "workers.log").open("wb")
-    env = {**os.environ, "SANLV_SIM_SEED": "7"}
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "ivr", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
-        for _ in range(2)
-    ]
+    procs = start_workers(2, {**os.environ, "SANLV_SIM_SEED": "7"}, tmp_path / "workers.log")
     yield procs
-    for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    log.close()
-
-
-def wait_for_completion(sessions, round_id: int, procs, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with sessions() as session:
-            report = round_status_report(session, round_id)
-        if report["status"] == "completed":
-            return report
-        assert all(p.poll() is None for p in procs), "a worker process died"
-        time.sleep(0.5)
-    pytest.fail(f"round did not complete: {report}")
+    stop_workers(procs)
 
 
 def test_round_report_equals_what_residents_answered(live_server, workers, sessions, tmp_path):
@@ -78,20 +57,7 @@ def test_round_report_equals_what_residents_answered(live_server, workers, sessi
     started = datetime.now(UTC)
     with session_scope(sessions) as session:
         import_roster(session, roster)
-        round_ = create_round(
-            session,
-            RoundOptions(
-                name="e2e",
-                windows=[["00:00", "24:00"]],
-                cps=20,
-                max_concurrent=20,
-                max_attempts=4,
-                retry=parse_retry("busy=1s,no-answer=1s,failed=1s,machine=1s,dropped=1s"),
-            ),
-        )
-        round_id = round_.id
-        change_round(session, round_id, "launch")
-    after_round_change(settings, round_id, "launch")
+    round_id = launch_round(settings, sessions, "e2e", max_concurrent=20, max_attempts=4)
 
     status = wait_for_completion(sessions, round_id, workers)
     assert sum(status["targets"].values()) == 36
