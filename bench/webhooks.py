@@ -2,6 +2,7 @@
 
     python bench/webhooks.py [--db sqlite|postgres|both] [--calls N] [--clients C] [--harness http|client]
                              [--postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/test] [--profile FILE]
+                             [--by-webhook]
 
 For each database it builds a scratch copy of the real schema (the Alembic migrations) -- a temporary SQLite
 file, or a PostgreSQL schema of its own, dropped at the end -- with one running round of N households, each
@@ -23,6 +24,9 @@ each, so that load from elsewhere on the machine falls on both alike. The output
 questionnaires/s and the mean cost per request of each app over all turns, and the ratio of sanlv's cost per
 request to the bare endpoint's, overall and the median of the turns (goal: at most 3x). After the run the
 database is checked: every call completed with its nine answers, every target and attempt completed.
+
+``--by-webhook`` also prints the median time of each of a call's eleven requests, for both apps (the press on
+cadre_contact is the one that completes the interview, the one on visit ends the call).
 
 ``--profile FILE`` writes a cProfile of the sanlv run (harness ``client``, one client) to FILE.
 """
@@ -75,6 +79,11 @@ from campaigns.settings import Settings  # noqa: E402
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 KEYS = ["1", "1", "3", "2", "1", "1", "4", "1", "1"]  # one whole interview, concern and visit included
+STEPS = ["consent", "screen", "security", "concern", "awareness", "participation", "satisfaction", "cadre_contact",
+         "visit"]  # the question each of KEYS answers
+# A call's requests, in order, as --by-webhook names them (the press on cadre_contact completes the interview,
+# the one on visit ends the call).
+WEBHOOKS = ["voice", *(f"gather {step}" for step in STEPS), "status"]
 REQUESTS_PER_CALL = 1 + len(KEYS) + 1  # voice, the gathers, the final status callback
 ACTION = re.compile(rb'action="([^"]+)"')
 TOKEN = "bench-token"
@@ -280,10 +289,22 @@ def drive(
     voice_path: Callable[[int], str],
     status_path: Callable[[int], str],
     clients: int,
+    timings: dict[str, list[float]] | None = None,
 ) -> float:
-    """Make every call through ``harness`` with ``clients`` threads; returns the wall time in seconds."""
+    """Make every call through ``harness`` with ``clients`` threads; returns the wall time in seconds.
+
+    ``timings``: filled with the seconds each request took, by its name in WEBHOOKS.
+    """
     validator = RequestValidator(TOKEN)
     errors: list[str] = []
+
+    def post(index: int, url: str, params: dict[str, str]) -> tuple[int, bytes]:
+        signature = validator.compute_signature(url, params)
+        started = time.perf_counter()
+        reply = harness.post(url, params, signature)
+        if timings is not None:
+            timings.setdefault(WEBHOOKS[index], []).append(time.perf_counter() - started)
+        return reply
 
     def one_call(attempt_id: int, sid: str, phone: str) -> None:
         params = {
@@ -296,20 +317,20 @@ def drive(
             "ApiVersion": "2010-04-01",
         }
         url = harness.base + voice_path(attempt_id)
-        status, body = harness.post(url, params, validator.compute_signature(url, params))
-        for key in KEYS:
+        status, body = post(0, url, params)
+        for index, key in enumerate(KEYS, start=1):
             if status != 200:
                 errors.append(f"{url}: HTTP {status} {body[:200]!r}")
                 return
             url = ACTION.search(body).group(1).decode().replace("&amp;", "&")
             form = {**params, "Digits": key, "FinishedOnKey": ""}
-            status, body = harness.post(url, form, validator.compute_signature(url, form))
+            status, body = post(index, url, form)
         if status != 200 or b"<Hangup" not in body and b"bare" not in url.encode():
             errors.append(f"{url}: the interview did not end: HTTP {status} {body[:200]!r}")
             return
         url = harness.base + status_path(attempt_id)
         form = {**params, "CallStatus": "completed", "SequenceNumber": "3", "CallDuration": "95"}
-        status, body = harness.post(url, form, validator.compute_signature(url, form))
+        status, body = post(len(WEBHOOKS) - 1, url, form)
         if status not in (200, 204):
             errors.append(f"{url}: HTTP {status} {body[:200]!r}")
 
@@ -338,7 +359,8 @@ def make_harness(kind: str, app: Flask, port: int) -> Harness:
     return HttpHarness(app, port) if kind == "http" else ClientHarness(app, f"http://127.0.0.1:{port}")
 
 
-def bench_database(kind: str, args: argparse.Namespace) -> tuple[Figures, Figures, float]:
+def bench_database(kind: str, args: argparse.Namespace) -> tuple[Figures, Figures, float, dict, dict]:
+    """(sanlv, bare, median ratio of the turns, and each app's seconds per request by webhook)."""
     from ivr.app import create_app
 
     with scratch_database(kind, args.postgres_url) as url:
@@ -365,14 +387,16 @@ def bench_database(kind: str, args: argparse.Namespace) -> tuple[Figures, Figure
             profiler = cProfile.Profile() if args.profile else None
             ours_seconds = bare_seconds = 0.0
             ratios = []
+            ours_times: dict[str, list[float]] = {}
+            bare_times: dict[str, list[float]] = {}
             for turn in range(args.rounds):
                 chunk = measured[turn :: args.rounds]
                 if profiler:
                     profiler.enable()
-                ours_turn = drive(ours, chunk, voice, status, args.clients)
+                ours_turn = drive(ours, chunk, voice, status, args.clients, ours_times)
                 if profiler:
                     profiler.disable()
-                bare_turn = drive(bare, chunk, bare_voice, bare_status, args.clients)
+                bare_turn = drive(bare, chunk, bare_voice, bare_status, args.clients, bare_times)
                 ours_seconds += ours_turn
                 bare_seconds += bare_turn
                 ratios.append(ours_turn / bare_turn)
@@ -385,7 +409,8 @@ def bench_database(kind: str, args: argparse.Namespace) -> tuple[Figures, Figure
             runtime.dispose()
     print(f"{kind}: {check}")
     ours_figures = Figures("sanlv", ours_seconds, len(measured))
-    return ours_figures, Figures("bare", bare_seconds, len(measured)), statistics.median(ratios)
+    bare_figures = Figures("bare", bare_seconds, len(measured))
+    return ours_figures, bare_figures, statistics.median(ratios), ours_times, bare_times
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -398,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--harness", choices=["http", "client"], default="http")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--profile", default=None, help="write a cProfile of each sanlv run to FILE.<db>")
+    parser.add_argument("--by-webhook", action="store_true", help="also print the median time of each request")
     args = parser.parse_args(argv)
     if args.calls < args.rounds or args.clients < 1 or args.rounds < 1 or args.warmup < 0:
         parser.error("--clients and --rounds must be at least 1, --calls at least --rounds, --warmup at least 0")
@@ -413,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
     for kind in kinds:
-        ours, bare, median = bench_database(kind, args)
+        ours, bare, median, ours_times, bare_times = bench_database(kind, args)
         ratio = ours.per_request_ms / bare.per_request_ms
         print(ours.line())
         print(bare.line())
@@ -421,6 +447,12 @@ def main(argv: list[str] | None = None) -> int:
             f"  cost per request, sanlv / bare: {ratio:.2f}x overall, {median:.2f}x median of {args.rounds} turns"
             f" (goal: at most 3x) -> {'met' if ratio <= 3 else 'missed'}"
         )
+        if args.by_webhook:
+            print(f"  {'request of a call':<22} {'sanlv ms':>9} {'bare ms':>9} {'ratio':>7}  (medians)")
+            for name in WEBHOOKS:
+                ours_ms = statistics.median(ours_times[name]) * 1000
+                bare_ms = statistics.median(bare_times[name]) * 1000
+                print(f"  {name:<22} {ours_ms:9.2f} {bare_ms:9.2f} {ours_ms / bare_ms:6.2f}x")
     return 0
 
 

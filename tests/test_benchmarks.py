@@ -32,9 +32,14 @@ def run_bench(script: str, *args: str) -> str:
 
 
 def test_webhooks_benchmark_runs() -> None:
-    out = run_bench("webhooks.py", "--calls", "3", "--warmup", "1", "--rounds", "1")
+    out = run_bench("webhooks.py", "--calls", "3", "--warmup", "1", "--rounds", "1", "--by-webhook")
 
     assert "cost per request, sanlv / bare:" in out
+    requests = [line.split()[:2] for line in out.splitlines() if line.startswith(("  voice", "  gather", "  status"))]
+    assert [r[0] if r[0] != "gather" else r[1] for r in requests] == [
+        "voice", "consent", "screen", "security", "concern", "awareness", "participation", "satisfaction",
+        "cadre_contact", "visit", "status",
+    ]
 
 
 def test_rates_benchmark_runs() -> None:
