@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -39,8 +40,40 @@ def start_workers(count: int, env: dict[str, str], log: Path) -> list[subprocess
         ]
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, whatever its process group (a worker's scheduler, anything a job started)."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
+                parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children[parent].append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL a worker process and everything it started (its scheduler process): a crash, all at once."""
+    family = descendants(proc.pid)
+    for pid in [proc.pid, *family]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=10)
+
+
 def stop_workers(workers: list[subprocess.Popen]) -> None:
-    """SIGTERM (a warm shutdown: the job in hand finishes), then SIGKILL for any still running after 30 s."""
+    """SIGTERM (a warm shutdown: the job in hand finishes), then :func:`kill_tree` for any still running after
+    30 s."""
     for proc in workers:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -48,8 +81,7 @@ def stop_workers(workers: list[subprocess.Popen]) -> None:
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            kill_tree(proc)
 
 
 def launch_round(settings: Settings, sessions: sessionmaker[Session], name: str, **options) -> int:

@@ -16,14 +16,13 @@ from sqlalchemy import select
 
 from campaigns.models import CallAttempt, CallStatus
 from tests.support.redis_server import RedisServer, RedisServerError
-from tests.support.workers import RETRY_FAST
+from tests.support.workers import RETRY_FAST, kill_tree
 from tests.workers.test_campaign_rounds import (
     ANSWERED,
     BUSY,
     NO_ANSWER,
     Campaign,
     _deployment,
-    kill_tree,
     phones,
 )
 from workers.queues import redis_connection

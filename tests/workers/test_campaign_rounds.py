@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import random
 import signal
 import subprocess
@@ -57,6 +56,7 @@ from campaigns.settings import Settings
 from tests.factories import make_household
 from tests.support.ports import free_port
 from tests.support.twilio_standin import TwilioStandIn, process_environment, stand_in_settings
+from tests.support.workers import stop_workers
 from workers import jobs
 from workers.queues import after_round_change, queue, redis_connection
 
@@ -211,37 +211,6 @@ class Carrier(threading.Thread):
 
 
 # --- the deployment -------------------------------------------------------------------------------------
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid``, whatever its process group (a worker's scheduler, anything a job started)."""
-    children: dict[int, list[int]] = defaultdict(list)
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
-                parent = int(handle.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children[parent].append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL a worker process and everything it started (its scheduler process): a crash, all at once."""
-    family = descendants(proc.pid)
-    for pid in [proc.pid, *family]:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait(timeout=10)
 
 
 @dataclass
@@ -441,19 +410,6 @@ def _deployment(database_url, redis_url, tmp_path, monkeypatch, make_server, cre
         standin.stop()
         log.close()
         set_runtime(None)
-
-
-def stop_workers(workers: list[subprocess.Popen]) -> None:
-    for proc in workers:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in workers:
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            kill_tree(proc)
-        for pid in descendants(proc.pid) if proc.poll() is None else []:
-            os.kill(pid, signal.SIGKILL)
 
 
 def phones(count: int, prefix: str = "+86138") -> list[str]:
