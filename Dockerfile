@@ -7,6 +7,8 @@ COPY campaigns ./campaigns
 COPY ivr ./ivr
 COPY reports ./reports
 COPY workers ./workers
+COPY web ./web
+COPY sim ./sim
 RUN pip install --no-cache-dir . && useradd --system --home /app sanlv
 USER sanlv
 ENTRYPOINT ["sanlv"]

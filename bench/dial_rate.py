@@ -46,8 +46,12 @@ from campaigns.models import Household, Village
 from campaigns.rounds import RoundOptions, change_round, create_round
 from campaigns.runtime import Runtime, set_runtime
 from campaigns.settings import Settings
-from tests.support.twilio_standin import TwilioStandIn, process_environment, stand_in_settings
-from workers.queues import after_round_change
+from tests.support.twilio_standin import (
+    TwilioStandIn,
+    process_environment,
+    stand_in_settings,
+)
+from workers.lifecycle import after_round_change
 
 WARM_UP = 2.0
 

@@ -384,8 +384,8 @@ def export_peaks(engine: Engine, round_id: int) -> tuple[int, dict[str, int]]:
     """(follow-up items, tracemalloc peak in bytes of each export written to a scratch file)."""
     from sqlalchemy import func, select
 
+    from campaigns.followups import sync_followups
     from campaigns.models import FollowUp
-    from reports.followups import sync_followups
 
     sessions = make_session_factory(engine)
     with session_scope(sessions) as session:

@@ -8,7 +8,7 @@ For each database it builds a scratch copy of the real schema (the Alembic migra
 file, or a PostgreSQL schema of its own, dropped at the end -- with one running round of N households, each
 with a claimed attempt whose call "was placed". Then, in the same run:
 
-- **sanlv**: the real app (``ivr.app.create_app``) answers N whole calls as Twilio would make them: the voice
+- **sanlv**: the real app (``web.app.create_app``) answers N whole calls as Twilio would make them: the voice
   webhook, nine ``<Gather>`` actions (consent, screen, security 3, concern, awareness, participation,
   satisfaction 4, cadre contact, visit) and the final ``completed`` status callback -- eleven signed requests
   per call, each one validated (X-Twilio-Signature), each key press and answer committed to the database
@@ -49,29 +49,30 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import requests  # noqa: E402
-
-from bench._common import free_port, scratch_database  # noqa: E402
 from flask import Flask, Response  # noqa: E402
 from sqlalchemy import func, insert, select  # noqa: E402
 from twilio.request_validator import RequestValidator  # noqa: E402
 from twilio.twiml.voice_response import VoiceResponse  # noqa: E402
 from werkzeug.serving import WSGIRequestHandler, make_server  # noqa: E402
 
+from bench._common import free_port, scratch_database  # noqa: E402
 from campaigns.clock import now  # noqa: E402
 from campaigns.db import session_scope  # noqa: E402
 from campaigns.models import (  # noqa: E402
     Answer,
+    Cadre,
     CallAttempt,
     CallStatus,
-    Cadre,
     Household,
-    Response as SurveyResponse,
     ResponseStatus,
     Round,
     RoundStatus,
     RoundTarget,
     TargetState,
     Village,
+)
+from campaigns.models import (
+    Response as SurveyResponse,
 )
 from campaigns.questionnaire import builtin_questionnaire, store_version  # noqa: E402
 from campaigns.runtime import Runtime  # noqa: E402
@@ -361,7 +362,7 @@ def make_harness(kind: str, app: Flask, port: int) -> Harness:
 
 def bench_database(kind: str, args: argparse.Namespace) -> tuple[Figures, Figures, float, dict, dict]:
     """(sanlv, bare, median ratio of the turns, and each app's seconds per request by webhook)."""
-    from ivr.app import create_app
+    from web.app import create_app
 
     with scratch_database(kind, args.postgres_url) as url:
         port, bare_port = free_port(), free_port()

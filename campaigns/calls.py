@@ -20,7 +20,19 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, case, delete, func, insert, literal, null, or_, select, update
+from sqlalchemy import (
+    Connection,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from campaigns import clock
@@ -355,7 +367,7 @@ ANSWERABLE_TARGET_STATES = frozenset({TargetState.PENDING, TargetState.DIALING})
 def mark_answered(session: Session, attempt: CallAttempt) -> RoundTarget:
     """The resident picked up (the voice webhook arrived): the target is in a call.
 
-    ``ivr.interview.quick_begin_call`` writes the same in SQL (see :func:`answered_values`).
+    ``campaigns.interview.quick_begin_call`` writes the same in SQL (see :func:`answered_values`).
     """
     now = clock.now()
     if attempt.status in ANSWERABLE_CALL_STATUSES:

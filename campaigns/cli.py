@@ -1,35 +1,67 @@
 """``sanlv`` commands of the domain core: db, roster, questionnaire, round.
 
-Each command exits non-zero with a one-line reason on bad input (click's UsageError / ClickException).
+Each command exits non-zero with a one-line reason on bad input: a :class:`campaigns.errors.SanlvError` raised
+here is turned into that line by the console script (``web.cli``), in one place.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import click
+from alembic.util import CommandError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from campaigns.db import session_scope
-from campaigns.runtime import get_runtime
-from campaigns.settings import SettingsError
+from campaigns.errors import SanlvError
+from campaigns.followups import STATUS_LABELS, mark_followup
+from campaigns.migrate import current, upgrade
+from campaigns.questionnaire import (
+    QuestionnaireError,
+    find_recording,
+    load_questionnaire_file,
+    prompts,
+    recording_folder,
+    resolve_questionnaire,
+    to_show_json,
+)
+from campaigns.roster import RosterError, import_roster
+from campaigns.rounds import (
+    RoundOptions,
+    change_round,
+    create_round,
+    round_changed,
+    round_status_report,
+)
+from campaigns.runtime import Runtime, get_runtime
+from campaigns.settings import load_settings
 
 
-def runtime_or_exit():
-    try:
-        return get_runtime()
-    except SettingsError as exc:
-        raise click.ClickException(f"configuration: {exc}") from None
+class SanlvGroup(click.Group):
+    """A command group that turns SanlvErrors and database errors into one line on stderr and exit code 1.
+
+    Every group of the ``sanlv`` script is one, so no command converts errors itself.
+    """
+
+    def invoke(self, ctx: click.Context):
+        try:
+            with database_errors():
+                return super().invoke(ctx)
+        except SanlvError as exc:
+            raise click.ClickException(exc.summary()) from None
+
+
+def runtime_or_exit() -> Runtime:
+    """The process runtime; a bad setting is a SettingsError (a SanlvError), reported as one line."""
+    return get_runtime()
 
 
 @contextlib.contextmanager
 def database_errors() -> Iterator[None]:
     """A database that cannot be reached or has no schema yet is the operator's to fix: one line, no traceback."""
-    from sqlalchemy.exc import OperationalError, ProgrammingError
-
     try:
         yield
     except (OperationalError, ProgrammingError) as exc:
@@ -37,7 +69,7 @@ def database_errors() -> Iterator[None]:
         first = detail[0] if detail else type(exc).__name__
         missing_table = "no such table" in first or ("relation " in first and "does not exist" in first)
         hint = " (has `sanlv db upgrade` been run?)" if missing_table else ""
-        raise click.ClickException(f"database: {first}{hint}") from None
+        raise SanlvError(f"database: {first}{hint}") from None
 
 
 def echo_json(data) -> None:
@@ -47,7 +79,7 @@ def echo_json(data) -> None:
 # --- db -------------------------------------------------------------------------------------------------
 
 
-@click.group("db")
+@click.group("db", cls=SanlvGroup)
 def db_group() -> None:
     """Database schema (Alembic migrations)."""
 
@@ -56,33 +88,24 @@ def db_group() -> None:
 @click.argument("revision", default="head")
 def db_upgrade(revision: str) -> None:
     """Apply migrations up to REVISION (default: head)."""
-    from alembic.util import CommandError
-
-    from campaigns.migrate import current, upgrade
-
     rt = runtime_or_exit()
     try:
-        with database_errors():
-            upgrade(rt.settings.database_url, revision)
-            click.echo(f"database at revision {current(rt.settings.database_url)}")
+        upgrade(rt.settings.database_url, revision)
     except CommandError as exc:
-        raise click.ClickException(f"revision {revision}: {exc}") from None
+        raise SanlvError(f"revision {revision}: {exc}") from None
+    click.echo(f"database at revision {current(rt.settings.database_url)}")
 
 
 @db_group.command("current")
 def db_current() -> None:
     """Print the database's current migration revision."""
-    from campaigns.migrate import current
-
-    url = runtime_or_exit().settings.database_url
-    with database_errors():
-        click.echo(current(url) or "(empty database)")
+    click.echo(current(runtime_or_exit().settings.database_url) or "(empty database)")
 
 
 # --- roster ---------------------------------------------------------------------------------------------
 
 
-@click.group("roster")
+@click.group("roster", cls=SanlvGroup)
 def roster_group() -> None:
     """The township roster: villages, households' phone numbers, cadres."""
 
@@ -93,8 +116,6 @@ def roster_group() -> None:
 @click.option("--skip-invalid", is_flag=True, help="Import the good rows and list the skipped ones.")
 def roster_import(file: Path, dry_run: bool, skip_invalid: bool) -> None:
     """Import FILE: CSV (UTF-8, UTF-8 with BOM, GBK) or XLSX, Chinese or English headers."""
-    from campaigns.roster import RosterError, import_roster
-
     rt = runtime_or_exit()
     try:
         with session_scope(rt.sessions) as session:
@@ -102,9 +123,9 @@ def roster_import(file: Path, dry_run: bool, skip_invalid: bool) -> None:
             if dry_run:
                 session.rollback()
     except RosterError as exc:
-        for problem in exc.problems:
+        for problem in exc.problems:  # every bad row, then the one-line summary
             click.echo(problem.describe(), err=True)
-        raise click.ClickException(exc.summary()) from None
+        raise
     for problem in result.skipped:
         click.echo(f"skipped: {problem.describe()}", err=True)
     click.echo(result.summary(dry_run=dry_run))
@@ -113,7 +134,7 @@ def roster_import(file: Path, dry_run: bool, skip_invalid: bool) -> None:
 # --- questionnaire --------------------------------------------------------------------------------------
 
 
-@click.group("questionnaire")
+@click.group("questionnaire", cls=SanlvGroup)
 def questionnaire_group() -> None:
     """Questionnaires: show, validate, and list their prompts and recordings."""
 
@@ -123,12 +144,7 @@ def questionnaire_group() -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 def questionnaire_show(key: str, fmt: str) -> None:
     """Show questionnaire KEY (a built-in key or a file path) in asking order."""
-    from campaigns.questionnaire import QuestionnaireError, resolve_questionnaire, to_show_json
-
-    try:
-        questionnaire = resolve_questionnaire(key)
-    except QuestionnaireError as exc:
-        raise click.ClickException(str(exc)) from None
+    questionnaire = resolve_questionnaire(key)
     if fmt == "json":
         echo_json(to_show_json(questionnaire))
         return
@@ -149,14 +165,12 @@ def questionnaire_show(key: str, fmt: str) -> None:
 @click.argument("file", type=click.Path(path_type=Path))
 def questionnaire_validate(file: Path) -> None:
     """Check FILE and report every problem with its location."""
-    from campaigns.questionnaire import QuestionnaireError, load_questionnaire_file
-
     try:
         questionnaire = load_questionnaire_file(file)
     except QuestionnaireError as exc:
         for problem in exc.problems:
             click.echo(f"{exc.source}: {problem}", err=True)
-        raise click.ClickException(f"{file}: {len(exc.problems)} problem(s)") from None
+        raise SanlvError(f"{file}: {len(exc.problems)} problem(s)") from None
     click.echo(f"{file}: ok ({len(questionnaire.steps)} steps, rates: {', '.join(questionnaire.rates)})")
 
 
@@ -169,20 +183,8 @@ def questionnaire_prompts(key: str, fmt: str) -> None:
     Recordings are looked for in SANLV_RECORDINGS_DIR/<questionnaire key>/ as <prompt>.wav or <prompt>.mp3;
     a prompt without one is spoken by text-to-speech.
     """
-    from campaigns.questionnaire import (
-        QuestionnaireError,
-        find_recording,
-        prompts,
-        recording_folder,
-        resolve_questionnaire,
-    )
-    from campaigns.settings import load_settings
-
-    try:
-        questionnaire = resolve_questionnaire(key)
-        settings = load_settings()
-    except (QuestionnaireError, SettingsError) as exc:
-        raise click.ClickException(str(exc)) from None
+    questionnaire = resolve_questionnaire(key)
+    settings = load_settings()  # this command needs no database: only the recordings folder
     folder = recording_folder(settings.recordings_dir, questionnaire)
     rows = []
     for prompt in prompts(questionnaire):
@@ -210,7 +212,7 @@ def questionnaire_prompts(key: str, fmt: str) -> None:
 # --- round ----------------------------------------------------------------------------------------------
 
 
-@click.group("round")
+@click.group("round", cls=SanlvGroup)
 def round_group() -> None:
     """Survey rounds: create, launch, pause, resume, cancel, status."""
 
@@ -243,16 +245,10 @@ def round_group() -> None:
 )
 def round_create(**options) -> None:
     """Create a round and sample its targets; prints the new round's id."""
-    from campaigns.rounds import RoundError, RoundOptions, create_round
-
     rt = runtime_or_exit()
-    try:
-        round_options = RoundOptions.from_cli(rt.settings, **options)
-        with database_errors(), session_scope(rt.sessions) as session:
-            round_ = create_round(session, round_options)
-            round_id = round_.id
-    except RoundError as exc:
-        raise click.ClickException(str(exc)) from None
+    round_options = RoundOptions.from_cli(rt.settings, **options)
+    with session_scope(rt.sessions) as session:
+        round_id = create_round(session, round_options).id
     click.echo(round_id)
 
 
@@ -260,22 +256,11 @@ def _transition(command: str):
     @round_group.command(command)
     @click.argument("round_id", metavar="ROUND", type=int)
     def run(round_id: int) -> None:
-        from campaigns.rounds import RoundError, change_round
-
         rt = runtime_or_exit()
-        try:
-            with database_errors(), session_scope(rt.sessions) as session:
-                round_ = change_round(session, round_id, command)
-                status = round_.status.value
-        except RoundError as exc:
-            raise click.ClickException(str(exc)) from None
+        with session_scope(rt.sessions) as session:
+            status = change_round(session, round_id, command).status.value
         # Work follows the commit: the dispatcher picks up a launched or resumed round.
-        try:
-            from workers.queues import after_round_change
-        except ImportError:  # pragma: no cover - workers are always installed with campaigns
-            after_round_change = None
-        if after_round_change is not None:
-            after_round_change(rt.settings, round_id, command)
+        round_changed(rt.settings, round_id, command)
         click.echo(f"round {round_id}: {status}")
 
     run.__doc__ = f"{command.capitalize()} ROUND."
@@ -291,14 +276,9 @@ for _command in ("launch", "pause", "resume", "cancel"):
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 def round_status(round_id: int, fmt: str) -> None:
     """A round's state, its targets counted by state, attempts, dial rate and ETA."""
-    from campaigns.rounds import RoundError, round_status_report
-
     rt = runtime_or_exit()
-    try:
-        with database_errors(), rt.sessions() as session:
-            report = round_status_report(session, round_id)
-    except RoundError as exc:
-        raise click.ClickException(str(exc)) from None
+    with rt.sessions() as session:
+        report = round_status_report(session, round_id)
     if fmt == "json":
         echo_json(report)
         return
@@ -327,9 +307,32 @@ def _duration(seconds: int | None) -> str:
     return f"{secs}s"
 
 
-COMMAND_GROUPS = (db_group, roster_group, questionnaire_group, round_group)
+# --- followup -------------------------------------------------------------------------------------------
 
 
-def fail(message: str) -> None:
-    click.echo(message, err=True)
-    sys.exit(1)
+@click.group("followup", cls=SanlvGroup)
+def followup_group() -> None:
+    """Follow-up visits (整改回访): record what happened."""
+
+
+@followup_group.command("mark")
+@click.argument("item_id", metavar="ITEM", type=int)
+@click.option(
+    "--status",
+    required=True,
+    type=click.Choice(["visited", "resolved", "unreachable"]),
+    help="pending -> visited | unreachable; visited -> resolved | unreachable.",
+)
+@click.option("--note", default=None, help="What was found or done (备注).")
+@click.option("--by", "actor", default=None, help="Who records it (default: the office).")
+def followup_mark(item_id: int, status: str, note: str | None, actor: str | None) -> None:
+    """Move follow-up ITEM to a new status, with a note; every change is kept with its time."""
+    rt = runtime_or_exit()
+    with session_scope(rt.sessions) as session:
+        item = mark_followup(session, item_id, status, note, actor=actor or "office")
+        label = STATUS_LABELS[item.status]
+    click.echo(f"回访事项 {item_id}：{label} / follow-up {item_id}: {status}")
+
+
+COMMAND_GROUPS = (db_group, roster_group, questionnaire_group, round_group, followup_group)
+

@@ -464,7 +464,7 @@ class KeyPress(Base):
 #
 # Who keeps them equal to what they copy: a household that moves village moves its targets and answers with
 # it (campaigns.roster); the key-press hot path, which writes answers with Core statements, passes both answer
-# columns itself (ivr.interview); everything written through the ORM is kept by the listeners below, so a
+# columns itself (campaigns.interview); everything written through the ORM is kept by the listeners below, so a
 # response's status is mirrored wherever it changes, and an answer or target added without the copies gets
 # them from its parents.
 

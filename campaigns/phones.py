@@ -7,6 +7,8 @@ import re
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType
 
+from campaigns.errors import SanlvError
+
 DEFAULT_REGION = "CN"
 _CALLABLE_TYPES = {
     PhoneNumberType.MOBILE,
@@ -16,7 +18,7 @@ _CALLABLE_TYPES = {
 }
 
 
-class PhoneNumberError(ValueError):
+class PhoneNumberError(SanlvError, ValueError):
     """A number cannot be called. ``reason_zh`` and ``reason_en`` say why, for the office and the log."""
 
     def __init__(self, raw: str, reason_zh: str, reason_en: str):

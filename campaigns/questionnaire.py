@@ -29,6 +29,7 @@ import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from campaigns.errors import SanlvError
 from campaigns.models import QuestionnaireVersion
 
 RATE_KEYS = ("security", "satisfaction", "awareness", "participation", "cadre_contact")
@@ -68,7 +69,7 @@ AUDIO_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*\.(wav|mp3)$")
 MAX_BRANCH_STATES = 20000
 
 
-class QuestionnaireError(ValueError):
+class QuestionnaireError(SanlvError, ValueError):
     """A questionnaire file is invalid. ``problems`` lists each one with its location."""
 
     def __init__(self, source: str, problems: list[str]):
@@ -520,3 +521,12 @@ def to_show_json(questionnaire: Questionnaire) -> dict[str, Any]:
             {"key": step.key, "prompt": step.prompt, "options": dict(step.options)} for step in questionnaire.steps
         ],
     }
+
+
+def rate_steps(questionnaire: Questionnaire) -> dict[str, Step]:
+    """The step feeding each of the questionnaire's rates, in the canonical order of ``RATE_KEYS``.
+
+    A questionnaire may declare fewer than the five standard rates; only the ones it declares are reported.
+    """
+    by_rate = {step.rate: step for step in questionnaire.rate_steps}
+    return {key: by_rate[key] for key in RATE_KEYS if key in questionnaire.rates and key in by_rate}

@@ -30,6 +30,7 @@ from sqlalchemy import BindParameter, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from campaigns.db import utcnow
+from campaigns.errors import SanlvError
 from campaigns.models import Answer, Cadre, Household, Response, RoundTarget, Village
 from campaigns.phones import PhoneNumberError, normalise
 
@@ -155,7 +156,7 @@ class RowProblem:
         return f"第{self.line}行{shown}: {self.reason_zh} / line {self.line}{shown}: {self.reason_en}"
 
 
-class RosterError(Exception):
+class RosterError(SanlvError):
     """The file cannot be imported; nothing was.
 
     Attributes:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import random
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from campaigns import clock
 from campaigns.calls import release_claim
+from campaigns.errors import SanlvError
 from campaigns.models import (
     FINAL_CALL_STATUSES,
     FINAL_TARGET_STATES,
@@ -50,7 +51,7 @@ from campaigns.settings import Settings
 _SAMPLE = re.compile(r"^(all|village:(\d+)|cadre:(\d+))$")
 
 
-class RoundError(ValueError):
+class RoundError(SanlvError, ValueError):
     """A round request is invalid (unknown round, impossible transition, bad option). The message says why."""
 
 
@@ -298,6 +299,28 @@ _REASONS = {
     ("resume", RoundStatus.RUNNING): "it is already running",
     ("resume", RoundStatus.DRAFT): "it has not been launched (use launch)",
 }
+
+
+RoundListener = Callable[[Settings, int, str], None]
+_round_listeners: list[RoundListener] = []
+
+
+def on_round_change(listener: RoundListener) -> None:
+    """Register ``listener(settings, round_id, command)``, called by :func:`round_changed` (idempotent).
+
+    The dialler registers itself here (``web.wiring``): campaigns imports no other project package.
+    """
+    if listener not in _round_listeners:
+        _round_listeners.append(listener)
+
+
+def round_changed(settings: Settings, round_id: int, command: str) -> None:
+    """Tell the listeners that ``command`` (launch, pause, resume, cancel) was committed for the round.
+
+    Call it after the commit: work follows the transaction that justifies it.
+    """
+    for listener in _round_listeners:
+        listener(settings, round_id, command)
 
 
 def change_round(session: Session, round_id: int, command: str) -> Round:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from campaigns.errors import SanlvError
+
 DEFAULT_WINDOWS: tuple[tuple[str, str], ...] = (("09:00", "11:30"), ("14:30", "20:30"))
 DEFAULT_RETRY: dict[str, int] = {
     "busy": 30 * 60,
@@ -32,7 +34,7 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)?$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 60}
 
 
-class ScheduleError(ValueError):
+class ScheduleError(SanlvError, ValueError):
     """A window, date or duration is malformed; the message names the value."""
 
 

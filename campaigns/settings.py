@@ -16,11 +16,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from campaigns.errors import SanlvError
+
 TELEPHONY_PROVIDERS = ("twilio", "simulator")
 
 
-class SettingsError(ValueError):
+class SettingsError(SanlvError, ValueError):
     """A configuration variable is missing or malformed. The message names the variable."""
+
+    def summary(self) -> str:
+        return f"configuration: {self}"
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from urllib.parse import quote, urlencode
 
 from twilio.twiml.voice_response import VoiceResponse
 
+from campaigns.flow import Ask, End
 from campaigns.questionnaire import (
     PromptInfo,
     Questionnaire,
@@ -26,7 +27,6 @@ from campaigns.questionnaire import (
     step_prompt,
 )
 from campaigns.settings import Settings
-from ivr.flow import Ask, End
 
 
 def webhook_url(settings: Settings, base: str, path: str, **params: object) -> str:

@@ -19,13 +19,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from twilio.request_validator import RequestValidator
 
-from campaigns import clock
+from campaigns import clock, interview
 from campaigns.calls import MACHINE_ANSWERS, apply_call_status, quick_final_status
 from campaigns.db import session_scope
 from campaigns.models import CallAttempt, Round
 from campaigns.questionnaire import AUDIO_NAME, STEP_KEY
 from campaigns.settings import Settings
-from ivr import interview
 from ivr.twiml import render, say_and_hang_up
 
 log = logging.getLogger("sanlv.ivr")

@@ -20,6 +20,7 @@ from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
 from campaigns import clock
+from campaigns.followups import OPEN_STATUSES, sync_followups
 from campaigns.models import (
     Answer,
     Cadre,
@@ -34,7 +35,7 @@ from campaigns.models import (
 )
 from campaigns.phones import mask
 from campaigns.questionnaire import from_version
-from reports.followups import DEFAULT_OVERDUE_DAYS, OPEN_STATUSES, sync_followups
+from reports.followups import DEFAULT_OVERDUE_DAYS
 from reports.rates import (
     DEFAULT_MIN_SAMPLE,
     ReportError,

@@ -15,14 +15,14 @@ from typing import Any
 
 import click
 
-from campaigns.cli import runtime_or_exit
+from campaigns.cli import SanlvGroup, followup_group, runtime_or_exit
 from campaigns.db import session_scope
 
 TEXT_FORMATS = ("table", "json", "csv")
 OUTPUT_HELP = "Write to FILE instead of stdout (required for xlsx)."
 
 
-@click.group("report")
+@click.group("report", cls=SanlvGroup)
 def report_group() -> None:
     """Reports: village rates, round comparison, follow-up lists, cadres."""
 
@@ -77,8 +77,9 @@ def report_rates(round_id: int, fmt: str, output: Path | None, min_sample: int |
 
     html is the printable report for the township meeting (charts, rankings, follow-up summary; phones masked).
     """
+    from campaigns.followups import FollowUpError
     from reports import export
-    from reports.followups import FollowUpError, followup_report
+    from reports.followups import followup_report
     from reports.format import render_rates_table
     from reports.html import render_rates_html
     from reports.rates import ReportError, village_rates
@@ -242,38 +243,6 @@ def _tabular(
         _deliver(fmt, None, text=lambda: export.csv_text(tables(report)[0], tz))
     else:
         _deliver(fmt, output, write=lambda path: export.write_tables(fmt, path, tables(report), tz))
-
-
-# --- followup -------------------------------------------------------------------------------------------
-
-
-@click.group("followup")
-def followup_group() -> None:
-    """Follow-up visits (整改回访): record what happened."""
-
-
-@followup_group.command("mark")
-@click.argument("item_id", metavar="ITEM", type=int)
-@click.option(
-    "--status",
-    required=True,
-    type=click.Choice(["visited", "resolved", "unreachable"]),
-    help="pending -> visited | unreachable; visited -> resolved | unreachable.",
-)
-@click.option("--note", default=None, help="What was found or done (备注).")
-@click.option("--by", "actor", default=None, help="Who records it (default: the office).")
-def followup_mark(item_id: int, status: str, note: str | None, actor: str | None) -> None:
-    """Move follow-up ITEM to a new status, with a note; every change is kept with its time."""
-    from reports.followups import STATUS_LABELS, FollowUpError, mark_followup
-
-    rt = runtime_or_exit()
-    try:
-        with session_scope(rt.sessions) as session:
-            item = mark_followup(session, item_id, status, note, actor=actor or "office")
-            label = STATUS_LABELS[item.status]
-    except FollowUpError as exc:
-        raise _fail(exc) from None
-    click.echo(f"回访事项 {item_id}：{label} / follow-up {item_id}: {status}")
 
 
 @followup_group.command("show")

@@ -13,7 +13,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from reports.rates import DEFAULT_MIN_SAMPLE, TOWNSHIP, ReportError, natural_key, village_rates
+from reports.rates import (
+    DEFAULT_MIN_SAMPLE,
+    TOWNSHIP,
+    ReportError,
+    natural_key,
+    village_rates,
+)
 from reports.stats import SIGNIFICANCE, two_proportion_test
 
 

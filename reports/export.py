@@ -26,7 +26,14 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from sqlalchemy.orm import Session
 
-from reports.format import FLAG_LABELS, PROGRESS_LABELS, flags_text, floor_percent, local_time, target_text
+from reports.format import (
+    FLAG_LABELS,
+    PROGRESS_LABELS,
+    flags_text,
+    floor_percent,
+    local_time,
+    target_text,
+)
 
 CSV_ENCODING = "utf-8-sig"  # UTF-8 with a byte-order mark: Excel reads it as UTF-8, not as GBK
 PERCENT_FORMAT = "0.0%"
@@ -530,11 +537,11 @@ def export_followups(
         ReportError: unknown round or cadre.
     """
     from campaigns import clock
+    from campaigns.followups import sync_followups
     from reports.followups import (
         DEFAULT_OVERDUE_DAYS,
         followup_header,
         iter_followup_items,
-        sync_followups,
         village_followups,
     )
 

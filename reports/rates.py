@@ -55,6 +55,8 @@ from typing import Any
 from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
+from campaigns.errors import SanlvError
+from campaigns.followups import DISSATISFACTION_RATES, VISIT_NO, VISIT_STEP, VISIT_YES
 from campaigns.models import (
     FINAL_TARGET_STATES,
     Answer,
@@ -65,22 +67,18 @@ from campaigns.models import (
     TargetState,
     Village,
 )
-from campaigns.questionnaire import RATE_KEYS, Questionnaire, Step, from_version
+from campaigns.questionnaire import Questionnaire, Step, from_version, rate_steps
 from campaigns.settings import Settings
 from reports.stats import CONFIDENCE, wilson_interval
 
 TOWNSHIP = "全镇"
 DEFAULT_MIN_SAMPLE: int = Settings.report_min_sample
 # The rates whose negative answers are "dissatisfied": they trigger the visit question (DESIGN.md).
-DISSATISFACTION_RATES = ("security", "satisfaction")
-VISIT_STEP = "visit"
-VISIT_YES = "1"
-VISIT_NO = "2"
 # Rounds that have ended; the "previous round" of the accountability rules is one of these.
 ENDED_ROUND_STATUSES = (RoundStatus.COMPLETED, RoundStatus.CANCELLED)
 
 
-class ReportError(LookupError):
+class ReportError(SanlvError, LookupError):
     """A report was asked about something that does not exist, such as an unknown round id."""
 
 
@@ -166,15 +164,6 @@ def round_section(round_: Round, questionnaire: Questionnaire, targets: Mapping[
         "rate_labels": {key: questionnaire.rates[key].label for key in steps},
         "targets": {key: targets[key] for key in steps},
     }
-
-
-def rate_steps(questionnaire: Questionnaire) -> dict[str, Step]:
-    """The step feeding each of the questionnaire's rates, in the canonical order of ``RATE_KEYS``.
-
-    A questionnaire may declare fewer than the five standard rates; only the ones it declares are reported.
-    """
-    by_rate = {step.rate: step for step in questionnaire.rate_steps}
-    return {key: by_rate[key] for key in RATE_KEYS if key in questionnaire.rates and key in by_rate}
 
 
 def target_overrides(round_: Round) -> dict[str, float]:

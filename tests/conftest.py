@@ -23,9 +23,15 @@ from campaigns.db import Base, make_engine, make_session_factory
 from campaigns.migrate import upgrade
 from campaigns.runtime import Runtime, set_runtime
 from campaigns.settings import Settings
+from sim.cli import register as register_simulator
+from web.wiring import wire
 
 for _name in ("TWILIO_REGION", "TWILIO_EDGE"):  # they rewrite the Twilio client's host (shared/TWILIO.md)
     os.environ.pop(_name, None)
+
+# As the ``sanlv`` script does at start-up: the dialler hears of round changes; the simulator is a provider.
+wire()
+register_simulator()
 
 TEST_DATABASE_URL = os.environ.get("SANLV_TEST_DATABASE_URL", "").strip()
 TEST_REDIS_URL = os.environ.get("SANLV_TEST_REDIS_URL", "").strip()
@@ -172,7 +178,7 @@ def live_server(database_url: str, redis_url: str, monkeypatch: pytest.MonkeyPat
 
     from werkzeug.serving import make_server
 
-    from ivr.app import create_app
+    from web.app import create_app
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -237,13 +237,3 @@ def clear_namespace(settings: Settings) -> int:
         for start in range(0, len(keys), 500):
             deleted += conn.delete(*keys[start : start + 500])
     return deleted
-
-
-def after_round_change(settings: Settings, round_id: int, command: str) -> None:
-    """Called by the CLI and web after a round's lifecycle change is committed."""
-    from workers import jobs
-
-    if command in ("launch", "resume"):
-        jobs.kick_dispatch(settings, round_id)
-    elif command == "cancel":
-        enqueue(settings, jobs.cancel_round_calls, round_id, job_id=f"cancel-round-{round_id}")

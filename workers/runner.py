@@ -194,15 +194,10 @@ def preload() -> None:
     """Import what jobs use before the first job, so that no job (the first call of a round) pays for imports."""
     import phonenumbers
 
-    import workers.jobs
-    from workers.telephony import get_provider  # noqa: F401
+    import workers.jobs  # noqa: F401 - loaded before the first job
 
-    if get_runtime().settings.telephony == "simulator":
-        import workers.telephony.simulator
-    else:
+    if get_runtime().settings.telephony == "twilio":
         from twilio.rest import Client
-
-        import workers.telephony.twilio_provider  # noqa: F401
 
         # The client imports its REST resources on first use (about 0.1 s): here, not in the first call's slot.
         # No connection is opened: building the client and its resource objects sends nothing.

@@ -16,13 +16,19 @@ from sqlalchemy.orm import Session, sessionmaker
 from campaigns.models import Round, RoundStatus, RoundTarget, TargetState
 from campaigns.runtime import set_runtime
 from campaigns.settings import Settings
-from tests.factories import make_cadre, make_household, make_round, make_target, make_village
+from tests.factories import (
+    make_cadre,
+    make_household,
+    make_round,
+    make_target,
+    make_village,
+)
 
 STATUS_KEYS = {"id", "name", "status", "targets", "attempts", "live_calls", "dial_rate", "eta_seconds"}
 
 
 def sanlv(*args: str) -> Result:
-    from ivr.cli import main
+    from web.cli import main
 
     return CliRunner().invoke(main, list(args))
 

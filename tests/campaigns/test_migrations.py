@@ -175,7 +175,7 @@ def test_0002_fills_the_copies_of_existing_rows_on_postgresql(empty_pg_schema: E
 
 
 def sanlv(*args: str) -> Result:
-    from ivr.cli import main
+    from web.cli import main
 
     return CliRunner().invoke(main, list(args))
 

@@ -53,7 +53,7 @@ DESIGN_OPTIONS: dict[str, dict[str, str | None]] = {
 
 
 def sanlv(*args: str) -> Result:
-    from ivr.cli import main
+    from web.cli import main
 
     return CliRunner().invoke(main, list(args))
 

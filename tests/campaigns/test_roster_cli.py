@@ -19,7 +19,7 @@ from tests.campaigns.test_roster import ROWS, write_csv, write_xlsx
 def sanlv() -> tuple[click.Group, list[str]]:
     """The console script's group, or the roster group alone while ``ivr.commands`` is still being written."""
     try:
-        from ivr.cli import main
+        from web.cli import main
     except ModuleNotFoundError:
         from campaigns.cli import roster_group
 

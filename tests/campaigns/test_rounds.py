@@ -913,7 +913,7 @@ def test_a_callback_for_a_call_still_marked_as_being_created_clears_the_mark(ses
 def sanlv(*args: str):
     from click.testing import CliRunner
 
-    from ivr.cli import main
+    from web.cli import main
 
     return CliRunner().invoke(main, list(args))
 

@@ -11,13 +11,13 @@ from openpyxl import load_workbook
 from sqlalchemy import func, select
 
 from campaigns.clock import set_clock_file
+from campaigns.followups import sync_followups
 from campaigns.models import FollowUp, FollowUpEvent, RoundStatus, Village
 from campaigns.runtime import Runtime
-from ivr.app import create_app
-from reports.followups import sync_followups
 from reports.rates import village_rates
 from tests.factories import interview_answers, make_interview, make_round
 from tests.reports.scenarios import ASKED, visits_township
+from web.app import create_app
 
 
 @pytest.fixture

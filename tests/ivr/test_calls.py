@@ -40,16 +40,16 @@ from campaigns.questionnaire import (
     store_version,
 )
 from campaigns.settings import Settings
-from tests.factories import make_household, make_round
-from workers.jobs import place_call
-from workers.queues import SIMULATOR_QUEUE, queue, redis_connection
-from workers.runner import InProcessWorker
-from workers.telephony.residents import set_script
-from workers.telephony.simulator import (
+from sim.network import (
     SimulatorProvider,
     answers_from_transcript,
     read_transcript,
 )
+from sim.residents import set_script
+from tests.factories import make_household, make_round
+from workers.jobs import place_call
+from workers.queues import SIMULATOR_QUEUE, queue, redis_connection
+from workers.runner import InProcessWorker
 
 Q = builtin_questionnaire()
 OPTIONS = {step.key: set(step.options) for step in Q.steps}

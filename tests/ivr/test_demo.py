@@ -11,7 +11,7 @@ def test_demo_runs_a_round_to_its_report_without_redis(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "SANLV_", "DATABASE_URL"))}
     env["REDIS_URL"] = "redis://127.0.0.1:1/0"  # nothing listens there: the demo must fall back to fakeredis
     result = subprocess.run(
-        [sys.executable, "-m", "ivr", "demo", "--households", "40", "--villages", "8", "--dir", str(tmp_path),
+        [sys.executable, "-m", "web", "demo", "--households", "40", "--villages", "8", "--dir", str(tmp_path),
          "--timeout", "100"],
         env=env, capture_output=True, timeout=150, cwd=tmp_path,
     )

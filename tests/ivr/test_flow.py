@@ -9,13 +9,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from campaigns.questionnaire import (
-    RATE_KEYS,
-    QuestionnaireError,
-    builtin_questionnaire,
-    parse_questionnaire,
-)
-from ivr.flow import (
+from campaigns.flow import (
     MAX_RECHOOSES,
     Ask,
     End,
@@ -24,6 +18,12 @@ from ivr.flow import (
     advance,
     parse_position,
     start,
+)
+from campaigns.questionnaire import (
+    RATE_KEYS,
+    QuestionnaireError,
+    builtin_questionnaire,
+    parse_questionnaire,
 )
 
 Q = builtin_questionnaire()

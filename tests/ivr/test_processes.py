@@ -25,7 +25,7 @@ def free_port() -> int:
 def test_web_serves_the_app_under_gunicorn(env):
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ivr", "web", "--port", str(port), "--workers", "1"],
+        [sys.executable, "-m", "web", "web", "--port", str(port), "--workers", "1"],
         env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     try:
@@ -57,7 +57,7 @@ def test_worker_burst_runs_queued_jobs_and_exits(env, redis_url, sessions):
         round_id = round_.id
     enqueue(settings, "workers.jobs.dispatch_round", round_id)
     result = subprocess.run(
-        [sys.executable, "-m", "ivr", "worker", "--burst"],
+        [sys.executable, "-m", "web", "worker", "--burst"],
         env={**os.environ, "SANLV_NAMESPACE": "burst-test"}, capture_output=True, timeout=60,
     )
     assert result.returncode == 0, result.stderr.decode()

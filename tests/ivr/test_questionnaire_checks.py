@@ -45,7 +45,7 @@ def problems_of(data: Any) -> list[str]:
 
 
 def sanlv(*args: str, env: dict[str, str] | None = None) -> Result:
-    from ivr.cli import main
+    from web.cli import main
 
     return CliRunner().invoke(main, list(args), env=env)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select, text
 
+from campaigns import interview
 from campaigns.clock import now
 from campaigns.models import (
     Answer,
@@ -24,7 +25,6 @@ from campaigns.models import (
     RoundTarget,
     TargetState,
 )
-from ivr import interview
 from tests.conftest import is_postgres
 from tests.ivr.support import base_params, gather_url, open_call, post, press, twiml
 

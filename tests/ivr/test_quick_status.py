@@ -15,7 +15,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from campaigns.calls import CREATING, apply_call_status, quick_final_status
 from campaigns.clock import set_clock_file
-from campaigns.models import FINAL_TARGET_STATES, CallAttempt, CallStatus, Round, RoundTarget, TargetState
+from campaigns.models import (
+    FINAL_TARGET_STATES,
+    CallAttempt,
+    CallStatus,
+    Round,
+    RoundTarget,
+    TargetState,
+)
 from tests.conftest import is_postgres
 from tests.ivr.support import SID, base_params, open_call, post
 

@@ -497,8 +497,8 @@ def test_a_recording_added_or_removed_is_used_from_the_next_prompt_on(tmp_path):
 
     from lxml import etree
 
+    from campaigns.flow import Ask
     from campaigns.settings import Settings
-    from ivr.flow import Ask
     from ivr.twiml import render
 
     settings = Settings(recordings_dir=str(tmp_path))

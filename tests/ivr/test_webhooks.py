@@ -238,7 +238,7 @@ def pg_call(call):
 
 
 def test_a_plain_press_takes_the_quick_path_and_stores_everything(pg_call, sessions, engine):
-    from ivr import interview
+    from campaigns import interview
 
     settings, attempt_id = pg_call
     doc = twiml(post(settings, f"/ivr/voice?attempt={attempt_id}", base_params()))
@@ -264,7 +264,7 @@ def test_the_quick_statement_writes_nothing_when_the_interview_moved_on(pg_call,
     """Two deliveries of one press that both read the interview before either wrote: one stores it."""
     from sqlalchemy import text
 
-    from ivr import interview
+    from campaigns import interview
 
     settings, attempt_id = pg_call
     twiml(post(settings, f"/ivr/voice?attempt={attempt_id}", base_params()))

@@ -9,7 +9,14 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from campaigns.models import Answer, Cadre, Response, ResponseStatus, Round, RoundStatus
-from tests.factories import interview_answers, make_cadre, make_household, make_interview, make_round, make_village
+from tests.factories import (
+    interview_answers,
+    make_cadre,
+    make_household,
+    make_interview,
+    make_round,
+    make_village,
+)
 
 ASKED = datetime(2026, 3, 2, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
 

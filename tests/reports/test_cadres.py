@@ -10,10 +10,10 @@ from click.testing import CliRunner
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from campaigns.followups import mark_followup, sync_followups
 from campaigns.models import Answer, FollowUp, ResponseStatus, RoundStatus
 from reports.cadres import cadre_overview
 from reports.cli import report_group
-from reports.followups import mark_followup, sync_followups
 from reports.rates import ReportError
 from tests.factories import (
     interview_answers,

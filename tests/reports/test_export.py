@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from openpyxl import load_workbook
 from sqlalchemy.orm import Session
 
+from campaigns.followups import sync_followups
 from campaigns.models import RoundStatus
 from reports import export
 from reports.cli import report_group
-from reports.followups import sync_followups
 from reports.html import render_rates_html
 from reports.rates import village_rates
 from tests.factories import interview_answers, make_interview, make_round, make_village

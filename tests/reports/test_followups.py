@@ -10,19 +10,23 @@ from click.testing import CliRunner
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from campaigns.models import Answer, FollowUp, FollowUpEvent, FollowUpStatus, RoundStatus
-from campaigns.questionnaire import builtin_questionnaire
-from reports.cli import followup_group, report_group
-from reports.followups import (
+from campaigns.followups import (
     FollowUpError,
-    cadre_list,
     followup_candidates,
-    followup_history,
-    followup_report,
     mark_followup,
     store_followups,
     sync_followups,
 )
+from campaigns.models import (
+    Answer,
+    FollowUp,
+    FollowUpEvent,
+    FollowUpStatus,
+    RoundStatus,
+)
+from campaigns.questionnaire import builtin_questionnaire
+from reports.cli import followup_group, report_group
+from reports.followups import cadre_list, followup_history, followup_report
 from reports.rates import ReportError, village_rates
 from tests.factories import interview_answers, make_interview, make_round, make_village
 from tests.reports.scenarios import ASKED, visits_township
@@ -110,7 +114,7 @@ def test_an_item_is_withdrawn_if_the_resident_changed_their_mind_before_anyone_a
 
 
 def test_sync_unknown_round(session: Session) -> None:
-    with pytest.raises(ReportError, match="round 404 does not exist"):
+    with pytest.raises(FollowUpError, match="round 404 does not exist"):
         sync_followups(session, 404)
 
 

@@ -10,6 +10,7 @@ import pytest
 from campaigns.db import session_scope
 from reports.followups import followup_report
 from reports.rates import village_rates
+from sim.residents import set_script
 from tests.factories import make_cadre, make_household, make_village
 from tests.support.workers import (
     launch_round,
@@ -18,7 +19,6 @@ from tests.support.workers import (
     wait_for_completion,
 )
 from workers.queues import redis_connection
-from workers.telephony.residents import set_script
 
 # phone -> (village, script). Steps a script leaves out are answered positively, and "visit" with 2 (no).
 RESIDENTS = {

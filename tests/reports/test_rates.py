@@ -11,12 +11,30 @@ from click.testing import CliRunner
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from campaigns.models import Household, ResponseStatus, Round, RoundStatus, RoundTarget, TargetState, Village
-from campaigns.questionnaire import builtin_questionnaire, parse_questionnaire, store_version
+from campaigns.models import (
+    Household,
+    ResponseStatus,
+    Round,
+    RoundStatus,
+    RoundTarget,
+    TargetState,
+    Village,
+)
+from campaigns.questionnaire import (
+    builtin_questionnaire,
+    parse_questionnaire,
+    store_version,
+)
 from reports.cli import report_group
 from reports.format import display_width, percent, text_table
 from reports.rates import ReportError, meets_target, village_rates
-from tests.factories import make_household, make_response, make_round, make_target, make_village
+from tests.factories import (
+    make_household,
+    make_response,
+    make_round,
+    make_target,
+    make_village,
+)
 
 RATE_KEYS = ["security", "satisfaction", "awareness", "participation", "cadre_contact"]
 CONTRACT_FIGURES = {"positive", "valid", "rate", "target", "meets_target"}

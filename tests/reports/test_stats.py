@@ -6,7 +6,13 @@ import math
 
 import pytest
 
-from reports.stats import Z_95, normal_cdf, two_proportion_test, two_sided_p, wilson_interval
+from reports.stats import (
+    Z_95,
+    normal_cdf,
+    two_proportion_test,
+    two_sided_p,
+    wilson_interval,
+)
 
 
 @pytest.mark.parametrize(

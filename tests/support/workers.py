@@ -14,10 +14,15 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from campaigns.db import session_scope
-from campaigns.rounds import RoundOptions, change_round, create_round, round_status_report
+from campaigns.rounds import (
+    RoundOptions,
+    change_round,
+    create_round,
+    round_status_report,
+)
 from campaigns.schedule import parse_retry
 from campaigns.settings import Settings
-from workers.queues import after_round_change
+from workers.lifecycle import after_round_change
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 # Retries after a second: a round of busy and unanswered numbers finishes within a test.
@@ -29,7 +34,7 @@ def start_workers(count: int, env: dict[str, str], log: Path) -> list[subprocess
     with log.open("ab") as handle:  # each child keeps its own copy of the descriptor
         return [
             subprocess.Popen(
-                [sys.executable, "-m", "ivr", "worker"],
+                [sys.executable, "-m", "web", "worker"],
                 env=env,
                 stdout=handle,
                 stderr=subprocess.STDOUT,

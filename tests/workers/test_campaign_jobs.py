@@ -34,7 +34,11 @@ from campaigns.models import (
 from campaigns.rounds import change_round
 from campaigns.runtime import Runtime, set_runtime
 from tests.factories import make_household, make_round, make_target
-from tests.support.twilio_standin import TwilioStandIn, stand_in_settings, twilio_standin  # noqa: F401
+from tests.support.twilio_standin import (  # noqa: F401
+    TwilioStandIn,
+    stand_in_settings,
+    twilio_standin,
+)
 from workers import jobs
 from workers.limiter import PACING_MARGIN, reserve_slot, slot_interval, take_cap
 from workers.queues import (

@@ -39,7 +39,7 @@ def two_calls(phone: str, n: int) -> str:
 def campaign(database_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Campaign]:
     from werkzeug.serving import make_server
 
-    from ivr.app import create_app
+    from web.app import create_app
 
     yield from _deployment(database_url, redis_url, tmp_path, monkeypatch, make_server, create_app, clock=False)
 
@@ -59,7 +59,7 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 def campaign_on_own_redis(database_url, own_redis, tmp_path, monkeypatch) -> Iterator[Campaign]:
     from werkzeug.serving import make_server
 
-    from ivr.app import create_app
+    from web.app import create_app
 
     yield from _deployment(database_url, own_redis.url, tmp_path, monkeypatch, make_server, create_app, clock=False)
 

@@ -55,10 +55,15 @@ from campaigns.schedule import is_open, parse_retry
 from campaigns.settings import Settings
 from tests.factories import make_household
 from tests.support.ports import free_port
-from tests.support.twilio_standin import TwilioStandIn, process_environment, stand_in_settings
+from tests.support.twilio_standin import (
+    TwilioStandIn,
+    process_environment,
+    stand_in_settings,
+)
 from tests.support.workers import stop_workers
 from workers import jobs
-from workers.queues import after_round_change, queue, redis_connection
+from workers.lifecycle import after_round_change
+from workers.queues import queue, redis_connection
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -246,7 +251,7 @@ class Campaign:
         for _ in range(count):
             self.workers.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "ivr", "worker"],
+                    [sys.executable, "-m", "web", "worker"],
                     env=self.env,
                     stdout=self._log,
                     stderr=subprocess.STDOUT,
@@ -267,7 +272,7 @@ class Campaign:
 
     def sanlv(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "ivr", *args], env=self.env, capture_output=True, text=True, timeout=60, check=False
+            [sys.executable, "-m", "web", *args], env=self.env, capture_output=True, text=True, timeout=60, check=False
         )
 
     # the round
@@ -356,7 +361,7 @@ def campaign(database_url: str, redis_url: str, tmp_path: Path, monkeypatch: pyt
     """A deployment: the app on a loopback port, the Twilio stand-in, workers started on demand."""
     from werkzeug.serving import make_server
 
-    from ivr.app import create_app
+    from web.app import create_app
 
     yield from _deployment(database_url, redis_url, tmp_path, monkeypatch, make_server, create_app, clock=False)
 
@@ -366,7 +371,7 @@ def clocked_campaign(database_url: str, redis_url: str, tmp_path: Path, monkeypa
     """The same, with every process reading the controlled clock."""
     from werkzeug.serving import make_server
 
-    from ivr.app import create_app
+    from web.app import create_app
 
     yield from _deployment(database_url, redis_url, tmp_path, monkeypatch, make_server, create_app, clock=True)
 

@@ -3,7 +3,6 @@ a local stand-in of Twilio's REST API. Jobs are called directly (they are plain 
 
 from __future__ import annotations
 
-
 import pytest
 from sqlalchemy import func, select
 
@@ -22,7 +21,11 @@ from campaigns.models import (
 from campaigns.rounds import change_round
 from campaigns.runtime import Runtime, set_runtime
 from tests.factories import make_household, make_round
-from tests.support.twilio_standin import TwilioStandIn, stand_in_settings, twilio_standin  # noqa: F401
+from tests.support.twilio_standin import (  # noqa: F401
+    TwilioStandIn,
+    stand_in_settings,
+    twilio_standin,
+)
 from workers import jobs
 from workers.queues import redis_connection
 

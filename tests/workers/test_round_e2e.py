@@ -16,6 +16,11 @@ from campaigns.models import Answer, Household, Response, RoundTarget, Village
 from campaigns.questionnaire import builtin_questionnaire
 from campaigns.roster import import_roster
 from reports.rates import village_rates
+from sim.network import (
+    SimulatorProvider,
+    answers_from_transcript,
+    read_transcript,
+)
 from tests.support.workers import (
     launch_round,
     start_workers,
@@ -23,11 +28,6 @@ from tests.support.workers import (
     wait_for_completion,
 )
 from workers.queues import redis_connection
-from workers.telephony.simulator import (
-    SimulatorProvider,
-    answers_from_transcript,
-    read_transcript,
-)
 
 Q = builtin_questionnaire()
 VILLAGES = ["东山村", "西溪村", "南坪村"]

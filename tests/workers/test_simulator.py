@@ -26,19 +26,7 @@ from twilio.twiml.voice_response import Gather, VoiceResponse
 from werkzeug.serving import make_server
 
 from campaigns.settings import Settings
-from tests.factories import make_household, make_village
-from workers.queues import SIMULATOR_QUEUE, namespaced_job_id, queue
-from workers.runner import InProcessWorker
-from workers.telephony.base import CallRequest, PermanentNumberError, RateLimitedError, TelephonyError
-from workers.telephony.residents import (
-    PopulationResident,
-    ScriptedResident,
-    VillageProfile,
-    resident_for_call,
-    set_script,
-    take_script,
-)
-from workers.telephony.simulator import (
+from sim.network import (
     MAX_REQUESTS,
     SimCall,
     SimulatedCall,
@@ -47,6 +35,23 @@ from workers.telephony.simulator import (
     answers_from_transcript,
     read_transcript,
     run_call,
+)
+from sim.residents import (
+    PopulationResident,
+    ScriptedResident,
+    VillageProfile,
+    resident_for_call,
+    set_script,
+    take_script,
+)
+from tests.factories import make_household, make_village
+from workers.queues import SIMULATOR_QUEUE, namespaced_job_id, queue
+from workers.runner import InProcessWorker
+from workers.telephony.base import (
+    CallRequest,
+    PermanentNumberError,
+    RateLimitedError,
+    TelephonyError,
 )
 
 PHONE = "+8613800000001"
@@ -618,7 +623,7 @@ def test_place_call_stores_the_call_and_enqueues_the_job(
     assert stored[b"attempt_id"] == b"12"
     assert stored[b"url"].decode() == f"{ivr.base}/ivr/voice?attempt=12"
     job = Job.fetch(namespaced_job_id(settings, f"sim-{info.sid}"), connection=redis_conn)
-    assert job.func_name == "workers.telephony.simulator.run_call"
+    assert job.func_name == "sim.network.run_call"
     assert job.args == (info.sid,)
     assert job.origin == queue(settings, SIMULATOR_QUEUE).name
     fetched = provider.fetch_call(info.sid)

@@ -1,25 +1,38 @@
-"""Telephony providers: ``twilio`` (the real client) and ``simulator`` (a simulated phone network)."""
+"""Telephony providers, by the name ``SANLV_TELEPHONY`` gives: ``twilio`` (the real client) is built in;
+others are registered by the composition root (the ``sanlv`` script registers the simulated phone network,
+``simulator``, which production code never imports)."""
 
 from __future__ import annotations
 
-from campaigns.settings import Settings
-from workers.telephony.base import TelephonyProvider
+from collections.abc import Callable
 
+from campaigns.settings import Settings
+from workers.telephony.base import ConfigurationError, TelephonyProvider
+from workers.telephony.twilio_provider import TwilioProvider
+
+ProviderFactory = Callable[[Settings], TelephonyProvider]
+
+_factories: dict[str, ProviderFactory] = {"twilio": TwilioProvider}
 _providers: dict[tuple, TelephonyProvider] = {}
 
 
+def register_provider(name: str, factory: ProviderFactory) -> None:
+    """Make ``SANLV_TELEPHONY=name`` build its provider with ``factory(settings)``."""
+    _factories[name] = factory
+
+
 def get_provider(settings: Settings) -> TelephonyProvider:
-    """The provider the settings name (one instance per process and configuration)."""
+    """The provider the settings name (one instance per process and configuration).
+
+    Raises:
+        ConfigurationError: no provider of that name is registered in this process.
+    """
     key = (settings.telephony, settings.twilio_account_sid, settings.twilio_api_base_url, settings.redis_url)
     provider = _providers.get(key)
     if provider is None:
-        if settings.telephony == "twilio":
-            from workers.telephony.twilio_provider import TwilioProvider
-
-            provider = TwilioProvider(settings)
-        else:
-            from workers.telephony.simulator import SimulatorProvider
-
-            provider = SimulatorProvider(settings)
-        _providers[key] = provider
+        factory = _factories.get(settings.telephony)
+        if factory is None:
+            known = ", ".join(sorted(_factories))
+            raise ConfigurationError(f"SANLV_TELEPHONY={settings.telephony!r} has no provider here (known: {known})")
+        provider = _providers[key] = factory(settings)
     return provider

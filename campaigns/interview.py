@@ -16,7 +16,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
-from sqlalchemy import Boolean, Connection, Float, Integer, String, bindparam, case, func, literal, select
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    Float,
+    Integer,
+    String,
+    bindparam,
+    case,
+    func,
+    literal,
+    select,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -29,6 +40,18 @@ from campaigns.calls import (
     finish_from_response,
     finish_target_values,
     mark_answered,
+)
+from campaigns.errors import SanlvError
+from campaigns.flow import (
+    Ask,
+    End,
+    KeyKind,
+    Outcome,
+    advance,
+    parse_position,
+    position_key,
+    rates_complete,
+    start,
 )
 from campaigns.models import (
     FINAL_CALL_STATUSES,
@@ -51,17 +74,10 @@ from campaigns.models import (
     mirror_response_status,
 )
 from campaigns.phones import PhoneNumberError, normalise
-from campaigns.questionnaire import Questionnaire, builtin_questionnaire, parse_questionnaire
-from ivr.flow import (
-    Ask,
-    End,
-    KeyKind,
-    Outcome,
-    advance,
-    parse_position,
-    position_key,
-    rates_complete,
-    start,
+from campaigns.questionnaire import (
+    Questionnaire,
+    builtin_questionnaire,
+    parse_questionnaire,
 )
 
 log = logging.getLogger("sanlv.ivr")
@@ -75,7 +91,7 @@ class ConcurrentChange(RuntimeError):
     """Another request changed the interview while this one worked on it: roll back and try again."""
 
 
-class InterviewError(ValueError):
+class InterviewError(SanlvError, ValueError):
     """A webhook does not fit the interview's state (wrong step, unknown attempt). Answered with a 4xx."""
 
     def __init__(self, message: str, status: int = 409):

@@ -1,4 +1,4 @@
-"""The Flask application factory."""
+"""The Flask application factory: a short list of registrations."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from campaigns.runtime import Runtime, get_runtime
+from ivr.views import bp as ivr_bp
+from web.api import bp as api_bp
+from web.wiring import wire
 
 
 def create_app(runtime: Runtime | None = None) -> Flask:
@@ -16,9 +19,7 @@ def create_app(runtime: Runtime | None = None) -> Flask:
     app = Flask(__name__)
     app.config["SECRET_KEY"] = runtime.settings.secret_key or "sanlv-demo-only"
     app.extensions["sanlv"] = runtime
-
-    from ivr.api import bp as api_bp
-    from ivr.views import bp as ivr_bp
+    wire()
 
     app.register_blueprint(ivr_bp)
     app.register_blueprint(api_bp)

@@ -11,7 +11,7 @@ simulator queue. The job plays Twilio's part for that one call (shared/TWILIO.md
 * a transcript in Redis (``sanlv:sim:transcript:{sid}``) of what was said and what the resident pressed and
   meant, so a test can compare it with what the IVR stored.
 
-Who answers and what they press is up to :mod:`workers.telephony.residents`.
+Who answers and what they press is up to :mod:`sim.residents`.
 
 Residents also call our number: :meth:`SimulatorProvider.call_in` places an inbound call (``Direction=inbound``,
 ``From`` = the resident, ``To`` = our number) to the number's voice URL (``/ivr/inbound``), as Twilio does when
@@ -45,16 +45,7 @@ from twilio.request_validator import RequestValidator
 
 from campaigns.runtime import get_runtime
 from campaigns.settings import Settings
-from workers.queues import SIMULATOR_QUEUE, enqueue, redis_connection
-from workers.telephony.base import (
-    AmbiguousCreateError,
-    CallInfo,
-    CallRequest,
-    PermanentNumberError,
-    RateLimitedError,
-    TelephonyError,
-)
-from workers.telephony.residents import (
+from sim.residents import (
     ANSWER,
     BLOCKED,
     BUSY,
@@ -69,6 +60,15 @@ from workers.telephony.residents import (
     Resident,
     resident_for_call,
     take_script,
+)
+from workers.queues import SIMULATOR_QUEUE, enqueue, redis_connection
+from workers.telephony.base import (
+    AmbiguousCreateError,
+    CallInfo,
+    CallRequest,
+    PermanentNumberError,
+    RateLimitedError,
+    TelephonyError,
 )
 
 log = logging.getLogger("sanlv.simulator")
@@ -792,7 +792,7 @@ class SimulatorProvider:
         try:
             enqueue(
                 self.settings,
-                "workers.telephony.simulator.run_call",
+                "sim.network.run_call",
                 call.sid,
                 job_id=f"sim-{call.sid}",
                 queue_name=SIMULATOR_QUEUE,
@@ -865,7 +865,7 @@ class SimulatorProvider:
             self.store.create(call)
             enqueue(
                 self.settings,
-                "workers.telephony.simulator.run_call",
+                "sim.network.run_call",
                 call.sid,
                 job_id=f"sim-{call.sid}",
                 queue_name=SIMULATOR_QUEUE,

@@ -32,21 +32,23 @@ from flask import Blueprint, Response, abort, current_app, request
 from sqlalchemy import select
 
 from campaigns.db import session_scope
+from campaigns.followups import (
+    NOTE_MAX_LENGTH,
+    OPEN_STATUSES,
+    FollowUpError,
+    mark_followup,
+    parse_status,
+)
 from campaigns.models import FollowUpStatus, Round
 from campaigns.runtime import Runtime
 from reports import export
 from reports.cadres import cadre_overview
 from reports.compare import compare_rounds
 from reports.followups import (
-    NOTE_MAX_LENGTH,
-    OPEN_STATUSES,
-    FollowUpError,
     cadre_list,
     followup_history,
     followup_report,
     iter_followup_items,
-    mark_followup,
-    parse_status,
 )
 from reports.html import render_rates_html
 from reports.rates import ReportError, village_rates

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from gunicorn.app.base import BaseApplication
 
+from campaigns.runtime import set_runtime
+from web.app import create_app
+
 
 class _Gunicorn(BaseApplication):
     def __init__(self, options: dict):
@@ -15,9 +18,6 @@ class _Gunicorn(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        from campaigns.runtime import set_runtime
-        from ivr.app import create_app
-
         # Each gunicorn worker builds its own runtime (engine, pool) after the fork.
         set_runtime(None)
         return create_app()

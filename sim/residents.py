@@ -72,7 +72,7 @@ DEFAULT_ANSWERS: dict[str, str] = {
 UNKNOWN_STEP_KEY = "1"
 
 SCRIPT_FIELDS = frozenset({"outcome", "answers", "presses", "hangup_at_step", "hangup_after_presses", "call_back"})
-CONFIRM_SUFFIX = ".confirm"  # the IVR's read-back position of a step (ivr.flow)
+CONFIRM_SUFFIX = ".confirm"  # the IVR's read-back position of a step (campaigns.flow)
 CONFIRM_KEY = "1"
 
 

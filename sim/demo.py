@@ -33,8 +33,14 @@ from rq.scheduler import RQScheduler
 from rq.timeouts import TimerDeathPenalty
 
 from campaigns.db import session_scope
+from campaigns.errors import SanlvError
 from campaigns.migrate import upgrade
-from campaigns.rounds import RoundOptions, change_round, create_round, round_status_report
+from campaigns.rounds import (
+    RoundOptions,
+    change_round,
+    create_round,
+    round_status_report,
+)
 from campaigns.runtime import Runtime, set_runtime
 from campaigns.schedule import parse_retry
 from campaigns.settings import Settings, SettingsError, load_settings
@@ -47,7 +53,7 @@ MOBILE_PREFIXES = ("134", "135", "136", "137", "138", "139", "150", "151", "152"
 GIVEN = "国华建明志强秀英丽金水春福玉兰德荣海清文平木火土永"
 
 
-class DemoError(RuntimeError):
+class DemoError(SanlvError, RuntimeError):
     """The demo could not run (a port, Redis, or a worker failed); the message says what."""
 
 
@@ -153,7 +159,7 @@ def _wait_until(probe, proc: subprocess.Popen, what: str, timeout: float = 30.0)
 def _start_web(env: dict[str, str], port: int, log_file) -> subprocess.Popen:
     """The real app under gunicorn (``sanlv web``), as in production."""
     web = subprocess.Popen(
-        [sys.executable, "-m", "ivr", "web", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+        [sys.executable, "-m", "web", "web", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
         env=env,
         stdout=log_file,
         stderr=subprocess.STDOUT,
@@ -264,7 +270,8 @@ def run_demo(
             env.pop(name, None)
         log_path = workdir / "processes.log"
         log_file = stack.enter_context(log_path.open("ab"))
-        from workers.queues import after_round_change, clear_namespace
+        from workers.lifecycle import after_round_change
+        from workers.queues import clear_namespace
 
         stack.callback(clear_namespace, settings)
         web = _start_web(env, port, log_file)
@@ -273,7 +280,7 @@ def run_demo(
         if fake_server is None:
             for _ in range(max(1, worker_count)):
                 worker = subprocess.Popen(
-                    [sys.executable, "-m", "ivr", "worker"], env=env, stdout=log_file, stderr=subprocess.STDOUT
+                    [sys.executable, "-m", "web", "worker"], env=env, stdout=log_file, stderr=subprocess.STDOUT
                 )
                 stack.callback(_stop, worker)
                 workers.append(worker)

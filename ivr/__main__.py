@@ -1,3 +1,0 @@
-from ivr.cli import main
-
-main()

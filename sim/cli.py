@@ -1,0 +1,40 @@
+"""``sanlv demo``, and the simulated phone network's registration as a telephony provider.
+
+Only the ``sanlv`` console script (``web.cli``, the composition root) imports this module: production code
+never imports ``sim``.
+"""
+
+from __future__ import annotations
+
+import click
+
+from sim.demo import run_demo
+from sim.network import SimulatorProvider
+from workers.telephony import register_provider
+
+
+def register() -> None:
+    """Make ``SANLV_TELEPHONY=simulator`` (the default without Twilio credentials) place calls on the network."""
+    register_provider("simulator", SimulatorProvider)
+
+
+@click.command("demo")
+@click.option("--households", default=200, show_default=True, type=int, help="size of the synthetic roster")
+@click.option("--villages", default=10, show_default=True, type=int)
+@click.option("--workers", "worker_count", default=3, show_default=True, type=int, help="RQ worker processes")
+@click.option("--dir", "directory", default=None, help="keep the demo's database here (default: a new temp dir)")
+@click.option("--seed", default=2026, show_default=True, type=int)
+@click.option("--timeout", default=110, show_default=True, type=int, help="give up after this many seconds")
+def demo_command(households: int, villages: int, worker_count: int, directory: str | None, seed: int, timeout: int) -> None:
+    """Run a whole survey round on the embedded default (SQLite, simulated phones), then print its report."""
+    if villages < 1 or households < villages:
+        raise click.UsageError("--households must be at least --villages, and --villages at least 1")
+    code = run_demo(
+        households=households,
+        villages=villages,
+        worker_count=worker_count,
+        directory=directory,
+        seed=seed,
+        timeout=timeout,
+    )
+    raise SystemExit(code)
