@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine
+
+from campaigns.db import make_engine
 
 
 def alembic_config(url: str) -> Config:
@@ -30,10 +33,6 @@ def upgrade_engine(engine: Engine, revision: str = "head") -> None:
 
 
 def current(url: str) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
-    from campaigns.db import make_engine
-
     engine = make_engine(url)
     try:
         with engine.connect() as connection:

@@ -37,6 +37,7 @@ from campaigns.questionnaire import (
     resolve_questionnaire,
     store_version,
 )
+from campaigns.runtime import get_runtime
 from campaigns.schedule import (
     DEFAULT_RETRY,
     DEFAULT_WINDOWS,
@@ -458,8 +459,6 @@ def round_status_report(session: Session, round_id: int, tz=None) -> dict:
 
 def _eta_seconds(session: Session, round_: Round, pending: int, dial_rate: float, now: datetime, tz) -> int | None:
     if tz is None:
-        from campaigns.runtime import get_runtime
-
         tz = get_runtime().settings.tz
     rate = dial_rate if dial_rate > 0 else round_.cps
     start = max(now, round_.starts_at) if round_.starts_at else now
