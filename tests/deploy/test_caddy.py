@@ -1,8 +1,8 @@
 """deploy/Caddyfile, served by a real Caddy in front of a recording backend.
 
 The Caddyfile is adapted as it is; for the test only its site address is plain HTTP on a loopback port
-(SANLV_DOMAIN accepts any site address), its upstream ``web:8000`` is pointed at the backend, and its admin
-API is off (runs in parallel must not share port 2019). Skipped where Caddy is not installed
+(SANLV_DOMAIN accepts any site address), its upstream (``web:8000`` unless SANLV_UPSTREAM says otherwise, as on
+a VM) is the backend, and its admin API is off (runs in parallel must not share port 2019). Skipped where Caddy is not installed
 (``apt-get install caddy``).
 """
 
@@ -29,9 +29,11 @@ pytestmark = pytest.mark.skipif(CADDY is None, reason="caddy is not installed (a
 
 
 def adapt(tmp_path: Path, **env: str) -> dict:
+    """The Caddyfile as Caddy reads it with ``env`` (and none of the caller's own SANLV_* variables)."""
+    inherited = {name: value for name, value in os.environ.items() if not name.startswith("SANLV_")}
     result = subprocess.run(
         [CADDY, "adapt", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
-        env={**os.environ, "HOME": str(tmp_path), **env}, capture_output=True, text=True, timeout=60,
+        env={**inherited, "HOME": str(tmp_path), **env}, capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
@@ -76,10 +78,8 @@ def proxy(tmp_path):
     threading.Thread(target=backend.serve_forever, daemon=True).start()
     Backend.seen = []
     port = free_port()
-    config = adapt(tmp_path, SANLV_DOMAIN=f"http://127.0.0.1:{port}", SANLV_MAX_UPLOAD_MB="1")
-    upstreams = [h for h in handlers(config) if h["handler"] == "reverse_proxy"]
-    assert [u["dial"] for h in upstreams for u in h["upstreams"]] == ["web:8000"]
-    upstreams[0]["upstreams"] = [{"dial": f"127.0.0.1:{backend.server_address[1]}"}]
+    config = adapt(tmp_path, SANLV_DOMAIN=f"http://127.0.0.1:{port}", SANLV_MAX_UPLOAD_MB="1",
+                   SANLV_UPSTREAM=f"127.0.0.1:{backend.server_address[1]}")
     config["admin"] = {"disabled": True}
     path = tmp_path / "caddy.json"
     path.write_text(json.dumps(config), encoding="utf-8")
@@ -110,8 +110,10 @@ def proxy(tmp_path):
         backend.server_close()
 
 
-def test_the_public_site_gets_automatic_https(tmp_path):
+def test_the_public_site_gets_automatic_https_in_front_of_the_web_service(tmp_path):
     config = adapt(tmp_path, SANLV_DOMAIN="survey.example.cn")
+    proxies = [h for h in handlers(config) if h["handler"] == "reverse_proxy"]
+    assert [u["dial"] for h in proxies for u in h["upstreams"]] == ["web:8000"]
     server = config["apps"]["http"]["servers"]["srv0"]
     assert server["listen"] == [":443"]
     assert server["routes"][0]["match"] == [{"host": ["survey.example.cn"]}]
