@@ -50,11 +50,13 @@ _hasher = PasswordHasher()
 class AccountError(SanlvError, ValueError):
     """A user request cannot be done; the message says why, in Chinese then English.
 
-    ``not_found`` is set when the user does not exist.
+    ``field`` names the input at fault (``username``, ``role``, ``cadre_id``, ``password``), so a form can show
+    the message beside it; ``not_found`` is set when the user does not exist.
     """
 
-    def __init__(self, message: str, *, not_found: bool = False):
+    def __init__(self, message: str, *, field: str | None = None, not_found: bool = False):
         super().__init__(message)
+        self.field = field
         self.not_found = not_found
 
 
@@ -80,7 +82,8 @@ def normalise_username(username: str) -> str:
     if not USERNAME.match(name):
         raise AccountError(
             f"用户名 {username!r} 无效：2 至 50 个字母、数字、汉字或 . _ - / "
-            f"username {username!r} must be 2 to 50 letters, digits, '.', '_' or '-'"
+            f"username {username!r} must be 2 to 50 letters, digits, '.', '_' or '-'",
+            field="username",
         )
     return name
 
@@ -90,21 +93,25 @@ def parse_role(text: str | UserRole) -> UserRole:
         return UserRole(str(text).strip().lower())
     except ValueError:
         names = ", ".join(role.value for role in UserRole)
-        raise AccountError(f"角色 {text!r} 不存在，只能是 {names} / role {text!r} must be one of {names}") from None
+        raise AccountError(
+            f"角色 {text!r} 不存在，只能是 {names} / role {text!r} must be one of {names}", field="role"
+        ) from None
 
 
 def check_password(password: str, username: str | None = None) -> None:
     """AccountError unless ``password`` is long enough, not too long, and not the username."""
     if len(password) < PASSWORD_MIN_LENGTH:
         raise AccountError(
-            f"密码至少 {PASSWORD_MIN_LENGTH} 个字符 / the password must have at least {PASSWORD_MIN_LENGTH} characters"
+            f"密码至少 {PASSWORD_MIN_LENGTH} 个字符 / the password must have at least {PASSWORD_MIN_LENGTH} characters",
+            field="password",
         )
     if len(password) > PASSWORD_MAX_LENGTH:
         raise AccountError(
-            f"密码不能超过 {PASSWORD_MAX_LENGTH} 个字符 / the password must have at most {PASSWORD_MAX_LENGTH} characters"
+            f"密码不能超过 {PASSWORD_MAX_LENGTH} 个字符 / the password must have at most {PASSWORD_MAX_LENGTH} characters",
+            field="password",
         )
     if username is not None and password.strip().lower() == username.strip().lower():
-        raise AccountError("密码不能与用户名相同 / the password must not be the username")
+        raise AccountError("密码不能与用户名相同 / the password must not be the username", field="password")
 
 
 def hash_password(password: str) -> str:
@@ -147,15 +154,19 @@ def create_user(
     name = normalise_username(username)
     user_role = parse_role(role)
     if user_role is UserRole.CADRE and cadre_id is None:
-        raise AccountError("包户干部账号必须指定 --cadre（名单中干部的编号）/ a cadre user needs --cadre CADRE_ID")
+        raise AccountError(
+            "包户干部账号必须指定关联的干部（名单中干部的编号）/ a cadre user needs a cadre (--cadre CADRE_ID)",
+            field="cadre_id",
+        )
     if user_role is not UserRole.CADRE and cadre_id is not None:
         raise AccountError(
-            f"只有包户干部账号关联干部，{user_role.value} 不能指定 --cadre / only a cadre user is linked to a cadre"
+            f"只有包户干部账号关联干部，{user_role.value} 不能指定干部 / only a cadre user is linked to a cadre",
+            field="cadre_id",
         )
     if cadre_id is not None and session.get(Cadre, cadre_id) is None:
-        raise AccountError(f"干部 {cadre_id} 不存在 / cadre {cadre_id} does not exist")
+        raise AccountError(f"干部 {cadre_id} 不存在 / cadre {cadre_id} does not exist", field="cadre_id")
     if session.scalar(select(User.id).where(User.username == name)) is not None:
-        raise AccountError(f"用户名 {name} 已被使用 / username {name} is taken")
+        raise AccountError(f"用户名 {name} 已被使用 / username {name} is taken", field="username")
     check_password(password, name)
     user = User(username=name, role=user_role, cadre_id=cadre_id, password_hash=hash_password(password))
     session.add(user)

@@ -81,7 +81,7 @@ def record(
     object_id: object = None,
     detail: Mapping[str, Any] | None = None,
     remote_addr: str | None = None,
-    user: User | None = None,
+    user_id: int | None = None,
 ) -> AuditEntry:
     """Append one entry. The caller's transaction commits it together with the action it describes.
 
@@ -92,15 +92,16 @@ def record(
         object_type, object_id: what the action was about (``round``, 12).
         detail: anything else worth keeping, as JSON (paths, dates and the like become strings).
         remote_addr: the client's address, for web requests.
-        user: the account an entry about a name belongs to (a failed sign-in of a known user).
+        user_id: the account behind a name given as ``actor`` (the signed-in user of a web request, the known
+            account a failed sign-in tried).
     """
     if isinstance(actor, User):
-        user, username = actor, actor.username
+        user_id, username = actor.id, actor.username
     else:
         username = actor
     entry = AuditEntry(
         at=clock.now(),
-        user_id=user.id if user is not None else None,
+        user_id=user_id,
         username=username[:100],
         action=action,
         object_type=object_type,

@@ -127,13 +127,16 @@ def _positive_number(name: str, value: str, kind: type) -> float | int:
 
 def _addresses(name: str, value: str) -> tuple[str, ...]:
     """A comma-separated list of IP addresses or networks (CIDR)."""
-    items = tuple(part.strip() for part in value.split(",") if part.strip())
-    for item in items:
+    networks = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
         try:
-            ipaddress.ip_network(item, strict=False)
+            # Normalised (10.1.2.3/8 -> 10.0.0.0/8): gunicorn parses these strictly.
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
         except ValueError:
             raise SettingsError(f"{name}: {item!r} is not an IP address or network such as 10.0.0.0/8") from None
-    return items
+    return tuple(networks)
 
 
 def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")) -> Settings:

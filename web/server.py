@@ -1,4 +1,8 @@
-"""Serving the app with gunicorn (production) from the ``sanlv web`` command."""
+"""Serving the app with gunicorn (production) from the ``sanlv web`` command.
+
+gunicorn believes ``X-Forwarded-Proto`` (https behind a proxy) only from SANLV_TRUSTED_PROXIES; the app itself
+applies ``X-Forwarded-For`` / ``-Host`` from the same addresses only (web.security.proxy).
+"""
 
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ class _Gunicorn(BaseApplication):
         return create_app()
 
 
-def serve_gunicorn(host: str, port: int, workers: int) -> None:
+def serve_gunicorn(host: str, port: int, workers: int, *, trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")) -> None:
     _Gunicorn(
         {
             "bind": f"{host}:{port}",
@@ -32,6 +36,6 @@ def serve_gunicorn(host: str, port: int, workers: int) -> None:
             "threads": 8,
             "timeout": 30,
             "accesslog": "-",
-            "forwarded_allow_ips": "*",
+            "forwarded_allow_ips": ",".join(trusted_proxies),
         }
     ).run()
