@@ -15,6 +15,7 @@ import functools
 import getpass
 import json
 import os
+import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -396,7 +397,7 @@ def user_group() -> None:
 def _new_password(from_stdin: bool) -> str:
     if from_stdin:
         # One line; only the line break is dropped (a password may begin or end with a space).
-        return click.get_text_stream("stdin").readline().rstrip("\r\n")
+        return sys.stdin.readline().rstrip("\r\n")
     return click.prompt(
         "密码 / password", hide_input=True, confirmation_prompt="再输一次 / repeat the password", err=True
     )
@@ -457,7 +458,11 @@ def _user_change(command: str, action: str, change: Callable, doc: str, *, passw
     @click.argument("username")
     def run(username: str, password_stdin: bool = False) -> None:
         rt = runtime_or_exit()
-        new_password = _new_password(password_stdin) if password else None
+        new_password = None
+        if password:
+            with rt.sessions() as session:
+                accounts.get_user(session, username)  # an unknown name fails before the password is asked
+            new_password = _new_password(password_stdin)
         with session_scope(rt.sessions) as session:
             user = accounts.get_user(session, username)
             message = change(session, user, new_password)

@@ -87,8 +87,8 @@ def add_user(session: Session, username: str, role: str, cadre: Cadre | None = N
 @pytest.fixture
 def people(sessions: sessionmaker[Session]) -> People:
     with sessions.begin() as session:
-        lin = make_cadre(session, name="林建明", phone="+8613900000001")
-        chen = make_cadre(session, name="陈志强", phone="+8613900000002")
+        lin = make_cadre(session, name="林一", phone="+8613900000011")
+        chen = make_cadre(session, name="陈二", phone="+8613900000012")
         found = People(
             admin=add_user(session, "admin", "admin"),
             office=add_user(session, "office1", "office"),
@@ -143,3 +143,51 @@ def client_for(app: Flask) -> Callable[[User | None], FlaskClient]:
         return client
 
     return make
+
+
+@dataclass
+class Township:
+    """tests.reports.scenarios.visits_township with its follow-ups created, and one user of each role.
+
+    ``lin_item`` is on cadre 林建明's list (user ``lin``), ``chen_item`` on 陈志强's (user ``chen``).
+    """
+
+    round_id: int
+    lin_id: int
+    chen_id: int
+    lin_item: int
+    chen_item: int
+    users: dict[str, User]
+
+    def user(self, role: str) -> User:
+        return self.users[role]
+
+
+@pytest.fixture
+def township(sessions: sessionmaker[Session]) -> Township:
+    from sqlalchemy import select
+
+    from campaigns.followups import sync_followups
+    from campaigns.models import FollowUp
+    from tests.reports.scenarios import visits_township
+
+    with sessions.begin() as session:
+        visits = visits_township(session)
+        sync_followups(session, visits.round.id)
+        items = dict(session.execute(select(FollowUp.response_id, FollowUp.id)).all())
+        lin, chen = visits.cadres["lin"], visits.cadres["chen"]
+        users = {
+            "admin": add_user(session, "admin", "admin"),
+            "office": add_user(session, "office1", "office"),
+            "supervisor": add_user(session, "jiwei", "supervisor"),
+            "cadre": add_user(session, "lin", "cadre", lin),
+            "chen": add_user(session, "chen", "cadre", chen),
+        }
+        return Township(
+            round_id=visits.round.id,
+            lin_id=lin.id,
+            chen_id=chen.id,
+            lin_item=items[visits.people["A"].id],
+            chen_item=items[visits.people["E"].id],
+            users=users,
+        )
