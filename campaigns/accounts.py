@@ -40,7 +40,7 @@ TOKEN_PREFIX = "sanlv_"
 ROLE_LABELS = {
     UserRole.ADMIN: "管理员",
     UserRole.OFFICE: "综治办",
-    UserRole.SUPERVISOR: "督查",
+    UserRole.SUPERVISOR: "督查组",
     UserRole.CADRE: "包户干部",
 }
 

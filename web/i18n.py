@@ -5,8 +5,8 @@ message ids *are* the Chinese text, so Chinese needs no catalogue and can never 
 English comes from ``web/translations/en/LC_MESSAGES/messages.po``, compiled to the ``.mo`` beside it, which is
 committed (no build step at install or test time). After adding or changing text::
 
-    pybabel extract -F web/babel.cfg -o web/translations/messages.pot --no-location --omit-header web
-    pybabel update -i web/translations/messages.pot -d web/translations --no-fuzzy-matching --omit-header
+    pybabel extract -F web/babel.cfg -k _l -o web/translations/messages.pot --no-location --omit-header web
+    pybabel update -i web/translations/messages.pot -d web/translations --no-fuzzy-matching
     # translate the new entries in web/translations/en/LC_MESSAGES/messages.po, then
     pybabel compile -d web/translations
 

@@ -15,7 +15,7 @@ from campaigns.models import FollowUpStatus, RoundStatus, UserRole
 ROLE_LABELS = {
     UserRole.ADMIN: _l("管理员"),
     UserRole.OFFICE: _l("综治办"),
-    UserRole.SUPERVISOR: _l("督查"),
+    UserRole.SUPERVISOR: _l("督查组"),
     UserRole.CADRE: _l("包户干部"),
 }
 

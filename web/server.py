@@ -27,15 +27,18 @@ class _Gunicorn(BaseApplication):
         return create_app()
 
 
-def serve_gunicorn(host: str, port: int, workers: int, *, trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")) -> None:
-    _Gunicorn(
-        {
-            "bind": f"{host}:{port}",
-            "workers": workers,
-            "worker_class": "gthread",
-            "threads": 8,
-            "timeout": 30,
-            "accesslog": "-",
-            "forwarded_allow_ips": ",".join(trusted_proxies),
-        }
-    ).run()
+def gunicorn_options(host: str, port: int, workers: int, trusted_proxies: tuple[str, ...]) -> dict:
+    return {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "worker_class": "gthread",
+        "threads": 8,
+        "timeout": 30,
+        "accesslog": "-",
+        "forwarded_allow_ips": ",".join(trusted_proxies),
+    }
+
+
+def serve_gunicorn(host: str, port: int, workers: int, *, trusted_proxies: tuple[str, ...]) -> None:
+    app = _Gunicorn(gunicorn_options(host, port, workers, trusted_proxies))
+    app.run()
