@@ -107,7 +107,8 @@ def check_password(password: str, username: str | None = None) -> None:
         )
     if len(password) > PASSWORD_MAX_LENGTH:
         raise AccountError(
-            f"密码不能超过 {PASSWORD_MAX_LENGTH} 个字符 / the password must have at most {PASSWORD_MAX_LENGTH} characters",
+            f"密码不能超过 {PASSWORD_MAX_LENGTH} 个字符 / "
+            f"the password must have at most {PASSWORD_MAX_LENGTH} characters",
             field="password",
         )
     if username is not None and password.strip().lower() == username.strip().lower():

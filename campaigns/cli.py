@@ -43,8 +43,8 @@ from campaigns.rounds import (
     RoundOptions,
     change_round,
     create_round,
-    round_changed,
     parse_local_time,
+    round_changed,
     round_status_report,
 )
 from campaigns.runtime import Runtime, get_runtime

@@ -11,7 +11,8 @@ For page authors:
 - ``paginate(session, stmt)`` pages a SELECT by ``?page=N`` (400 on a bad number) and gives a :class:`Page`;
   ``url_with(page=3)`` is the current URL with some query parameters changed (filters are kept).
 - Template globals: ``nav_items()``, ``may_reach(endpoint, view_args)``, ``home_url()``, ``url_with(...)``,
-  ``label(kind, value)`` (kind: role, action, followup, round), ``language``; filters ``localtime``, ``localdate`` (web.i18n).
+  ``label(kind, value)`` (kind: role, action, followup, round), ``language``; filters ``localtime`` and
+  ``localdate`` (web.i18n).
 """
 
 from __future__ import annotations

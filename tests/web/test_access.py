@@ -228,7 +228,9 @@ def test_a_supervisor_reads_every_follow_up_but_changes_none(township, client_fo
     assert change.status_code == 403
 
 
-@pytest.mark.parametrize(("role", "home"), [("admin", "/"), ("office", "/"), ("supervisor", "/supervisor"), ("cadre", "/my")])
+@pytest.mark.parametrize(
+    ("role", "home"), [("admin", "/"), ("office", "/"), ("supervisor", "/supervisor"), ("cadre", "/my")]
+)
 def test_each_role_lands_on_its_home(township, app, role, home) -> None:
     from tests.web.conftest import sign_in
 

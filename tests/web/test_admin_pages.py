@@ -106,7 +106,8 @@ def test_an_admin_cannot_disable_themselves(admin, people, sessions) -> None:
 
 def test_unknown_users_are_404(admin) -> None:
     assert admin.post("/admin/users/999/disable").status_code == 404
-    assert admin.post("/admin/users/999/password", data={"password": PASSWORD, "password2": PASSWORD}).status_code == 404
+    new_password = {"password": PASSWORD, "password2": PASSWORD}
+    assert admin.post("/admin/users/999/password", data=new_password).status_code == 404
 
 
 def test_a_weak_new_password_is_refused_and_nothing_changes(admin, people, sessions) -> None:

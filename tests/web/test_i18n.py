@@ -93,8 +93,11 @@ def test_times_are_local_in_the_languages_format(app, lang, expected) -> None:
     from flask import render_template_string
 
     with app.test_request_context(f"/?lang={lang}"):
-        shown = render_template_string("{{ t|localtime }} {{ iso|localdate }}", t=datetime(2026, 5, 3, 6, 5, tzinfo=UTC),
-                                       iso="2026-05-02T17:00:00+00:00")
+        shown = render_template_string(
+            "{{ t|localtime }} {{ iso|localdate }}",
+            t=datetime(2026, 5, 3, 6, 5, tzinfo=UTC),
+            iso="2026-05-02T17:00:00+00:00",
+        )
 
     assert shown == expected + (" 2026年5月3日" if lang == "zh" else " 2026-05-03")
 
@@ -106,7 +109,11 @@ def test_a_throttled_sign_in_speaks_the_users_language(app, people) -> None:
     for _ in range(6):
         response = client.post(
             "/login?lang=en",
-            data={"username": "office1", "password": "not it at all", "csrf_token": form_token(client, "/login?lang=en")},
+            data={
+                "username": "office1",
+                "password": "not it at all",
+                "csrf_token": form_token(client, "/login?lang=en"),
+            },
         )
 
     assert response.status_code == 429

@@ -88,7 +88,7 @@ def test_the_app_believes_x_forwarded_for_only_from_trusted_proxies(make_app, pe
     client = make_app(trusted_proxies=("127.0.0.1", "10.0.0.0/8")).test_client()
     client.environ_base["REMOTE_ADDR"] = peer
 
-    sign_in(client, "admin", **{})  # the form's own request comes from the same peer
+    sign_in(client, "admin")  # the form's own request comes from the same peer
     client.post("/logout", headers={"X-Forwarded-For": "198.51.100.99"})
 
     with sessions() as session:
