@@ -121,3 +121,12 @@ def test_a_token_for_an_unknown_user_is_refused_in_one_line(env) -> None:
     result = sanlv("user", "token", "ghost")
 
     assert result.exit_code == 1 and result.stderr.strip() == "Error: 用户 ghost 不存在 / user ghost does not exist"
+
+
+def test_a_proxys_basic_authorization_does_not_hide_the_session_from_the_pages(app, township) -> None:
+    client = app.test_client()
+    sign_in(client, "admin")
+    proxy_login = {"Authorization": "Basic b2ZmaWNlOnB3"}  # what a proxy's own password prompt adds
+
+    assert client.get("/admin/users", headers=proxy_login).status_code == 200
+    assert client.get("/api/rounds", headers=proxy_login).status_code == 200

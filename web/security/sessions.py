@@ -70,24 +70,31 @@ def _sessions():
     return current_app.extensions["sanlv"].sessions
 
 
-def _bearer_token() -> str | None:
+def bearer_token() -> str | None:
+    """The API token of an ``/api/...`` request (``Authorization: Bearer ...``), else None.
+
+    Only the API takes tokens, and only the Bearer scheme: a proxy's own ``Authorization: Basic`` in front of
+    the pages leaves the session cookie in charge.
+    """
+    if not request.path.startswith("/api/"):
+        return None
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" else None
 
 
 @login_manager.user_loader
 def _load_from_session(key: str) -> SignedIn | None:
-    if "Authorization" in request.headers:
-        return None  # a request with credentials of its own is judged by them alone
-    with session_scope(_sessions()) as db:
+    if bearer_token() is not None:
+        return None  # a request with a token of its own is judged by it alone, never rescued by a cookie
+    with _sessions()() as db:
         user = accounts.user_for_session_key(db, key)
         return SignedIn.of(user) if user is not None else None
 
 
 @login_manager.request_loader
 def _load_from_token(_request) -> SignedIn | None:
-    token = _bearer_token()
-    if token is None or not request.path.startswith("/api/"):
+    token = bearer_token()
+    if token is None:
         return None
     with session_scope(_sessions()) as db:
         user = accounts.user_for_token(db, token)
@@ -141,7 +148,7 @@ def sign_out() -> None:
 
 def enforce_timeouts(settings: Settings) -> None:
     """End the session if it has been idle too long or is older than the absolute limit; else note the visit."""
-    if "_user_id" not in session or "Authorization" in request.headers:
+    if "_user_id" not in session or bearer_token() is not None:
         return
     now = clock.now().timestamp()
     signed_in_at, seen_at = session.get(SIGNED_IN_AT), session.get(SEEN_AT)
