@@ -1,20 +1,30 @@
-"""``sanlv`` commands of the domain core: db, roster, questionnaire, round.
+"""``sanlv`` commands of the domain core: db, roster, questionnaire, round, followup, user, audit.
 
 Each command exits non-zero with a one-line reason on bad input: a :class:`campaigns.errors.SanlvError` raised
 here is turned into that line by the console script (``web.cli``), in one place.
+
+Commands that change what the audit log covers (roster imports, round changes, follow-up changes, user
+changes, exports written to a file) record it with the actor ``cli:<os user>`` (:func:`cli_actor`), in the
+same transaction as the change.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import getpass
 import json
-from collections.abc import Iterator
+import os
+import sys
+from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import click
 from alembic.util import CommandError
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from campaigns import accounts, audit
 from campaigns.db import session_scope
 from campaigns.errors import SanlvError
 from campaigns.followups import STATUS_LABELS, mark_followup
@@ -33,6 +43,7 @@ from campaigns.rounds import (
     RoundOptions,
     change_round,
     create_round,
+    parse_local_time,
     round_changed,
     round_status_report,
 )
@@ -74,6 +85,39 @@ def database_errors() -> Iterator[None]:
 
 def echo_json(data) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+
+
+def cli_actor() -> str:
+    """Who acts from the command line, as the audit log names them: ``cli:<os user>``."""
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (some containers)
+        name = f"uid{os.getuid()}"
+    return f"cli:{name}"
+
+
+def audited_export(report: str) -> Callable:
+    """Record a report command's export in the audit log once it has written its file (``--output``)."""
+
+    def decorate(command: Callable) -> Callable:
+        @functools.wraps(command)
+        def run(**options):
+            result = command(**options)
+            if options.get("output") is not None:
+                rounds = [str(options[name]) for name in ("round_id", "round_a", "round_b") if name in options]
+                detail = {"report": report, "format": options.get("fmt"), "output": str(options["output"])}
+                if options.get("cadre_id") is not None:
+                    detail["cadre"] = options["cadre_id"]  # one cadre's own list: full phone numbers
+                with session_scope(runtime_or_exit().sessions) as session:
+                    audit.record(
+                        session, cli_actor(), audit.EXPORT, object_type="round", object_id=",".join(rounds),
+                        detail=detail,
+                    )
+            return result
+
+        return run
+
+    return decorate
 
 
 # --- db -------------------------------------------------------------------------------------------------
@@ -122,6 +166,9 @@ def roster_import(file: Path, dry_run: bool, skip_invalid: bool) -> None:
             result = import_roster(session, file, dry_run=dry_run, skip_invalid=skip_invalid)
             if dry_run:
                 session.rollback()
+            else:
+                audit.record(session, cli_actor(), audit.ROSTER_IMPORT, object_type="file", object_id=file.name,
+                             detail={"path": str(file), "summary": result.summary(), "skipped": len(result.skipped)})
     except RosterError as exc:
         for problem in exc.problems:  # every bad row, then the one-line summary
             click.echo(problem.describe(), err=True)
@@ -249,6 +296,8 @@ def round_create(**options) -> None:
     round_options = RoundOptions.from_cli(rt.settings, **options)
     with session_scope(rt.sessions) as session:
         round_id = create_round(session, round_options).id
+        audit.record(session, cli_actor(), audit.ROUND_CREATE, object_type="round", object_id=round_id,
+                     detail={"name": round_options.name, "sample": round_options.sample})
     click.echo(round_id)
 
 
@@ -259,6 +308,7 @@ def _transition(command: str):
         rt = runtime_or_exit()
         with session_scope(rt.sessions) as session:
             status = change_round(session, round_id, command).status.value
+            audit.record(session, cli_actor(), audit.ROUND_ACTIONS[command], object_type="round", object_id=round_id)
         # Work follows the commit: the dispatcher picks up a launched or resumed round.
         round_changed(rt.settings, round_id, command)
         click.echo(f"round {round_id}: {status}")
@@ -331,8 +381,178 @@ def followup_mark(item_id: int, status: str, note: str | None, actor: str | None
     with session_scope(rt.sessions) as session:
         item = mark_followup(session, item_id, status, note, actor=actor or "office")
         label = STATUS_LABELS[item.status]
+        audit.record(session, cli_actor(), audit.FOLLOWUP_MARK, object_type="followup", object_id=item_id,
+                     detail={"status": status, "note": note, "by": actor})
     click.echo(f"回访事项 {item_id}：{label} / follow-up {item_id}: {status}")
 
 
-COMMAND_GROUPS = (db_group, roster_group, questionnaire_group, round_group, followup_group)
+# --- user -----------------------------------------------------------------------------------------------
+
+
+@click.group("user", cls=SanlvGroup)
+def user_group() -> None:
+    """Web users: add, list, disable, set a password, issue an API token. The first admin is made here."""
+
+
+def _new_password(from_stdin: bool) -> str:
+    if from_stdin:
+        # One line; only the line break is dropped (a password may begin or end with a space).
+        return sys.stdin.readline().rstrip("\r\n")
+    return click.prompt(
+        "密码 / password", hide_input=True, confirmation_prompt="再输一次 / repeat the password", err=True
+    )
+
+
+PASSWORD_STDIN_HELP = "Read the password from the first line of standard input instead of prompting."
+
+
+@user_group.command("add")
+@click.argument("username")
+@click.option("--role", required=True, type=click.Choice([role.value for role in accounts.UserRole]))
+@click.option("--cadre", "cadre_id", type=int, help="The roster cadre a cadre user is (required for --role cadre).")
+@click.option("--password-stdin", is_flag=True, help=PASSWORD_STDIN_HELP)
+def user_add(username: str, role: str, cadre_id: int | None, password_stdin: bool) -> None:
+    """Add USERNAME with ROLE (admin, office, supervisor, or cadre with --cadre)."""
+    rt = runtime_or_exit()
+    name = accounts.normalise_username(username)  # a bad name fails before the password is asked
+    password = _new_password(password_stdin)
+    with session_scope(rt.sessions) as session:
+        user = accounts.create_user(session, name, role, password, cadre_id=cadre_id)
+        audit.record(session, cli_actor(), audit.USER_ADD, object_type="user", object_id=user.username,
+                     detail={"role": role, "cadre": cadre_id})
+    click.echo(f"用户 {name}（{accounts.ROLE_LABELS[accounts.UserRole(role)]}）已添加 / user {name} added")
+
+
+@user_group.command("list")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def user_list(fmt: str) -> None:
+    """Every user: role, linked cadre, whether disabled, last sign-in."""
+    rt = runtime_or_exit()
+    with rt.sessions() as session:
+        rows = [
+            {
+                "username": user.username,
+                "role": user.role.value,
+                "cadre": {"id": user.cadre.id, "name": user.cadre.name} if user.cadre else None,
+                "disabled": user.disabled,
+                "created_at": user.created_at.isoformat(),
+                "last_login_at": user.last_login_at.isoformat() if user.last_login_at else None,
+            }
+            for user in accounts.list_users(session)
+        ]
+    if fmt == "json":
+        echo_json({"users": rows})
+        return
+    if not rows:
+        click.echo("（还没有用户，用 sanlv user add 添加）/ no users yet")
+    tz = rt.settings.tz
+    for row in rows:
+        cadre = f"{row['cadre']['id']} {row['cadre']['name']}" if row["cadre"] else "-"
+        last = _local(row["last_login_at"], tz) if row["last_login_at"] else "-"
+        state = "停用/disabled" if row["disabled"] else "启用/active"
+        click.echo(f"{row['username']:<20} {row['role']:<10} {state:<14} cadre={cadre}  last_login={last}")
+
+
+def _user_change(command: str, action: str, change: Callable, doc: str, *, password: bool = False):
+    @user_group.command(command)
+    @click.argument("username")
+    def run(username: str, password_stdin: bool = False) -> None:
+        rt = runtime_or_exit()
+        new_password = None
+        if password:
+            with rt.sessions() as session:
+                accounts.get_user(session, username)  # an unknown name fails before the password is asked
+            new_password = _new_password(password_stdin)
+        with session_scope(rt.sessions) as session:
+            user = accounts.get_user(session, username)
+            message = change(session, user, new_password)
+            audit.record(session, cli_actor(), action, object_type="user", object_id=user.username)
+        click.echo(message)
+
+    if password:
+        run = click.option("--password-stdin", is_flag=True, help=PASSWORD_STDIN_HELP)(run)
+    run.help = doc
+    return run
+
+
+def _disable(session, user, _password) -> str:
+    accounts.disable_user(session, user)
+    return f"用户 {user.username} 已停用，其会话和 API 令牌已失效 / user {user.username} disabled"
+
+
+def _password(session, user, password) -> str:
+    accounts.set_password(session, user, password)
+    return f"用户 {user.username} 的密码已更改，其他会话已结束 / password of {user.username} changed"
+
+
+def _revoke(session, user, _password) -> str:
+    count = accounts.revoke_tokens(session, user)
+    return f"已吊销 {user.username} 的 {count} 个 API 令牌 / {count} token(s) of {user.username} revoked"
+
+
+_user_change("disable", audit.USER_DISABLE, _disable, "Disable USERNAME: no sign-in, sessions and tokens end.")
+_user_change(
+    "password", audit.USER_PASSWORD, _password, "Set a new password for USERNAME; their other sessions end.",
+    password=True,
+)
+_user_change("revoke-tokens", audit.USER_TOKENS_REVOKE, _revoke, "Revoke every API token of USERNAME.")
+
+
+@user_group.command("token")
+@click.argument("username")
+def user_token(username: str) -> None:
+    """Issue an API token for USERNAME (Authorization: Bearer). It is printed once and never stored."""
+    rt = runtime_or_exit()
+    with session_scope(rt.sessions) as session:
+        user = accounts.get_user(session, username)
+        token = accounts.issue_token(session, user)
+        audit.record(session, cli_actor(), audit.USER_TOKEN, object_type="user", object_id=user.username)
+    click.echo("请妥善保存，此令牌不会再次显示 / keep it safe: this token is not shown again", err=True)
+    click.echo(token)
+
+
+# --- audit ----------------------------------------------------------------------------------------------
+
+
+@click.command("audit")
+@click.option("--since", default=None, help="ISO date or time; local time if it has no offset.")
+@click.option("--user", "username", default=None, help="Only what this user did (or tried, for sign-ins).")
+@click.option("--action", default=None, type=click.Choice(sorted(audit.ACTION_LABELS)), help="Only this action.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def audit_command(since: str | None, username: str | None, action: str | None, fmt: str) -> None:
+    """Print the audit log, oldest first: who did what, when, from where."""
+    rt = runtime_or_exit()
+    since_at = parse_local_time(since, rt.settings, "--since") if since else None
+    with rt.sessions() as session:
+        rows = [
+            {
+                "at": entry.at.isoformat(),
+                "username": entry.username,
+                "action": entry.action,
+                "object_type": entry.object_type,
+                "object_id": entry.object_id,
+                "detail": entry.detail,
+                "remote_addr": entry.remote_addr,
+            }
+            for entry in audit.entries(session, since=since_at, username=username, action=action)
+        ]
+    if fmt == "json":
+        echo_json({"entries": rows})
+        return
+    tz = rt.settings.tz
+    for row in rows:
+        what = f"{row['object_type']}:{row['object_id']}" if row["object_type"] else "-"
+        detail = json.dumps(row["detail"], ensure_ascii=False) if row["detail"] else ""
+        label = audit.ACTION_LABELS.get(row["action"], "")
+        click.echo(
+            f"{_local(row['at'], tz)}  {row['username']:<16} {row['action']:<16} {label:<8} {what:<16} "
+            f"{row['remote_addr'] or '-':<15} {detail}".rstrip()
+        )
+
+
+def _local(iso: str, tz) -> str:
+    return datetime.fromisoformat(iso).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+
+
+COMMAND_GROUPS = (db_group, roster_group, questionnaire_group, round_group, followup_group, user_group, audit_command)
 

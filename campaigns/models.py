@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     DateTime,
     Enum,
     Float,
@@ -449,6 +450,82 @@ class KeyPress(Base):
     digits: Mapped[str] = mapped_column(String(20))  # "" for silence
     outcome: Mapped[str] = mapped_column(String(20))  # answer | invalid | silence | repeat | stop | confirm
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class UserRole(enum.StrEnum):
+    """Who may do what in the web application (web.security decides per view)."""
+
+    ADMIN = "admin"  # the office (综治办) lead: everything, plus users and the audit log
+    OFFICE = "office"  # office staff: roster, rounds, reports, follow-ups
+    SUPERVISOR = "supervisor"  # 纪委 / 抽查组: reports, per-cadre supervision, every follow-up read-only
+    CADRE = "cadre"  # linked to one roster cadre: their own follow-ups, nothing else
+
+
+class User(Base):
+    """A person who signs in to the web application (or calls the API with a token of theirs)."""
+
+    __tablename__ = "users"
+    __table_args__ = (
+        # A cadre user is linked to exactly one roster cadre; nobody else is linked to any.
+        CheckConstraint(
+            "(role = 'cadre' AND cadre_id IS NOT NULL) OR (role <> 'cadre' AND cadre_id IS NULL)",
+            name="cadre_link",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(50), unique=True)
+    role: Mapped[UserRole] = mapped_column(_enum(UserRole, "user_role"))
+    cadre_id: Mapped[int | None] = mapped_column(ForeignKey("cadres.id"), index=True)
+    password_hash: Mapped[str] = mapped_column(String(255))  # argon2id, in the PHC string format
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Part of every session's identity: bumped when the password changes (or the user is disabled), so every
+    # session signed in before that stops being accepted.
+    session_epoch: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    cadre: Mapped[Cadre | None] = relationship()
+
+
+class ApiToken(Base):
+    """A per-user API token (``Authorization: Bearer``). Only its SHA-256 is kept; the token is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # hex SHA-256 of the token
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # None: still valid
+
+    user: Mapped[User] = relationship()
+
+
+class AuditEntry(Base):
+    """One audited action (campaigns.audit). Append-only: the application never updates or deletes a row."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    # The signed-in user, when there is one (None for the command line and failed sign-ins of unknown names).
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    # Who acted, as shown: a username, "cli:<os user>", or the name a failed sign-in tried.
+    username: Mapped[str] = mapped_column(String(100), index=True)
+    action: Mapped[str] = mapped_column(String(50))
+    object_type: Mapped[str | None] = mapped_column(String(50))
+    object_id: Mapped[str | None] = mapped_column(String(100))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+
+
+@event.listens_for(AuditEntry, "before_update")
+@event.listens_for(AuditEntry, "before_delete")
+def _audit_is_append_only(_mapper, _connection, entry: AuditEntry) -> None:
+    raise RuntimeError(f"the audit log is append-only: entry {entry.id} cannot be changed or deleted")
 
 
 # --- Report figures: denormalised columns and how they are kept -----------------------------------------

@@ -5,6 +5,7 @@ Every problem names the variable that caused it, so an operator can fix the depl
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from collections.abc import Mapping
@@ -19,6 +20,9 @@ from sqlalchemy.exc import ArgumentError
 from campaigns.errors import SanlvError
 
 TELEPHONY_PROVIDERS = ("twilio", "simulator")
+# The shortest SECRET_KEY the web app accepts, and keys that are examples, not secrets.
+SECRET_KEY_MIN_LENGTH = 32
+PLACEHOLDER_SECRET_KEYS = frozenset({"sanlv-demo-only", "change-me", "changeme", "secret", "...", "test-secret"})
 
 
 class SettingsError(SanlvError, ValueError):
@@ -55,6 +59,31 @@ class Settings:
     followup_overdue_days: int = 7
     # Recorded prompts: <recordings_dir>/<questionnaire key>/<prompt>.wav|.mp3 (see `sanlv questionnaire prompts`).
     recordings_dir: str = "recordings"
+    # Web sessions end after this many minutes without a request, and this many hours after signing in.
+    session_idle_minutes: int = 30
+    session_max_hours: float = 12.0
+    # Addresses (or networks) of the reverse proxies whose X-Forwarded-* headers are believed.
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
+    # The largest request body the web app reads (roster and recording uploads), in megabytes.
+    max_upload_mb: int = 20
+
+    @property
+    def max_content_length(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+    def require_secret_key(self) -> str:
+        """The SECRET_KEY the web app signs sessions with; SettingsError unless it is a real secret."""
+        key = self.secret_key
+        if not key:
+            raise SettingsError("SECRET_KEY is required to serve the web app (a random string of 32+ characters)")
+        if key in PLACEHOLDER_SECRET_KEYS:
+            raise SettingsError(f"SECRET_KEY={key!r} is an example value, not a secret; set a random one")
+        if len(key) < SECRET_KEY_MIN_LENGTH:
+            raise SettingsError(
+                f"SECRET_KEY is {len(key)} characters long; it must have at least {SECRET_KEY_MIN_LENGTH}"
+                " (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return key
 
     @property
     def webhook_token(self) -> str:
@@ -94,6 +123,20 @@ def _positive_number(name: str, value: str, kind: type) -> float | int:
     if not math.isfinite(number) or number <= 0:
         raise SettingsError(f"{name}={value!r} must be greater than zero")
     return number
+
+
+def _addresses(name: str, value: str) -> tuple[str, ...]:
+    """A comma-separated list of IP addresses or networks (CIDR)."""
+    networks = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        try:
+            # Normalised (10.1.2.3/8 -> 10.0.0.0/8): gunicorn parses these strictly.
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise SettingsError(f"{name}: {item!r} is not an IP address or network such as 10.0.0.0/8") from None
+    return tuple(networks)
 
 
 def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")) -> Settings:
@@ -163,6 +206,15 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         if not Path(recordings).is_dir():
             raise SettingsError(f"SANLV_RECORDINGS_DIR={recordings!r} is not a folder")
         values["recordings_dir"] = recordings
+
+    if idle := get("SANLV_SESSION_IDLE_MINUTES"):
+        values["session_idle_minutes"] = _positive_number("SANLV_SESSION_IDLE_MINUTES", idle, int)
+    if max_hours := get("SANLV_SESSION_MAX_HOURS"):
+        values["session_max_hours"] = _positive_number("SANLV_SESSION_MAX_HOURS", max_hours, float)
+    if proxies := get("SANLV_TRUSTED_PROXIES"):
+        values["trusted_proxies"] = _addresses("SANLV_TRUSTED_PROXIES", proxies)
+    if upload := get("SANLV_MAX_UPLOAD_MB"):
+        values["max_upload_mb"] = _positive_number("SANLV_MAX_UPLOAD_MB", upload, int)
 
     telephony = get("SANLV_TELEPHONY")
     if telephony is None:

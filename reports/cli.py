@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from campaigns.cli import SanlvGroup, followup_group, runtime_or_exit
+from campaigns.cli import SanlvGroup, audited_export, followup_group, runtime_or_exit
 from campaigns.db import session_scope
 
 TEXT_FORMATS = ("table", "json", "csv")
@@ -72,6 +72,7 @@ def _fail(exc: Exception) -> click.ClickException:
 )
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help=OUTPUT_HELP)
 @_min_sample_option
+@audited_export("rates")
 def report_rates(round_id: int, fmt: str, output: Path | None, min_sample: int | None) -> None:
     """Per-village rates of ROUND against their targets, and the township total.
 
@@ -120,6 +121,7 @@ def report_rates(round_id: int, fmt: str, output: Path | None, min_sample: int |
 )
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help=OUTPUT_HELP)
 @_min_sample_option
+@audited_export("compare")
 def report_compare(round_a: int, round_b: int, fmt: str, output: Path | None, min_sample: int | None) -> None:
     """Per village and rate: the change from ROUND_A to ROUND_B and whether it exceeds the noise."""
     from reports import export
@@ -151,6 +153,7 @@ def report_compare(round_a: int, round_b: int, fmt: str, output: Path | None, mi
     "--format", "fmt", type=click.Choice(["table", "json", "csv", "xlsx"]), default="table", show_default=True
 )
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help=OUTPUT_HELP)
+@audited_export("followups")
 def report_followups(
     round_id: int, cadre_id: int | None, statuses: tuple[str, ...], overdue_only: bool, fmt: str, output: Path | None
 ) -> None:
@@ -208,6 +211,7 @@ def report_followups(
 )
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help=OUTPUT_HELP)
 @_min_sample_option
+@audited_export("cadres")
 def report_cadres(round_id: int, fmt: str, output: Path | None, min_sample: int | None) -> None:
     """For supervisors: per cadre, households, reached, contact rate (重视率), open and overdue follow-ups."""
     from reports import export

@@ -225,7 +225,7 @@ def run_demo(
             twilio_auth_token=None,
             twilio_api_base_url=None,
             public_base_url=f"http://127.0.0.1:{port}",
-            secret_key=base.secret_key or secrets.token_hex(16),
+            secret_key=secrets.token_urlsafe(32),  # the demo's own: its sessions end with it
             namespace=f"sanlv-demo-{secrets.token_hex(4)}",
         )
         click.echo(f"sanlv demo: 数据库 {db_path}")

@@ -36,6 +36,8 @@ register_simulator()
 TEST_DATABASE_URL = os.environ.get("SANLV_TEST_DATABASE_URL", "").strip()
 TEST_REDIS_URL = os.environ.get("SANLV_TEST_REDIS_URL", "").strip()
 WEBHOOK_BASE = "http://127.0.0.1:5000"
+# A key `sanlv web` accepts (32+ characters, not an example value); tests sign their sessions with it.
+TEST_SECRET_KEY = "sanlv-test-secret-key-0123456789abcdef"
 
 
 def is_postgres() -> bool:
@@ -148,7 +150,7 @@ def settings(database_url: str, _redis_server: str) -> Settings:
         redis_url=_redis_server,
         telephony="simulator",
         public_base_url=WEBHOOK_BASE,
-        secret_key="test-secret",
+        secret_key=TEST_SECRET_KEY,
     )
 
 
@@ -188,7 +190,7 @@ def live_server(database_url: str, redis_url: str, monkeypatch: pytest.MonkeyPat
         redis_url=redis_url,
         telephony="simulator",
         public_base_url=f"http://127.0.0.1:{port}",
-        secret_key="test-secret",
+        secret_key=TEST_SECRET_KEY,
         namespace="sanlv-test",
     )
     for name, value in (
@@ -196,7 +198,7 @@ def live_server(database_url: str, redis_url: str, monkeypatch: pytest.MonkeyPat
         ("REDIS_URL", live.redis_url),
         ("SANLV_TELEPHONY", "simulator"),
         ("PUBLIC_BASE_URL", live.public_base_url),
-        ("SECRET_KEY", "test-secret"),
+        ("SECRET_KEY", TEST_SECRET_KEY),
         ("SANLV_NAMESPACE", live.namespace),
     ):
         monkeypatch.setenv(name, value)

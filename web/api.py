@@ -1,8 +1,10 @@
 """The JSON API for the office dashboard, supervisors and cadres (reports, follow-ups).
 
-Two groups of endpoints, kept apart so that authentication (which comes later) can guard each as a whole:
+Every endpoint needs the signed-in session (with the CSRF token in ``X-CSRFToken`` on a POST) or a user's API
+token (``Authorization: Bearer``, from ``sanlv user token``); anonymous requests get 401, a role the endpoint
+does not allow 403 (see web.security). Responses carry ``Cache-Control: no-store``.
 
-Office and supervisors, ``/api/...`` (phone numbers masked)::
+Office and supervisors, ``/api/...`` (phone numbers masked; admin, office, supervisor read; admin, office write)::
 
     GET  /api/rounds                                    rounds, newest first
     GET  /api/rounds/<id>/rates[?min_sample=N&format=json|csv|xlsx|html]
@@ -10,12 +12,16 @@ Office and supervisors, ``/api/...`` (phone numbers masked)::
     GET  /api/rounds/<id>/followups[?cadre=ID&status=pending,visited,...|open&overdue=1&format=json|csv|xlsx]
     GET  /api/rounds/<id>/supervision[?min_sample=N]    per cadre: households, reached, 重视率, follow-ups
     GET  /api/followups/<item>                          one item and its history
-    POST /api/followups/<item>/status                   {"status": "visited", "note": "...", "actor": "..."}
+    POST /api/followups/<item>/status                   {"status": "visited", "note": "..."}
 
-A cadre's own list, ``/api/cadres/<cadre>/...`` (full phone numbers; never any cadre_contact figure)::
+A cadre's own list, ``/api/cadres/<cadre>/...`` (full phone numbers; never any cadre_contact figure; the cadre
+user linked to ``<cadre>``, or admin and office; another cadre's list or item is 404 to a cadre)::
 
     GET  /api/cadres/<cadre>/followups[?round=ID&status=...]
     POST /api/cadres/<cadre>/followups/<item>/status    {"status": "resolved", "note": "..."}
+
+A follow-up change is recorded as done by the signed-in user; a body naming an ``actor`` is refused (400).
+Audited: every download (csv, xlsx, html), every view of a cadre's own list, every follow-up change.
 
 Bad input gets a 4xx with ``{"error": ..., "description": ...}`` naming the parameter (Chinese, then English):
 400 for a malformed parameter or body, 404 for an unknown round, cadre or item (or an item on another cadre's
@@ -31,6 +37,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, current_app, request
 from sqlalchemy import select
 
+from campaigns import audit
 from campaigns.db import session_scope
 from campaigns.followups import (
     NOTE_MAX_LENGTH,
@@ -52,12 +59,18 @@ from reports.followups import (
 )
 from reports.html import render_rates_html
 from reports.rates import ReportError, village_rates
+from web.security import audit_request, current_user, roles
 
 bp = Blueprint("api", __name__, url_prefix="/api")
-# Office staff and supervisors. (Authentication, when it comes, guards this blueprint as a whole.)
+# Office staff and supervisors.
 office = Blueprint("office", __name__)
-# One cadre's own list. (Authentication will check that the signed-in cadre is <cadre_id>.)
+# One cadre's own list.
 cadre = Blueprint("cadre", __name__, url_prefix="/cadres/<int:cadre_id>")
+
+# Who may use each group (the access rule of each view, see web.security).
+READERS = ("admin", "office", "supervisor")
+WRITERS = ("admin", "office")
+CADRE_LIST = ("admin", "office", "cadre")
 
 XLSX_MIMETYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
@@ -119,7 +132,7 @@ def _format_arg(allowed: tuple[str, ...]) -> str:
     return fmt
 
 
-def _mark_body() -> tuple[str, str | None, str | None]:
+def _mark_body() -> tuple[str, str | None]:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         abort(400, description='请求体必须是 JSON 对象 / the body must be a JSON object such as {"status": "visited"}')
@@ -135,10 +148,12 @@ def _mark_body() -> tuple[str, str | None, str | None]:
         abort(400, description="note 必须是文字 / note must be a string")
     if note is not None and len(note.strip()) > NOTE_MAX_LENGTH:
         abort(400, description=f"备注不能超过 {NOTE_MAX_LENGTH} 字 / note is longer than {NOTE_MAX_LENGTH} characters")
-    actor = body.get("actor")
-    if actor is not None and (not isinstance(actor, str) or len(actor) > 100):
-        abort(400, description="actor 必须是不超过 100 字的文字 / actor must be a string of at most 100 characters")
-    return status, note, actor
+    if "actor" in body:
+        abort(
+            400,
+            description="不接受 actor：记录人就是登录的用户 / actor is not accepted: the signed-in user is the actor",
+        )
+    return status, note
 
 
 def _file(body: bytes | str, mimetype: str, filename: str) -> Response:
@@ -151,6 +166,20 @@ def _report_error(exc: ReportError):
     abort(404, description=str(exc))
 
 
+def _audit_export(session, round_id: int, report: str, fmt: str, **detail: Any) -> None:
+    audit_request(
+        session, audit.EXPORT, object_type="round", object_id=round_id,
+        detail={"report": report, "format": fmt, **{k: v for k, v in detail.items() if v is not None}},
+    )
+
+
+def _audit_mark(session, item_id: int, status: str, note: str | None, **detail: Any) -> None:
+    audit_request(
+        session, audit.FOLLOWUP_MARK, object_type="followup", object_id=item_id,
+        detail={"status": status, "note": note, **detail},
+    )
+
+
 def _followup_error(exc: FollowUpError):
     if exc.not_found:
         abort(404, description=str(exc))
@@ -161,6 +190,7 @@ def _followup_error(exc: FollowUpError):
 
 
 @office.get("/rounds")
+@roles(*READERS)
 def rounds():
     with _runtime().sessions() as session:
         rows = session.scalars(select(Round).order_by(Round.created_at.desc(), Round.id.desc())).all()
@@ -182,6 +212,7 @@ def rounds():
 
 
 @office.get("/rounds/<int:round_id>/rates")
+@roles(*READERS)
 def round_rates(round_id: int):
     runtime = _runtime()
     settings = runtime.settings
@@ -195,6 +226,8 @@ def round_rates(round_id: int):
                 if fmt == "html"
                 else None
             )
+            if fmt != "json":
+                _audit_export(session, round_id, "rates", fmt)
     except ReportError as exc:
         _report_error(exc)
     if fmt == "json":
@@ -215,6 +248,7 @@ def round_rates(round_id: int):
 
 
 @office.get("/rounds/<int:round_a>/compare/<int:round_b>")
+@roles(*READERS)
 def round_compare(round_a: int, round_b: int):
     runtime = _runtime()
     min_sample = _int_arg("min_sample") or runtime.settings.report_min_sample
@@ -229,6 +263,7 @@ def round_compare(round_a: int, round_b: int):
 
 
 @office.get("/rounds/<int:round_id>/followups")
+@roles(*READERS)
 def round_followups(round_id: int):
     runtime = _runtime()
     settings = runtime.settings
@@ -247,6 +282,8 @@ def round_followups(round_id: int):
                 overdue_only=overdue_only,
                 overdue_days=settings.followup_overdue_days,
             )
+            if fmt != "json":
+                _audit_export(session, round_id, "followups", fmt, cadre=cadre_id)
     except ReportError as exc:
         _report_error(exc)
     if fmt == "json":
@@ -264,6 +301,7 @@ def round_followups(round_id: int):
 
 
 @office.get("/rounds/<int:round_id>/supervision")
+@roles(*READERS)
 def round_supervision(round_id: int):
     runtime = _runtime()
     settings = runtime.settings
@@ -286,17 +324,20 @@ def _office_item(session, item_id: int) -> dict[str, Any]:
 
 
 @office.get("/followups/<int:item_id>")
+@roles(*READERS)
 def followup_item(item_id: int):
     with _runtime().sessions() as session:
         return _json(_office_item(session, item_id))
 
 
 @office.post("/followups/<int:item_id>/status")
+@roles(*WRITERS)
 def followup_mark(item_id: int):
-    status, note, actor = _mark_body()
+    status, note = _mark_body()
     try:
         with session_scope(_runtime().sessions) as session:
-            mark_followup(session, item_id, status, note, actor=actor or "office")
+            mark_followup(session, item_id, status, note, actor=current_user.username)
+            _audit_mark(session, item_id, status, note)
             item = _office_item(session, item_id)
     except FollowUpError as exc:
         _followup_error(exc)
@@ -307,6 +348,7 @@ def followup_mark(item_id: int):
 
 
 @cadre.get("/followups")
+@roles(*CADRE_LIST, own_cadre="cadre_id")
 def cadre_followups(cadre_id: int):
     runtime = _runtime()
     round_id = _int_arg("round")
@@ -320,18 +362,24 @@ def cadre_followups(cadre_id: int):
                 statuses=statuses,
                 overdue_days=runtime.settings.followup_overdue_days,
             )
+            audit_request(
+                session, audit.PHONES_VIEW, object_type="cadre", object_id=cadre_id,
+                detail={"round": round_id, "items": len(report["items"])},
+            )
     except ReportError as exc:
         _report_error(exc)
     return _json(report)
 
 
 @cadre.post("/followups/<int:item_id>/status")
+@roles(*CADRE_LIST, own_cadre="cadre_id")
 def cadre_mark(cadre_id: int, item_id: int):
     runtime = _runtime()
-    status, note, _actor = _mark_body()
+    status, note = _mark_body()
     try:
         with session_scope(runtime.sessions) as session:
-            mark_followup(session, item_id, status, note, actor=f"cadre:{cadre_id}", cadre_id=cadre_id)
+            mark_followup(session, item_id, status, note, actor=current_user.username, cadre_id=cadre_id)
+            _audit_mark(session, item_id, status, note, cadre=cadre_id)
             [item] = iter_followup_items(
                 session, item_id=item_id, reveal_phones=True, overdue_days=runtime.settings.followup_overdue_days
             )

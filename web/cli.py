@@ -35,12 +35,13 @@ def main() -> None:
 @click.option("--workers", "worker_count", default=2, show_default=True, type=int, help="gunicorn worker processes")
 @click.option("--dev", is_flag=True, help="Flask's development server with the reloader (never in production).")
 def web_command(host: str, port: int, worker_count: int, dev: bool) -> None:
-    """Serve the web app (IVR webhooks, API) with gunicorn."""
+    """Serve the web app (pages, IVR webhooks, API) with gunicorn. Needs a real SECRET_KEY."""
     rt = runtime_or_exit()
+    rt.settings.require_secret_key()
     if dev:
         create_app(rt).run(host=host, port=port, debug=True, use_reloader=True)
         return
-    serve_gunicorn(host, port, worker_count)
+    serve_gunicorn(host, port, worker_count, trusted_proxies=rt.settings.trusted_proxies)
 
 
 for _command in (*CAMPAIGN_GROUPS, worker_command, report_group, web_command, sim_cli.demo_command):

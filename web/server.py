@@ -1,4 +1,8 @@
-"""Serving the app with gunicorn (production) from the ``sanlv web`` command."""
+"""Serving the app with gunicorn (production) from the ``sanlv web`` command.
+
+gunicorn believes ``X-Forwarded-Proto`` (https behind a proxy) only from SANLV_TRUSTED_PROXIES; the app itself
+applies ``X-Forwarded-For`` / ``-Host`` from the same addresses only (web.security.proxy).
+"""
 
 from __future__ import annotations
 
@@ -23,15 +27,18 @@ class _Gunicorn(BaseApplication):
         return create_app()
 
 
-def serve_gunicorn(host: str, port: int, workers: int) -> None:
-    _Gunicorn(
-        {
-            "bind": f"{host}:{port}",
-            "workers": workers,
-            "worker_class": "gthread",
-            "threads": 8,
-            "timeout": 30,
-            "accesslog": "-",
-            "forwarded_allow_ips": "*",
-        }
-    ).run()
+def gunicorn_options(host: str, port: int, workers: int, trusted_proxies: tuple[str, ...]) -> dict:
+    return {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "worker_class": "gthread",
+        "threads": 8,
+        "timeout": 30,
+        "accesslog": "-",
+        "forwarded_allow_ips": ",".join(trusted_proxies),
+    }
+
+
+def serve_gunicorn(host: str, port: int, workers: int, *, trusted_proxies: tuple[str, ...]) -> None:
+    app = _Gunicorn(gunicorn_options(host, port, workers, trusted_proxies))
+    app.run()

@@ -13,6 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from click.testing import CliRunner, Result
 from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from campaigns import models  # noqa: F401  (registers the tables)
 from campaigns.db import Base, make_engine
@@ -21,7 +22,7 @@ from campaigns.runtime import set_runtime
 from tests.campaigns.test_cli import one_line_error
 from tests.conftest import TEST_DATABASE_URL, is_postgres
 
-HEAD = "0002"
+HEAD = "0003_accounts"
 
 
 def schema_diff(engine: Engine) -> list:
@@ -169,6 +170,75 @@ def test_0002_fills_the_copies_of_existing_rows_on_postgresql(empty_pg_schema: E
 
     assert copies(empty_pg_schema) == EXPECTED_COPIES
     assert schema_diff(empty_pg_schema) == []
+
+
+# --- 0003: accounts, tokens and the audit log on a database that already holds a round -------------------
+
+USER_COLUMNS = "username, role, cadre_id, password_hash, disabled, session_epoch, created_at, updated_at"
+
+
+def upgrade_0002_data_to_head(engine: Engine) -> None:
+    upgrade_engine(engine, "0001")
+    with engine.begin() as conn:
+        for statement in SEED_0001:
+            conn.execute(text(statement))
+        conn.execute(text("INSERT INTO cadres (id, name, phone, created_at) VALUES (1, '林建明', '', '2026-01-01')"))
+    upgrade_engine(engine, "0002")
+    with engine.connect() as conn:
+        assert MigrationContext.configure(conn).get_current_revision() == "0002"
+    upgrade_engine(engine)
+
+
+def account_rows_behave(engine: Engine) -> None:
+    """The old rows are kept; the new tables take accounts and refuse what the CHECKs forbid."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                f"INSERT INTO users (id, {USER_COLUMNS}) VALUES"
+                " (1, 'admin', 'admin', NULL, 'h', false, 1, '2026-01-01', '2026-01-01'),"
+                " (2, 'lin', 'cadre', 1, 'h', false, 1, '2026-01-01', '2026-01-01')"
+            )
+        )
+        conn.execute(text("INSERT INTO api_tokens (user_id, token_hash, created_at) VALUES (1, :h, '2026-01-01')"),
+                     {"h": "0" * 64})
+        conn.execute(
+            text("INSERT INTO audit_log (at, user_id, username, action, detail) VALUES ('2026-01-01', 1, 'admin', 'login', '{}')")
+        )
+    assert copies(engine) == EXPECTED_COPIES  # 0002's rows untouched
+    refused = [
+        # a cadre user without a cadre, a staff user linked to one, an unknown role, a second "admin"
+        f"INSERT INTO users ({USER_COLUMNS}) VALUES ('x', 'cadre', NULL, 'h', false, 1, '2026-01-01', '2026-01-01')",
+        f"INSERT INTO users ({USER_COLUMNS}) VALUES ('y', 'office', 1, 'h', false, 1, '2026-01-01', '2026-01-01')",
+        f"INSERT INTO users ({USER_COLUMNS}) VALUES ('z', 'root', NULL, 'h', false, 1, '2026-01-01', '2026-01-01')",
+        f"INSERT INTO users ({USER_COLUMNS}) VALUES ('admin', 'office', NULL, 'h', false, 1, '2026-01-01', '2026-01-01')",
+        "INSERT INTO api_tokens (user_id, token_hash, created_at) VALUES (2, '" + "0" * 64 + "', '2026-01-01')",
+    ]
+    for statement in refused:
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(text(statement))
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT username FROM users ORDER BY id")).scalars().all() == ["admin", "lin"]
+
+
+def test_0003_adds_accounts_to_a_0002_database_on_sqlite(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        upgrade_0002_data_to_head(engine)
+
+        assert schema_diff(engine) == []
+        account_rows_behave(engine)
+        command.downgrade(alembic_config(engine.url.render_as_string(hide_password=False)), "0002")
+        assert not {"users", "api_tokens", "audit_log"} & table_names(engine)
+        assert copies(engine) == EXPECTED_COPIES
+    finally:
+        engine.dispose()
+
+
+def test_0003_adds_accounts_to_a_0002_database_on_postgresql(empty_pg_schema: Engine) -> None:
+    upgrade_0002_data_to_head(empty_pg_schema)
+
+    assert schema_diff(empty_pg_schema) == []
+    account_rows_behave(empty_pg_schema)
 
 
 # --- sanlv db --------------------------------------------------------------------------------------------

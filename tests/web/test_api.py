@@ -1,4 +1,8 @@
-"""The JSON API through the Flask test client: office and supervisor endpoints, a cadre's own list."""
+"""The JSON API through the Flask test client: office and supervisor endpoints, a cadre's own list.
+
+The client is signed in as an office user (who may use every endpoint here); who else may, and who may not,
+is tests/web/test_access.py's subject.
+"""
 
 from __future__ import annotations
 
@@ -13,20 +17,21 @@ from sqlalchemy import func, select
 from campaigns.clock import set_clock_file
 from campaigns.followups import sync_followups
 from campaigns.models import FollowUp, FollowUpEvent, RoundStatus, Village
-from campaigns.runtime import Runtime
 from reports.rates import village_rates
 from tests.factories import interview_answers, make_interview, make_round
 from tests.reports.scenarios import ASKED, visits_township
-from web.app import create_app
+from tests.web.conftest import add_user, sign_in
+
+OFFICE = "zongzhiban"
 
 
 @pytest.fixture
-def client(settings):
-    runtime = Runtime(settings)
-    app = create_app(runtime)
-    app.testing = True
-    yield app.test_client()
-    runtime.dispose()  # close the pool: PostgreSQL connections left open are a ResourceWarning
+def client(app, sessions):
+    with sessions.begin() as session:
+        add_user(session, OFFICE, "office")
+    client = app.test_client()
+    assert sign_in(client, OFFICE).status_code == 302
+    return client
 
 
 @pytest.fixture
@@ -190,16 +195,19 @@ def test_office_marks_an_item(client, sessions, visits) -> None:
     client.get(f"/api/rounds/{visits.round.id}/followups")
     item = item_ids(sessions)[visits.people["A"].id]
 
-    visited = client.post(
+    named = client.post(
         f"/api/followups/{item}/status", json={"status": "visited", "note": "已上门", "actor": "综治办"}
     )
+    visited = client.post(f"/api/followups/{item}/status", json={"status": "visited", "note": "已上门"})
     again = client.post(f"/api/followups/{item}/status", json={"status": "visited"})
     shown = client.get(f"/api/followups/{item}")
 
+    # Who recorded it is the signed-in user, never a field of the body.
+    assert named.status_code == 400 and "actor" in error_of(named)
     assert visited.status_code == 200
     body = visited.get_json()
     assert (body["status"], body["note"], body["phone"]) == ("visited", "已上门", "138****0001")
-    assert [(e["status"], e["actor"]) for e in body["history"]] == [("pending", "sanlv"), ("visited", "综治办")]
+    assert [(e["status"], e["actor"]) for e in body["history"]] == [("pending", "sanlv"), ("visited", OFFICE)]
     assert again.status_code == 409 and "不能从“已走访”改为“已走访”" in error_of(again)
     assert shown.get_json()["history"] == body["history"]
 
@@ -214,6 +222,7 @@ def test_office_marks_an_item(client, sessions, visits) -> None:
         ({"status": "visited", "note": 5}, "note"),
         ({"status": "visited", "note": "长" * 2001}, "2000"),
         ({"status": "visited", "actor": ["x"]}, "actor"),
+        ({"status": "visited", "actor": "综治办"}, "actor"),
     ],
 )
 def test_marking_bad_bodies_are_400(client, sessions, visits, payload, named) -> None:
@@ -284,7 +293,7 @@ def test_cadre_marks_only_their_own_items(client, sessions, visits) -> None:
 
     assert ok.status_code == 200
     assert (ok.get_json()["status"], ok.get_json()["phone"]) == ("visited", "13811110001")
-    assert ok.get_json()["history"][-1]["actor"] == f"cadre:{lin}"
+    assert ok.get_json()["history"][-1]["actor"] == OFFICE
     assert refused.status_code == 404  # another cadre's item does not exist for this cadre
     with sessions() as session:
         assert session.get(FollowUp, theirs).status.value == "pending"

@@ -1,0 +1,70 @@
+"""The domain's labels (roles, audit actions, follow-up statuses) as the pages show them, translatable.
+
+Written out with ``lazy_gettext`` so that ``pybabel extract`` finds them; ``tests/web/test_i18n.py`` checks that
+they stay equal to the labels the command line prints (``campaigns.accounts``, ``campaigns.audit``,
+``campaigns.followups``).
+"""
+
+from __future__ import annotations
+
+from flask_babel import lazy_gettext as _l
+
+from campaigns import audit
+from campaigns.models import FollowUpStatus, RoundStatus, UserRole
+
+ROLE_LABELS = {
+    UserRole.ADMIN: _l("管理员"),
+    UserRole.OFFICE: _l("综治办"),
+    UserRole.SUPERVISOR: _l("督查组"),
+    UserRole.CADRE: _l("包户干部"),
+}
+
+ACTION_LABELS = {
+    audit.LOGIN: _l("登录"),
+    audit.LOGIN_FAILED: _l("登录失败"),
+    audit.LOGOUT: _l("退出"),
+    audit.ROSTER_IMPORT: _l("导入名单"),
+    audit.ROUND_CREATE: _l("创建调查"),
+    audit.ROUND_LAUNCH: _l("启动调查"),
+    audit.ROUND_PAUSE: _l("暂停调查"),
+    audit.ROUND_RESUME: _l("恢复调查"),
+    audit.ROUND_CANCEL: _l("取消调查"),
+    audit.EXPORT: _l("导出"),
+    audit.PHONES_VIEW: _l("查看完整号码"),
+    audit.FOLLOWUP_MARK: _l("回访记录"),
+    audit.USER_ADD: _l("添加用户"),
+    audit.USER_DISABLE: _l("停用用户"),
+    audit.USER_PASSWORD: _l("修改密码"),
+    audit.USER_TOKEN: _l("发放 API 令牌"),
+    audit.USER_TOKENS_REVOKE: _l("吊销 API 令牌"),
+}
+
+FOLLOWUP_STATUS_LABELS = {
+    FollowUpStatus.PENDING: _l("待走访"),
+    FollowUpStatus.VISITED: _l("已走访"),
+    FollowUpStatus.RESOLVED: _l("已解决"),
+    FollowUpStatus.UNREACHABLE: _l("无法联系"),
+}
+
+ROUND_STATUS_LABELS = {
+    RoundStatus.DRAFT: _l("草稿"),
+    RoundStatus.RUNNING: _l("进行中"),
+    RoundStatus.PAUSED: _l("已暂停"),
+    RoundStatus.COMPLETED: _l("已完成"),
+    RoundStatus.CANCELLED: _l("已取消"),
+}
+
+
+def label(kind: str, value: object) -> str:
+    """The translated label of a role, audit action, follow-up status or round status (``value`` if unknown)."""
+    table = {
+        "role": ROLE_LABELS,
+        "action": ACTION_LABELS,
+        "followup": FOLLOWUP_STATUS_LABELS,
+        "round": ROUND_STATUS_LABELS,
+    }[kind]
+    key = getattr(value, "value", value)
+    for known, text in table.items():
+        if getattr(known, "value", known) == key:
+            return str(text)
+    return str(key)

@@ -1,0 +1,20 @@
+/* sanlv: the little JavaScript every page shares. Plain ES5 for old Android browsers; every page works
+   without it. */
+(function () {
+  "use strict";
+
+  // <form data-confirm="..."> asks before it is sent (cancelling a round, disabling a user).
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    var question = form && form.getAttribute && form.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) {
+      event.preventDefault();
+    }
+  }, true);
+
+  // For pages that post JSON: the CSRF token the API wants in X-CSRFToken.
+  window.sanlvCsrfToken = function () {
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.getAttribute("content") : "";
+  };
+})();
