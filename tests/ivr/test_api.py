@@ -74,7 +74,7 @@ def test_round_rates_is_the_report(client, sessions, visits) -> None:
     assert response.status_code == 200 and response.mimetype == "application/json"
     assert "群众安全感率" in response.get_data(as_text=True)  # UTF-8 as written
     with sessions() as session:
-        expected = village_rates(session, visits.round.id)
+        expected = village_rates(session, visits.round.id).to_json()
     assert response.get_json() == json.loads(json.dumps(expected))
     east = response.get_json()["villages"][0]
     assert (east["village"], east["completed"], east["rates"]["security"]["positive"]) == ("东村", 4, 1)  # only 赵六
