@@ -3,7 +3,10 @@ rate (重视率) measured in the round, and their follow-ups (open, overdue).
 
 The contact rate is what the residents of a cadre's households answered to the ``cadre_contact`` question,
 over completed interviews, with its Wilson interval and the "too few to judge" mark. It is for supervisors
-only: no cadre-facing report or endpoint includes it (DESIGN.md, "Policies that protect people").
+only: no cadre-facing report or endpoint includes it.
+
+The view is a :class:`CadresReport` (typed rows, ``to_json()`` its JSON); :func:`tables` is its column
+specification.
 
 Households are assigned by the roster as it is now. ``households`` counts every household of the cadre in
 the roster; ``sampled`` those that are targets of the round. Households without a cadre are grouped under

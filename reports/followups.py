@@ -6,7 +6,8 @@ of the cadre responsible for the household. Residents who declined a visit are c
 listed.
 
 This module only reads. The items are created from the answers, and visits recorded, by the follow-up
-workflow in ``campaigns.followups``.
+workflow in ``campaigns.followups``. A list is a :class:`FollowUpReport` (typed rows whose ``to_json()`` is the
+``report followups --format json`` contract); :func:`tables` is its column specification.
 
 An item's ``created_at`` is the time the resident asked for the visit (their "visit: yes" answer), so that
 "overdue" counts from the request, not from whenever somebody first opened a list. An item is **overdue**

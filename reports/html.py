@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from campaigns import clock
-from reports import followups as followup_tables
 from reports import rates
+from reports.followups import tables as followup_tables
 from reports.columns import Column, Kind, Table
 from reports.format import (
     BELOW_TARGET,
@@ -271,7 +271,7 @@ def _followups(report: FollowUpReport, tz: ZoneInfo | None) -> str:
         f"已解决 {summary.resolved}，无法联系 {summary.unreachable}；逾期（超过 "
         f"{report.round.overdue_days} 天未走访）{summary.overdue} 户。不需回访的居民只计人数，不列名单。</p>"
     ]
-    items, *counts = followup_tables.tables(report)
+    items, *counts = followup_tables(report)
     if counts and report.villages:
         parts.append(html_table(counts[0], tz))
     if summary.total:

@@ -38,6 +38,9 @@ those small count tables are folded in Python, so the cost stays that of one pas
 
 Villages are listed by name (numbers within a name compare as numbers: 村2 before 村10), sorted in Python so the
 order depends neither on import order nor on the database's collation.
+
+The report is a :class:`RatesReport`, typed rows whose ``to_json()`` is the ``report rates --format json``
+contract; :func:`tables` is its column specification, which every renderer draws (see ``reports.columns``).
 A household's village is its village now (the roster's current state), not a snapshot from sampling time: a
 roster import that moves a household moves its targets and answers too.
 """

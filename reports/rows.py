@@ -12,7 +12,7 @@ may say how it appears (its ``metadata``):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import fields, is_dataclass
 from datetime import date, datetime
 from enum import Enum
@@ -74,8 +74,3 @@ def _fields_json(row: Any) -> dict[str, Any]:
         else:
             out[field.name] = to_json(value)
     return out
-
-
-def rows_of(items: Iterable[T]) -> list[T]:
-    """``items`` as a list (lazy rows are read once)."""
-    return items if isinstance(items, list) else list(items)
