@@ -372,12 +372,17 @@ EXPORTS = (
 
 
 def _write_export(session: Session, round_id: int, kind: str, fmt: str, path: Path) -> None:
-    from reports import export
+    """What ``sanlv report rates|followups --format csv|xlsx --output FILE`` does, the session kept open."""
+    from reports.followups import followup_report
+    from reports.rates import village_rates
+    from reports.render import render
 
     if kind == "rates":
-        export.export_rates(session, round_id, fmt, path)
+        report = village_rates(session, round_id)
     else:
-        export.export_followups(session, round_id, fmt, path, sync=False)
+        report = followup_report(session, round_id, sync=False, stream=True)
+    with path.open("wb") as handle:
+        render(report, fmt, handle)
 
 
 def export_peaks(engine: Engine, round_id: int) -> tuple[int, dict[str, int]]:

@@ -3,7 +3,10 @@ rate (重视率) measured in the round, and their follow-ups (open, overdue).
 
 The contact rate is what the residents of a cadre's households answered to the ``cadre_contact`` question,
 over completed interviews, with its Wilson interval and the "too few to judge" mark. It is for supervisors
-only: no cadre-facing report or endpoint includes it (DESIGN.md, "Policies that protect people").
+only: no cadre-facing report or endpoint includes it.
+
+The view is a :class:`CadresReport` (typed rows, ``to_json()`` its JSON); :func:`tables` is its column
+specification.
 
 Households are assigned by the roster as it is now. ``households`` counts every household of the cadre in
 the roster; ``sampled`` those that are targets of the round. Households without a cadre are grouped under
@@ -13,8 +16,9 @@ the roster; ``sampled`` those that are targets of the round. Households without 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import ClassVar
 
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
@@ -35,20 +39,72 @@ from campaigns.models import (
 )
 from campaigns.phones import mask
 from campaigns.questionnaire import from_version
-from reports.followups import DEFAULT_OVERDUE_DAYS
+from reports.columns import FILES, Column, Kind, Table, only
+from reports.followups import DEFAULT_OVERDUE_DAYS, FollowUpCounts
 from reports.rates import (
     DEFAULT_MIN_SAMPLE,
+    RateFigures,
     ReportError,
+    RoundInfo,
     effective_targets,
     natural_key,
     rate_figures,
     rate_steps,
-    round_section,
+    round_info,
     target_overrides,
 )
+from reports.rows import Row
 
 CONTACT_RATE = "cadre_contact"
 UNASSIGNED = "未分配"
+
+
+@dataclass(kw_only=True)
+class CadreRow(Row):
+    """One cadre (or the households without one: ``cadre_id`` None, "未分配")."""
+
+    cadre_id: int | None
+    cadre: str
+    phone: str | None  # masked
+    villages: list[str]
+    households: int  # in the roster now
+    sampled: int  # targets of the round
+    reached: int
+    completed: int
+    contact: RateFigures | None  # None when the questionnaire has no contact question
+    followups: FollowUpCounts
+
+
+@dataclass(kw_only=True)
+class CadreTotal(Row):
+    """Every cadre together."""
+
+    cadre: str = "合计"
+    households: int
+    sampled: int
+    reached: int
+    completed: int
+    contact: RateFigures | None
+    followups: FollowUpCounts
+    # Not in the JSON: the total names no cadre, phone or village.
+    cadre_id: ClassVar[None] = None
+    phone: ClassVar[None] = None
+    villages: ClassVar[tuple[str, ...]] = ()
+
+
+@dataclass(kw_only=True)
+class CadresRound(RoundInfo):
+    min_sample: int
+    overdue_days: int
+
+
+@dataclass(kw_only=True)
+class CadresReport(Row):
+    """``{"round": {...}, "cadres": [...], "total": {...}}``."""
+
+    round: CadresRound
+    cadres: list[CadreRow]
+    total: CadreTotal
 
 
 def cadre_overview(
@@ -59,13 +115,8 @@ def cadre_overview(
     overdue_days: int = DEFAULT_OVERDUE_DAYS,
     min_sample: int = DEFAULT_MIN_SAMPLE,
     sync: bool = True,
-) -> dict[str, Any]:
-    """``{"round": {...}, "cadres": [...], "total": {...}}``, one entry per cadre with a target in the round.
-
-    Each entry: ``cadre_id``, ``cadre``, ``phone`` (masked), ``villages``, ``households``, ``sampled``,
-    ``reached``, ``completed``, ``contact`` (the rate figures of :func:`reports.rates.rate_figures`, or None
-    when the questionnaire has no contact question) and ``followups`` (counts by status, ``open``,
-    ``overdue``).
+) -> CadresReport:
+    """One entry per cadre with a target in the round, and the total.
 
     Raises:
         ReportError: no round has this id.
@@ -140,13 +191,13 @@ def cadre_overview(
         ),
         else_=0,
     )
-    followups: dict[int | None, dict[str, int]] = {}
+    followups: dict[int | None, Counter[str]] = {}
     for cadre_id, status, count, late in session.execute(
         select(FollowUp.cadre_id, FollowUp.status, func.count(), func.sum(overdue))
         .where(FollowUp.round_id == round_id)
         .group_by(FollowUp.cadre_id, FollowUp.status)
     ):
-        entry = followups.setdefault(cadre_id, _blank_followups())
+        entry = followups.setdefault(cadre_id, Counter())
         entry[FollowUpStatus(status).value] += count
         entry["total"] += count
         if FollowUpStatus(status) in OPEN_STATUSES:
@@ -159,7 +210,7 @@ def cadre_overview(
         for cadre in session.scalars(select(Cadre).where(Cadre.id.in_([i for i in ids if i is not None])))
     }
 
-    def figures(digits: Counter[str]) -> dict[str, Any] | None:
+    def figures(digits: Counter[str]) -> RateFigures | None:
         if contact_step is None:
             return None
         return rate_figures(contact_step, targets[CONTACT_RATE], digits, round_.exclude_unsure, min_sample)
@@ -169,42 +220,65 @@ def cadre_overview(
         cadre = cadres.get(cadre_id) if cadre_id is not None else None
         counts = sample.get(cadre_id, {"sampled": 0, "reached": 0, "completed": 0})
         entries.append(
-            {
-                "cadre_id": cadre_id,
-                "cadre": cadre.name if cadre else UNASSIGNED,
-                "phone": mask(cadre.phone) if cadre and cadre.phone else None,
-                "villages": sorted(villages.get(cadre_id, ()), key=natural_key),
-                "households": roster.get(cadre_id, 0),
+            CadreRow(
+                cadre_id=cadre_id,
+                cadre=cadre.name if cadre else UNASSIGNED,
+                phone=mask(cadre.phone) if cadre and cadre.phone else None,
+                villages=sorted(villages.get(cadre_id, ()), key=natural_key),
+                households=roster.get(cadre_id, 0),
                 **counts,
-                "contact": figures(contact.get(cadre_id, Counter())),
-                "followups": followups.get(cadre_id, _blank_followups()),
-            }
+                contact=figures(contact.get(cadre_id, Counter())),
+                followups=FollowUpCounts(**followups.get(cadre_id, {})),
+            )
         )
-    entries.sort(key=lambda e: (e["cadre_id"] is None, natural_key(e["cadre"]), e["cadre_id"] or 0))
+    entries.sort(key=lambda e: (e.cadre_id is None, natural_key(e.cadre), e.cadre_id or 0))
 
     township: Counter[str] = Counter()
     for digits in contact.values():
         township.update(digits)
-    total_followups = _blank_followups()
-    for entry in entries:
-        for key in total_followups:
-            total_followups[key] += entry["followups"][key]
-    section = round_section(round_, questionnaire, targets)
-    section.update(min_sample=min_sample, overdue_days=overdue_days)
-    return {
-        "round": section,
-        "cadres": entries,
-        "total": {
-            "cadre": "合计",
-            "households": sum(e["households"] for e in entries),
-            "sampled": sum(e["sampled"] for e in entries),
-            "reached": sum(e["reached"] for e in entries),
-            "completed": sum(e["completed"] for e in entries),
-            "contact": figures(township),
-            "followups": total_followups,
-        },
-    }
+    total_followups: Counter[str] = Counter()
+    for counts in followups.values():
+        total_followups.update(counts)
+    return CadresReport(
+        round=CadresRound(
+            **round_info(round_, questionnaire, targets), min_sample=min_sample, overdue_days=overdue_days
+        ),
+        cadres=entries,
+        total=CadreTotal(
+            households=sum(e.households for e in entries),
+            sampled=sum(e.sampled for e in entries),
+            reached=sum(e.reached for e in entries),
+            completed=sum(e.completed for e in entries),
+            contact=figures(township),
+            followups=FollowUpCounts(**total_followups),
+        ),
+    )
 
 
-def _blank_followups() -> dict[str, int]:
-    return {"total": 0, **{status.value: 0 for status in FollowUpStatus}, "open": 0, "overdue": 0}
+# --- the table (every renderer draws it; a new column is one line here) ---------------------------------
+
+
+def tables(report: CadresReport) -> list[Table]:
+    """One row per cadre: people read the contact rate in one cell, a spreadsheet gets its figures."""
+    columns = [
+        Column("cadre", "干部"),
+        *only(FILES, Column("phone", "电话", width=15)),
+        Column("villages", "村", get=lambda entry: "、".join(entry.villages), width=20),
+        Column("households", "户数", Kind.INT),
+        Column("sampled", "抽样", Kind.INT),
+        Column("reached", "接通", Kind.INT),
+        Column("completed", "完成", Kind.INT),
+        Column("contact", "重视率", Kind.RATE),
+        *only(
+            FILES,
+            Column("contact.positive", "联系过", Kind.INT),
+            Column("contact.valid", "有效", Kind.INT),
+            Column("contact.ci_low", "95%下限", Kind.PERCENT),
+            Column("contact.ci_high", "95%上限", Kind.PERCENT),
+            Column("contact.too_few", "样本不足", Kind.BOOL),
+        ),
+        Column("followups.open", "未结回访", Kind.INT),
+        Column("followups.overdue", "逾期回访", Kind.INT),
+        *only(FILES, Column("followups.resolved", "已解决", Kind.INT)),
+    ]
+    return [Table("干部联系情况", columns, report.cadres, [report.total])]

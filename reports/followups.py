@@ -6,7 +6,8 @@ of the cadre responsible for the household. Residents who declined a visit are c
 listed.
 
 This module only reads. The items are created from the answers, and visits recorded, by the follow-up
-workflow in ``campaigns.followups``.
+workflow in ``campaigns.followups``. A list is a :class:`FollowUpReport` (typed rows whose ``to_json()`` is the
+``report followups --format json`` contract); :func:`tables` is its column specification.
 
 An item's ``created_at`` is the time the resident asked for the visit (their "visit: yes" answer), so that
 "overdue" counts from the request, not from whenever somebody first opened a list. An item is **overdue**
@@ -23,8 +24,10 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import and_, case, func, select
@@ -56,34 +59,187 @@ from campaigns.models import (
 from campaigns.phones import mask, national
 from campaigns.questionnaire import Questionnaire, from_version
 from campaigns.settings import Settings
+from reports.columns import FILES, Column, Kind, Table, only
 from reports.rates import (
+    VILLAGE,
+    Ref,
     ReportError,
+    RoundInfo,
     effective_targets,
     natural_key,
-    round_section,
+    round_info,
     target_overrides,
 )
+from reports.rows import INLINE, OMIT_NONE, LazyRows, Row, to_json
 
 log = logging.getLogger("sanlv.reports")
 
 DEFAULT_OVERDUE_DAYS: int = Settings.followup_overdue_days
 
 
-def followup_history(session: Session, item_id: int) -> list[dict[str, Any]]:
+# --- the rows -------------------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class FollowUpItem(Row):
+    """One resident to visit. ``phone`` is masked unless the list is one cadre's own."""
+
+    id: int
+    round_id: int
+    cadre: str | None
+    cadre_id: int | None
+    village: str
+    village_id: int
+    household: str | None
+    household_id: int
+    phone: str
+    negatives: list[str]  # the rate keys answered negatively
+    concern: str | None  # the concern's meaning in the round's questionnaire
+    concern_key: str | None
+    status: str
+    status_label: str
+    note: str | None
+    created_at: datetime  # when the resident asked for the visit
+    updated_at: datetime
+    overdue: bool
+
+
+@dataclass(kw_only=True)
+class HistoryEntry(Row):
+    """One status change of an item."""
+
+    status: str
+    status_label: str
+    note: str | None
+    actor: str | None
+    at: datetime
+
+
+@dataclass(kw_only=True)
+class FollowUpDetail(Row):
+    """One item and every change of its status, oldest first."""
+
+    item: FollowUpItem = field(metadata=INLINE)
+    history: list[HistoryEntry]
+
+
+@dataclass(kw_only=True)
+class CadreItem(Row):
+    """An item of a cadre's own list, which spans rounds: it names its round."""
+
+    item: FollowUpItem = field(metadata=INLINE)
+    round: str | None
+
+
+@dataclass(kw_only=True)
+class FollowUpCounts(Row):
+    """Items by status (the fields between ``total`` and ``open`` are FollowUpStatus values)."""
+
+    total: int = 0
+    pending: int = 0
+    visited: int = 0
+    resolved: int = 0
+    unreachable: int = 0
+    open: int = 0  # pending or visited
+    overdue: int = 0
+
+
+@dataclass(kw_only=True)
+class VillageFollowUps(Row):
+    """One village's residents who asked for a visit or declined one, and its items by status."""
+
+    village: str
+    village_id: int
+    requested: int = 0
+    declined: int = 0  # counted, never listed
+    pending: int = 0
+    visited: int = 0
+    resolved: int = 0
+    unreachable: int = 0
+    open: int = 0
+    overdue: int = 0
+
+
+@dataclass(kw_only=True)
+class FollowUpRound(RoundInfo):
+    overdue_days: int
+    concern_labels: dict[str, str]
+    status_labels: dict[str, str]
+
+
+@dataclass(kw_only=True)
+class FollowUpReport(Row):
+    """The ``report followups --format json`` contract: ``{"round": {...}, "items": [...], ...}``.
+
+    ``items`` is a list, or rows read from the database each time they are iterated (``stream=True``);
+    ``villages`` is None on a cadre's own list.
+    """
+
+    round: FollowUpRound
+    cadre: Ref | None
+    phones_masked: bool
+    items: list[FollowUpItem] | LazyRows[FollowUpItem]
+    villages: list[VillageFollowUps] | None = field(default=None, metadata=OMIT_NONE)
+
+    @cached_property
+    def summary(self) -> FollowUpCounts:
+        return summarise(self.items)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {
+            "round": self.round.to_json(),
+            "cadre": to_json(self.cadre),
+            "phones_masked": self.phones_masked,
+            "items": to_json(self.items),
+            "summary": self.summary.to_json(),
+        }
+        if self.villages is not None:
+            out["villages"] = to_json(self.villages)
+        return out
+
+
+@dataclass(kw_only=True)
+class CadreListReport(Row):
+    """A cadre's own list (full phone numbers), across rounds unless ``round_id`` is given."""
+
+    cadre: Ref
+    round_id: int | None
+    overdue_days: int
+    status_labels: dict[str, str]
+    phones_masked: bool
+    items: list[CadreItem]
+    summary: FollowUpCounts
+
+
+def followup_history(session: Session, item_id: int) -> list[HistoryEntry]:
     """Every status change of an item, oldest first."""
     events = session.scalars(
         select(FollowUpEvent).where(FollowUpEvent.follow_up_id == item_id).order_by(FollowUpEvent.id)
     ).all()
     return [
-        {
-            "status": event.status.value,
-            "status_label": STATUS_LABELS[event.status],
-            "note": event.note,
-            "actor": event.actor,
-            "at": event.created_at.isoformat(),
-        }
+        HistoryEntry(
+            status=event.status.value,
+            status_label=STATUS_LABELS[event.status],
+            note=event.note,
+            actor=event.actor,
+            at=event.created_at,
+        )
         for event in events
     ]
+
+
+def followup_detail(
+    session: Session, item_id: int, *, reveal_phones: bool = False, overdue_days: int = DEFAULT_OVERDUE_DAYS
+) -> FollowUpDetail:
+    """One item (phone masked unless ``reveal_phones``) and its history.
+
+    Raises:
+        ReportError: no item has this id.
+    """
+    items = list(iter_followup_items(session, item_id=item_id, reveal_phones=reveal_phones, overdue_days=overdue_days))
+    if not items:
+        raise ReportError(f"回访事项 {item_id} 不存在 / follow-up {item_id} does not exist")
+    return FollowUpDetail(item=items[0], history=followup_history(session, item_id))
 
 
 # --- lists ----------------------------------------------------------------------------------------------
@@ -106,7 +262,7 @@ def iter_followup_items(
     now: datetime | None = None,
     overdue_days: int = DEFAULT_OVERDUE_DAYS,
     questionnaire: Questionnaire | None = None,
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[FollowUpItem]:
     """The items, oldest request first, streamed from the database (flat memory for any list size).
 
     Args:
@@ -172,26 +328,26 @@ def iter_followup_items(
             created_at,
             updated_at,
         ) = row
-        yield {
-            "id": item,
-            "round_id": round_of,
-            "cadre": cadre_name,
-            "cadre_id": cadre,
-            "village": village,
-            "village_id": village_id,
-            "household": household,
-            "household_id": household_id,
-            "phone": national(phone) if reveal_phones else mask(phone),
-            "negatives": list(negatives),
-            "concern": concerns.label(round_of, concern),
-            "concern_key": concern,
-            "status": FollowUpStatus(status).value,
-            "status_label": STATUS_LABELS[FollowUpStatus(status)],
-            "note": note,
-            "created_at": created_at.isoformat(),
-            "updated_at": updated_at.isoformat(),
-            "overdue": is_overdue(status, created_at, now, overdue_days),
-        }
+        yield FollowUpItem(
+            id=item,
+            round_id=round_of,
+            cadre=cadre_name,
+            cadre_id=cadre,
+            village=village,
+            village_id=village_id,
+            household=household,
+            household_id=household_id,
+            phone=national(phone) if reveal_phones else mask(phone),
+            negatives=list(negatives),
+            concern=concerns.label(round_of, concern),
+            concern_key=concern,
+            status=FollowUpStatus(status).value,
+            status_label=STATUS_LABELS[FollowUpStatus(status)],
+            note=note,
+            created_at=created_at,
+            updated_at=updated_at,
+            overdue=is_overdue(status, created_at, now, overdue_days),
+        )
 
 
 class _ConcernLabels:
@@ -230,14 +386,17 @@ def followup_report(
     now: datetime | None = None,
     overdue_days: int = DEFAULT_OVERDUE_DAYS,
     sync: bool = True,
-) -> dict[str, Any]:
-    """The ``report followups --format json`` contract: ``{"round": {...}, "items": [...], ...}``.
+    stream: bool = False,
+) -> FollowUpReport:
+    """The follow-up list of a round.
 
     Args:
         cadre_id: only this cadre's items.
         own: the list is the cadre's own (phones in full, and no per-village counts of other residents);
             only meaningful with ``cadre_id``.
         sync: create the round's missing items from its answers first (see :func:`sync_followups`).
+        stream: leave the items in the database, read as they are rendered (flat memory for a file of any
+            length; the session must stay open until then).
 
     Returns:
         ``round`` (with the labels a reader needs), ``cadre`` (or None), ``phones_masked``, ``items``,
@@ -253,8 +412,9 @@ def followup_report(
         sync_followups(session, round_id)
     reveal = own and cadre_id is not None
     questionnaire = from_version(session.get(Round, round_id).questionnaire)
-    items = list(
-        iter_followup_items(
+
+    def items() -> Iterator[FollowUpItem]:
+        return iter_followup_items(
             session,
             round_id=round_id,
             cadre_id=cadre_id,
@@ -265,17 +425,21 @@ def followup_report(
             overdue_days=overdue_days,
             questionnaire=questionnaire,
         )
+
+    return FollowUpReport(
+        **header,
+        phones_masked=not reveal,
+        items=LazyRows(items) if stream else list(items()),
+        villages=None
+        if reveal
+        else village_followups(session, round_id, cadre_id=cadre_id, now=now, overdue_days=overdue_days),
     )
-    report = {**header, "phones_masked": not reveal, "items": items, "summary": summarise(items)}
-    if not reveal:
-        report["villages"] = village_followups(session, round_id, cadre_id=cadre_id, now=now, overdue_days=overdue_days)
-    return report
 
 
 def followup_header(
     session: Session, round_id: int, *, cadre_id: int | None = None, overdue_days: int = DEFAULT_OVERDUE_DAYS
 ) -> dict[str, Any]:
-    """The ``round`` and ``cadre`` parts of a follow-up list. Raises ReportError for an unknown round or cadre."""
+    """The ``round`` and ``cadre`` of a follow-up list. Raises ReportError for an unknown round or cadre."""
     round_ = session.get(Round, round_id)
     if round_ is None:
         raise ReportError(f"round {round_id} does not exist")
@@ -284,26 +448,35 @@ def followup_header(
         found = session.get(Cadre, cadre_id)
         if found is None:
             raise ReportError(f"cadre {cadre_id} does not exist")
-        cadre = {"id": found.id, "name": found.name}
+        cadre = Ref(id=found.id, name=found.name)
     questionnaire = from_version(round_.questionnaire)
-    section = round_section(round_, questionnaire, effective_targets(questionnaire, target_overrides(round_)))
     concern = questionnaire.step(CONCERN_STEP).options if questionnaire.has_step(CONCERN_STEP) else {}
-    section.update(
+    section = FollowUpRound(
+        **round_info(round_, questionnaire, effective_targets(questionnaire, target_overrides(round_))),
         overdue_days=overdue_days,
         concern_labels=dict(concern),
-        status_labels={status.value: label for status, label in STATUS_LABELS.items()},
+        status_labels=status_labels(),
     )
     return {"round": section, "cadre": cadre}
 
 
-def summarise(items: list[Mapping[str, Any]]) -> dict[str, int]:
+def status_labels() -> dict[str, str]:
+    return {status.value: label for status, label in STATUS_LABELS.items()}
+
+
+def summarise(items: Iterable[FollowUpItem]) -> FollowUpCounts:
     """Counts of items by status, plus ``total``, ``open`` (pending or visited) and ``overdue``."""
-    counts = Counter(item["status"] for item in items)
-    summary = {"total": len(items)}
-    summary.update({status.value: counts.get(status.value, 0) for status in FollowUpStatus})
-    summary["open"] = sum(counts.get(status.value, 0) for status in OPEN_STATUSES)
-    summary["overdue"] = sum(1 for item in items if item["overdue"])
-    return summary
+    counts: Counter[str] = Counter()
+    overdue = 0
+    for item in items:
+        counts[item.status] += 1
+        overdue += item.overdue
+    return FollowUpCounts(
+        total=sum(counts.values()),
+        **{status.value: counts[status.value] for status in FollowUpStatus},
+        open=sum(counts[status.value] for status in OPEN_STATUSES),
+        overdue=overdue,
+    )
 
 
 def village_followups(
@@ -313,7 +486,7 @@ def village_followups(
     cadre_id: int | None = None,
     now: datetime | None = None,
     overdue_days: int = DEFAULT_OVERDUE_DAYS,
-) -> list[dict[str, Any]]:
+) -> list[VillageFollowUps]:
     """Per village: residents who asked for a visit or declined one (their answers, whether or not the interview
     was completed, as for the items), and the items by state.
 
@@ -346,15 +519,11 @@ def village_followups(
     if cadre_id is not None:
         visits = visits.where(Household.cadre_id == cadre_id)
         items = items.where(FollowUp.cadre_id == cadre_id)
-    rows: dict[int, dict[str, int]] = {}
-
-    def blank() -> dict[str, int]:
-        return {"requested": 0, "declined": 0, **{s.value: 0 for s in FollowUpStatus}, "open": 0, "overdue": 0}
-
+    rows: dict[int, Counter[str]] = {}
     for village_id, digit, count in session.execute(visits):
-        rows.setdefault(village_id, blank())["requested" if digit == VISIT_YES else "declined"] += count
+        rows.setdefault(village_id, Counter())["requested" if digit == VISIT_YES else "declined"] += count
     for village_id, status, count, late in session.execute(items):
-        entry = rows.setdefault(village_id, blank())
+        entry = rows.setdefault(village_id, Counter())
         entry[FollowUpStatus(status).value] += count
         if FollowUpStatus(status) in OPEN_STATUSES:
             entry["open"] += count
@@ -362,8 +531,11 @@ def village_followups(
     if not rows:
         return []
     names = dict(session.execute(select(Village.id, Village.name).where(Village.id.in_(rows))).all())
-    out = [{"village": names[village_id], "village_id": village_id, **counts} for village_id, counts in rows.items()]
-    return sorted(out, key=lambda entry: (natural_key(entry["village"]), entry["village_id"]))
+    out = [
+        VillageFollowUps(village=names[village_id], village_id=village_id, **counts)
+        for village_id, counts in rows.items()
+    ]
+    return sorted(out, key=lambda entry: (natural_key(entry.village), entry.village_id))
 
 
 def cadre_list(
@@ -374,7 +546,7 @@ def cadre_list(
     statuses: tuple[FollowUpStatus, ...] | None = None,
     now: datetime | None = None,
     overdue_days: int = DEFAULT_OVERDUE_DAYS,
-) -> dict[str, Any]:
+) -> CadreListReport:
     """A cadre's own list, across rounds unless ``round_id`` is given: full phone numbers, nothing else.
 
     Raises:
@@ -401,17 +573,58 @@ def cadre_list(
             overdue_days=overdue_days,
         )
     )
-    rounds = dict(
-        session.execute(select(Round.id, Round.name).where(Round.id.in_({i["round_id"] for i in items}))).all()
+    rounds = dict(session.execute(select(Round.id, Round.name).where(Round.id.in_({i.round_id for i in items}))).all())
+    return CadreListReport(
+        cadre=Ref(id=cadre.id, name=cadre.name),
+        round_id=round_id,
+        overdue_days=overdue_days,
+        status_labels=status_labels(),
+        phones_masked=False,
+        items=[CadreItem(item=item, round=rounds.get(item.round_id)) for item in items],
+        summary=summarise(items),
     )
-    for item in items:
-        item["round"] = rounds.get(item["round_id"])
-    return {
-        "cadre": {"id": cadre.id, "name": cadre.name},
-        "round_id": round_id,
-        "overdue_days": overdue_days,
-        "status_labels": {status.value: label for status, label in STATUS_LABELS.items()},
-        "phones_masked": False,
-        "items": items,
-        "summary": summarise(items),
-    }
+
+
+# --- the tables (every renderer draws these; a new column is one line here) --------------------------
+
+# Per village, as (field, title).
+VILLAGE_COUNTS = (
+    ("requested", "要求回访"),
+    ("declined", "不需回访"),
+    ("pending", "待走访"),
+    ("visited", "已走访"),
+    ("resolved", "已解决"),
+    ("unreachable", "无法联系"),
+    ("overdue", "逾期"),
+)
+
+
+def tables(report: FollowUpReport) -> list[Table]:
+    """The items, and on office lists the counts per village."""
+    labels = report.round.rate_labels
+    items = Table(
+        "整改回访",
+        [
+            Column("id", "编号", Kind.INT, width=8),
+            VILLAGE,
+            Column("household", "户主", width=10),
+            Column("phone", "电话", width=15),
+            Column("cadre", "包户干部", width=10),
+            Column("negatives", "不满意", get=lambda item: "、".join(labels.get(k, k) for k in item.negatives), width=18),
+            Column("concern", "担心的问题", width=12),
+            Column("status_label", "状态", width=10),
+            Column("created_at", "提出时间", Kind.DATETIME),
+            *only(FILES, Column("updated_at", "更新时间", Kind.DATETIME)),
+            Column("overdue", "逾期", Kind.BOOL, width=6, alert=lambda item: item.overdue, alert_class="overdue"),
+            # The printed page goes round a meeting: the cadres' visit notes stay off it.
+            *only(frozenset({"table", "csv", "xlsx"}), Column("note", "备注", width=40)),
+        ],
+        report.items,
+        freeze="A2",
+    )
+    if report.villages is None:
+        return [items]
+    counts = Table(
+        "各村回访", [VILLAGE, *(Column(key, title, Kind.INT) for key, title in VILLAGE_COUNTS)], report.villages
+    )
+    return [items, counts]

@@ -9,25 +9,32 @@ visit, phone numbers masked. It never includes a cadre's contact rate (that is f
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from campaigns import clock
+from reports import rates
+from reports.followups import tables as followup_tables
+from reports.columns import Column, Kind, Table
 from reports.format import (
     BELOW_TARGET,
     NO_DATA,
-    PROGRESS_LABELS,
     ROUND_STATUS_NAMES,
     TOO_FEW,
-    flags_text,
     floor_percent,
     local_time,
     percent,
+    reading_text,
     target_text,
+    targets_text,
 )
+
+if TYPE_CHECKING:
+    from reports.followups import FollowUpReport
+    from reports.rates import RateFigures, RatesReport
 
 PASS_COLOUR = "#2e7d32"
 FAIL_COLOUR = "#c62828"
@@ -60,21 +67,20 @@ tr { page-break-inside: avoid; }
 
 
 def render_rates_html(
-    report: Mapping[str, Any],
+    report: RatesReport,
     *,
-    followups: Mapping[str, Any] | None = None,
+    followups: FollowUpReport | None = None,
     tz: ZoneInfo | None = None,
     generated_at: datetime | None = None,
 ) -> str:
     """The whole page for :func:`reports.rates.village_rates`'s report (and, optionally, the office's
     follow-up list from :func:`reports.followups.followup_report`, whose phones are masked)."""
-    round_ = report["round"]
-    labels: Mapping[str, str] = round_["rate_labels"]
-    total = report["total"]
-    status = ROUND_STATUS_NAMES.get(round_["status"], round_["status"])
-    title = f"第 {round_['id']} 轮「{round_['name']}」平安建设三率调查报告"
-    generated = local_time((generated_at or clock.now()).isoformat(), tz)
-    targets = "，".join(f"{labels[k]} {target_text(total['rates'][k]['target'])}" for k in labels)
+    round_ = report.round
+    labels = round_.rate_labels
+    tables = rates.tables(report)
+    status = ROUND_STATUS_NAMES.get(round_.status, round_.status)
+    title = f"第 {round_.id} 轮「{round_.name}」平安建设三率调查报告"
+    generated = local_time(generated_at or clock.now(), tz)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="zh-CN"><head><meta charset="utf-8">',
@@ -82,22 +88,22 @@ def render_rates_html(
         f"<style>{CSS}</style></head><body>",
         f"<h1>{escape(title)}</h1>",
         f'<p class="meta">轮次状态：{escape(status)}；报告生成：{escape(generated)}'
-        + (f"；调查时间：{escape(local_time(round_.get('launched_at'), tz))} 起" if round_.get("launched_at") else "")
+        + (f"；调查时间：{escape(local_time(round_.launched_at, tz))} 起" if round_.launched_at else "")
         + "</p>",
-        f'<p class="meta">目标：{escape(targets)}</p>',
+        f'<p class="meta">目标：{escape(targets_text(report))}</p>',
         "<h2>一、全镇概况</h2>",
         _overview(report),
         "<h2>二、各村三率</h2>",
-        _rates_table(report),
-        f'<p class="notes">{BELOW_TARGET} 及红色底纹：未达目标；{TOO_FEW}：有效样本少于 {round_["min_sample"]} 个，'
+        html_table(tables.summary, tz),
+        f'<p class="notes">{BELOW_TARGET} 及红色底纹：未达目标；{TOO_FEW}：有效样本少于 {round_.min_sample} 个，'
         f"不足以判断；{NO_DATA}：无有效样本。圆括号内为肯定数/有效数，方括号内为 95% 置信区间（Wilson）。</p>",
         '<section class="page"><h2>三、各村三率与目标（图）</h2>',
         *(_chart(report, key) for key in labels),
         "</section>",
         "<h2>四、调查完成情况</h2>",
-        _progress_table(report),
+        html_table(tables.progress, tz),
         "<h2>五、排名与问责提示</h2>",
-        _ranking_table(report),
+        html_table(tables.ranking, tz),
         _flag_summary(report),
     ]
     if followups is not None:
@@ -106,7 +112,7 @@ def render_rates_html(
         "<h2>说明</h2>",
         '<ul class="notes">',
         "<li>比率 = 肯定回答 / 有效回答，只统计完成的访问（所有三率问题均已回答）。</li>",
-        "<li>“说不清”" + ("不计入有效回答。" if round_["exclude_unsure"] else "计入有效回答，按未达成计。") + "</li>",
+        "<li>“说不清”" + ("不计入有效回答。" if round_.exclude_unsure else "计入有效回答，按未达成计。") + "</li>",
         "<li>应答率 = 完成 / (抽样 − 不符合条件)。接通：有人接听并开始访问。</li>",
         "<li>不满意答复：安全感答“不太安全/不安全”、执法满意度答“不太满意/不满意”的人次。</li>",
         "<li>问责提示按上一轮已结束的调查比较：连续两轮不满意答复最多，或同一指标连续两轮未达标。</li>",
@@ -117,112 +123,75 @@ def render_rates_html(
     return "\n".join(parts)
 
 
+def html_table(table: Table, tz: ZoneInfo | None = None) -> str:
+    """``table`` as the printed page shows it: text left, numbers right, totals in bold."""
+    columns = table.shown_in("html")
+    head = "".join(
+        f"<th>{escape(column.title)}</th>" if column.numeric else f'<th class="text">{escape(column.title)}</th>'
+        for column in columns
+    )
+    body = "".join(_row(columns, row, tz) for row in table.rows)
+    body += "".join(_row(columns, row, tz, "total") for row in table.total)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _row(columns: Sequence[Column], row: Any, tz: ZoneInfo | None, cls: str = "") -> str:
+    cells = "".join(_td(column, row, tz) for column in columns)
+    return f'<tr class="{cls}">{cells}</tr>' if cls else f"<tr>{cells}</tr>"
+
+
+def _td(column: Column, row: Any, tz: ZoneInfo | None) -> str:
+    value = column.value(row)
+    text = _rate_text(value) if column.kind is Kind.RATE else reading_text(column, value, tz)
+    classes = ([] if column.numeric else ["text"]) + ([column.alert_class] if column.is_alert(row) else [])
+    return _cell(text, cls=" ".join(classes))
+
+
 def _cell(text: str, *, cls: str = "") -> str:
     return f'<td class="{cls}">{escape(text)}</td>' if cls else f"<td>{escape(text)}</td>"
 
 
-def _header(titles: Sequence[str], text_columns: int = 1) -> str:
-    cells = "".join(
-        f'<th class="text">{escape(t)}</th>' if i < text_columns else f"<th>{escape(t)}</th>"
-        for i, t in enumerate(titles)
-    )
-    return f"<thead><tr>{cells}</tr></thead>"
-
-
-def _rate_text(figures: Mapping[str, Any], *, interval: bool = True) -> str:
-    if not figures["valid"]:
+def _rate_text(figures: RateFigures | None, *, interval: bool = True) -> str:
+    if figures is None or not figures.valid:
         return NO_DATA
-    text = f"{percent(figures['positive'], figures['valid'])} ({figures['positive']}/{figures['valid']})"
+    text = f"{percent(figures.positive, figures.valid)} ({figures.positive}/{figures.valid})"
     if interval:
-        text += f" [{floor_percent(figures['ci_low'])}–{floor_percent(figures['ci_high'])}]"
-    if not figures["meets_target"]:
+        text += f" [{floor_percent(figures.ci_low)}–{floor_percent(figures.ci_high)}]"
+    if not figures.meets_target:
         text += f" {BELOW_TARGET}"
-    if figures["too_few"]:
+    if figures.too_few:
         text += TOO_FEW
     return text
 
 
-def _rate_td(figures: Mapping[str, Any]) -> str:
-    below = figures["valid"] and not figures["meets_target"]
-    return _cell(_rate_text(figures), cls="below" if below else "")
-
-
-def _overview(report: Mapping[str, Any]) -> str:
-    total = report["total"]
-    labels = report["round"]["rate_labels"]
+def _overview(report: RatesReport) -> str:
+    total = report.total
+    labels = report.round.rate_labels
+    rate = Column("rate", "全镇", Kind.RATE, get=lambda key: total.rates[key])
     rows = [
-        f"<tr>{_cell(labels[k], cls='text')}{_cell(target_text(total['rates'][k]['target']))}{_rate_td(total['rates'][k])}</tr>"
+        f"<tr>{_cell(labels[k], cls='text')}{_cell(target_text(total.rates[k].target))}{_td(rate, k, None)}</tr>"
         for k in labels
     ]
-    rate = floor_percent(total["response_rate"]) or NO_DATA
+    response_rate = floor_percent(total.progress.response_rate) or NO_DATA
+    head = '<thead><tr><th class="text">指标</th><th>目标</th><th>全镇</th></tr></thead>'
     return (
-        f"<p>抽样 {total['sampled']} 户，接通 {total['reached']} 户，完成访问 {total['completed']} 户，"
-        f"应答率 {escape(rate)}。</p>"
-        f"<table>{_header(['指标', '目标', '全镇'])}<tbody>{''.join(rows)}</tbody></table>"
+        f"<p>抽样 {total.progress.sampled} 户，接通 {total.progress.reached} 户，完成访问 {total.progress.completed} 户，"
+        f"应答率 {escape(response_rate)}。</p>"
+        f"<table>{head}<tbody>{''.join(rows)}</tbody></table>"
     )
 
 
-def _rates_table(report: Mapping[str, Any]) -> str:
-    labels = report["round"]["rate_labels"]
-
-    def row(entry: Mapping[str, Any], cls: str = "") -> str:
-        cells = _cell(entry["village"], cls="text") + _cell(str(entry["sampled"])) + _cell(str(entry["completed"]))
-        cells += "".join(_rate_td(entry["rates"][k]) for k in labels)
-        return f'<tr class="{cls}">{cells}</tr>' if cls else f"<tr>{cells}</tr>"
-
-    body = "".join(row(e) for e in report["villages"]) + row(report["total"], "total")
-    return f"<table>{_header(['村', '抽样', '完成', *labels.values()])}<tbody>{body}</tbody></table>"
-
-
-def _progress_table(report: Mapping[str, Any]) -> str:
-    def row(entry: Mapping[str, Any], cls: str = "") -> str:
-        cells = _cell(entry["village"], cls="text")
-        for key in PROGRESS_LABELS:
-            cells += _cell((floor_percent(entry[key]) or NO_DATA) if key == "response_rate" else str(entry[key]))
-        return f'<tr class="{cls}">{cells}</tr>' if cls else f"<tr>{cells}</tr>"
-
-    body = "".join(row(e) for e in report["villages"]) + row(report["total"], "total")
-    return f"<table>{_header(['村', *PROGRESS_LABELS.values()])}<tbody>{body}</tbody></table>"
-
-
-def _ranking_table(report: Mapping[str, Any]) -> str:
-    labels = report["round"]["rate_labels"]
-
-    def rank(value: int | None) -> str:
-        return NO_DATA if value is None else str(value)
-
-    rows = []
-    for e in report["villages"]:
-        flags = flags_text(e["flags"], labels)
-        cells = _cell(e["village"], cls="text")
-        cells += "".join(_cell(rank(e["rates"][k]["rank"])) for k in labels)
-        cells += _cell(str(e["dissatisfied"])) + _cell(rank(e["dissatisfied_rank"]))
-        cells += _cell(str(e["visit_requested"])) + _cell(str(e["visit_declined"]))
-        cells += f'<td class="text flag">{escape(flags)}</td>' if flags else _cell("", cls="text")
-        rows.append(f"<tr>{cells}</tr>")
-    titles = [
-        "村",
-        *(f"{label}排名" for label in labels.values()),
-        "不满意答复",
-        "排名",
-        "要求回访",
-        "不需回访",
-        "问责提示",
-    ]
-    return f"<table>{_header(titles)}<tbody>{''.join(rows)}</tbody></table>"
-
-
-def _flag_summary(report: Mapping[str, Any]) -> str:
-    previous = report["round"].get("previous_round")
+def _flag_summary(report: RatesReport) -> str:
+    previous = report.round.previous_round
     if not previous:
         return '<p class="notes">没有更早结束的轮次，本轮不作连续两轮的问责提示。</p>'
-    labels = report["round"]["rate_labels"]
+    labels = report.round.rate_labels
     flagged = [
-        f"{e['village']}（{flags_text(e['flags'], labels)}）"
-        for e in report["villages"]
-        if flags_text(e["flags"], labels)
+        f"{e.village}（{rates.flags_text(e.flags, labels)}）"
+        for e in report.villages
+        if rates.flags_text(e.flags, labels)
     ]
-    lead = f"对比上一轮：第 {previous['id']} 轮「{previous['name']}」。"
+    lead = f"对比上一轮：第 {previous.id} 轮「{previous.name}」。"
     return (
         f'<p class="notes">{escape(lead)}'
         + (f'<span class="flag">需关注：{escape("；".join(flagged))}。</span>' if flagged else "无村触发问责提示。")
@@ -230,15 +199,14 @@ def _flag_summary(report: Mapping[str, Any]) -> str:
     )
 
 
-def _chart(report: Mapping[str, Any], key: str) -> str:
+def _chart(report: RatesReport, key: str) -> str:
     """A horizontal bar chart of one rate by village (and the township), with the target line and intervals.
 
     The axis always runs from 0% to 100%, so bar lengths compare honestly.
     """
-    round_ = report["round"]
-    label = round_["rate_labels"][key]
-    entries = [*report["villages"], report["total"]]
-    target = report["total"]["rates"][key]["target"]
+    label = report.round.rate_labels[key]
+    entries = [*report.villages, report.total]
+    target = report.total.rates[key].target
     left, plot, right, row_height, top = 120, 520, 110, 18, 30
     width = left + plot + right
     height = top + row_height * len(entries) + 12
@@ -257,31 +225,31 @@ def _chart(report: Mapping[str, Any], key: str) -> str:
         out.append(f'<line x1="{tx:.1f}" y1="{top - 6}" x2="{tx:.1f}" y2="{height - 8}" stroke="#ddd"/>')
         out.append(f'<text x="{tx:.1f}" y="{top - 10}" text-anchor="middle" fill="#666">{tick}%</text>')
     for index, entry in enumerate(entries):
-        figures = entry["rates"][key]
+        figures = entry.rates[key]
         y = top + index * row_height
-        is_total = entry is report["total"]
+        is_total = entry is report.total
         weight = ' font-weight="bold"' if is_total else ""
-        out.append(f'<text x="{left - 6}" y="{y + 12}" text-anchor="end"{weight}>{escape(entry["village"])}</text>')
-        if not figures["valid"]:
+        out.append(f'<text x="{left - 6}" y="{y + 12}" text-anchor="end"{weight}>{escape(entry.village)}</text>')
+        if not figures.valid:
             out.append(f'<text x="{left + 4}" y="{y + 12}" fill="#999">无有效样本</text>')
             continue
-        colour = PASS_COLOUR if figures["meets_target"] else FAIL_COLOUR
-        opacity = "0.45" if figures["too_few"] else "0.9"
-        bar = max(plot * figures["rate"], 0.5)
+        colour = PASS_COLOUR if figures.meets_target else FAIL_COLOUR
+        opacity = "0.45" if figures.too_few else "0.9"
+        bar = max(plot * figures.rate, 0.5)
         out.append(
-            f'<rect class="{"pass" if figures["meets_target"] else "fail"}" x="{left}" y="{y + 3}" width="{bar:.1f}" '
+            f'<rect class="{"pass" if figures.meets_target else "fail"}" x="{left}" y="{y + 3}" width="{bar:.1f}" '
             f'height="{row_height - 6}" fill="{colour}" fill-opacity="{opacity}"/>'
         )
-        if figures["ci_low"] is not None:
+        if figures.ci_low is not None:
             cy = y + row_height / 2
             out.append(
-                f'<line x1="{x(figures["ci_low"]):.1f}" y1="{cy:.1f}" x2="{x(figures["ci_high"]):.1f}" y2="{cy:.1f}" '
+                f'<line x1="{x(figures.ci_low):.1f}" y1="{cy:.1f}" x2="{x(figures.ci_high):.1f}" y2="{cy:.1f}" '
                 f'stroke="#333" stroke-width="1"/>'
             )
-        mark = ("" if figures["meets_target"] else f" {BELOW_TARGET}") + (TOO_FEW if figures["too_few"] else "")
+        mark = ("" if figures.meets_target else f" {BELOW_TARGET}") + (TOO_FEW if figures.too_few else "")
         out.append(
             f'<text x="{left + plot + 6}" y="{y + 12}"{weight}>'
-            f"{escape(percent(figures['positive'], figures['valid']) + mark)}</text>"
+            f"{escape(percent(figures.positive, figures.valid) + mark)}</text>"
         )
     tx = x(target)
     out.append(
@@ -296,35 +264,16 @@ def _chart(report: Mapping[str, Any], key: str) -> str:
     return "\n".join(out)
 
 
-def _followups(report: Mapping[str, Any], tz: ZoneInfo | None) -> str:
-    summary = report["summary"]
-    labels = report["round"]["rate_labels"]
+def _followups(report: FollowUpReport, tz: ZoneInfo | None) -> str:
+    summary = report.summary
     parts = [
-        f"<p>要求上门回访 {summary['total']} 户：待走访 {summary['pending']}，已走访 {summary['visited']}，"
-        f"已解决 {summary['resolved']}，无法联系 {summary['unreachable']}；逾期（超过 "
-        f"{report['round']['overdue_days']} 天未走访）{summary['overdue']} 户。不需回访的居民只计人数，不列名单。</p>"
+        f"<p>要求上门回访 {summary.total} 户：待走访 {summary.pending}，已走访 {summary.visited}，"
+        f"已解决 {summary.resolved}，无法联系 {summary.unreachable}；逾期（超过 "
+        f"{report.round.overdue_days} 天未走访）{summary.overdue} 户。不需回访的居民只计人数，不列名单。</p>"
     ]
-    villages = report.get("villages") or []
-    if villages:
-        keys = ("requested", "declined", "pending", "visited", "resolved", "unreachable", "overdue")
-        rows = "".join(
-            "<tr>" + _cell(v["village"], cls="text") + "".join(_cell(str(v[k])) for k in keys) + "</tr>"
-            for v in villages
-        )
-        titles = ["村", "要求回访", "不需回访", "待走访", "已走访", "已解决", "无法联系", "逾期"]
-        parts.append(f"<table>{_header(titles)}<tbody>{rows}</tbody></table>")
-    if report["items"]:
-        rows = []
-        for item in report["items"]:
-            cells = (
-                _cell(str(item["id"])) + _cell(item["village"], cls="text") + _cell(item["household"] or "", cls="text")
-            )
-            cells += _cell(item["phone"]) + _cell(item["cadre"] or "", cls="text")
-            cells += _cell("、".join(labels.get(k, k) for k in item["negatives"]), cls="text")
-            cells += _cell(item["concern"] or "", cls="text") + _cell(item["status_label"], cls="text")
-            cells += _cell(local_time(item["created_at"], tz))
-            cells += _cell("逾期", cls="overdue") if item["overdue"] else _cell("")
-            rows.append(f"<tr>{cells}</tr>")
-        titles = ["编号", "村", "户主", "电话", "包户干部", "不满意", "担心的问题", "状态", "提出时间", "逾期"]
-        parts.append(f"<h3>回访名单</h3><table>{_header(titles, 0)}<tbody>{''.join(rows)}</tbody></table>")
+    items, *counts = followup_tables(report)
+    if counts and report.villages:
+        parts.append(html_table(counts[0], tz))
+    if summary.total:
+        parts.append(f"<h3>回访名单</h3>{html_table(items, tz)}")
     return "\n".join(parts)

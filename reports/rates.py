@@ -38,6 +38,9 @@ those small count tables are folded in Python, so the cost stays that of one pas
 
 Villages are listed by name (numbers within a name compare as numbers: 村2 before 村10), sorted in Python so the
 order depends neither on import order nor on the database's collation.
+
+The report is a :class:`RatesReport`, typed rows whose ``to_json()`` is the ``report rates --format json``
+contract; :func:`tables` is its column specification, which every renderer draws (see ``reports.columns``).
 A household's village is its village now (the roster's current state), not a snapshot from sampling time: a
 roster import that moves a household moves its targets and answers too.
 """
@@ -47,10 +50,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from datetime import datetime
 from fractions import Fraction
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
@@ -69,11 +73,15 @@ from campaigns.models import (
 )
 from campaigns.questionnaire import Questionnaire, Step, from_version, rate_steps
 from campaigns.settings import Settings
+from reports.columns import FILES, Column, Kind, Table, below_target, lookup, only, per_rate
+from reports.rows import INLINE, NOT_JSON, Row
 from reports.stats import CONFIDENCE, wilson_interval
+
+if TYPE_CHECKING:
+    from reports.followups import FollowUpReport
 
 TOWNSHIP = "全镇"
 DEFAULT_MIN_SAMPLE: int = Settings.report_min_sample
-# The rates whose negative answers are "dissatisfied": they trigger the visit question (DESIGN.md).
 # Rounds that have ended; the "previous round" of the accountability rules is one of these.
 ENDED_ROUND_STATUSES = (RoundStatus.COMPLETED, RoundStatus.CANCELLED)
 
@@ -82,8 +90,29 @@ class ReportError(SanlvError, LookupError):
     """A report was asked about something that does not exist, such as an unknown round id."""
 
 
-@dataclass
-class Progress:
+# --- the rows -------------------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class RateFigures(Row):
+    """One rate's figures (see the module notes); ``rank`` is None until :func:`apply_ranks` fills it."""
+
+    positive: int
+    valid: int
+    rate: float | None
+    target: float
+    meets_target: bool
+    ci_low: float | None
+    ci_high: float | None
+    too_few: bool
+    unsure: int
+    unsure_share: float | None
+    negative: int
+    rank: int | None = None
+
+
+@dataclass(kw_only=True)
+class Progress(Row):
     """How a village's sample went. ``sampled`` is the sum of the last seven fields.
 
     A target counts as *reached* once a person answered and the interview began (it has a response).
@@ -101,8 +130,8 @@ class Progress:
     waiting: int = 0  # not reached yet, still to be dialled
 
     def add(self, other: Progress) -> None:
-        for field in fields(self):
-            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+        for item in fields(self):
+            setattr(self, item.name, getattr(self, item.name) + getattr(other, item.name))
 
     @property
     def response_rate(self) -> float | None:
@@ -110,16 +139,87 @@ class Progress:
         eligible = self.sampled - self.ineligible
         return self.completed / eligible if eligible > 0 else None
 
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {field.name: getattr(self, field.name) for field in fields(self)}
-        out["response_rate"] = self.response_rate
-        return out
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "response_rate": self.response_rate}
+
+
+@dataclass(kw_only=True)
+class Flags(Row):
+    """The township's accountability flags of a village (see the module notes)."""
+
+    most_dissatisfied_twice: bool = False
+    below_target_twice: list[str] = field(default_factory=list)  # rate keys
+
+
+@dataclass(kw_only=True)
+class VillageRates(Row):
+    """One village's entry of the rates report, or the township's (``village_id`` None, no ranks)."""
+
+    village: str
+    village_id: int | None
+    progress: Progress = field(metadata=INLINE)
+    too_few: bool  # fewer completed interviews than the minimum sample
+    rates: dict[str, RateFigures]
+    dissatisfied: int
+    dissatisfied_rank: int | None = None
+    visit_requested: int
+    visit_declined: int
+    flags: Flags = field(default_factory=Flags)
+
+
+@dataclass(kw_only=True)
+class Ref(Row):
+    """Something named in a report: a round, a cadre."""
+
+    id: int
+    name: str
+
+
+@dataclass(kw_only=True)
+class RoundInfo(Row):
+    """The ``round`` part shared by the reports: what a reader needs to know about the round."""
+
+    id: int
+    name: str
+    status: str
+    questionnaire: str
+    questionnaire_version: int
+    exclude_unsure: bool
+    launched_at: datetime | None
+    finished_at: datetime | None
+    rate_labels: dict[str, str]
+    targets: dict[str, float]
+
+
+@dataclass(kw_only=True)
+class RatesRound(RoundInfo):
+    min_sample: int
+    confidence: float
+    dissatisfaction_questions: list[str]
+    previous_round: Ref | None = None
+
+
+@dataclass(kw_only=True)
+class RatesReport(Row):
+    """The ``report rates --format json`` contract: ``{"round": {...}, "villages": [...], "total": {...}}``.
+
+    ``followups`` (the office's follow-up list) is carried for the printable page only; it is not part of
+    the JSON.
+    """
+
+    round: RatesRound
+    villages: list[VillageRates]
+    total: VillageRates
+    followups: FollowUpReport | None = field(default=None, metadata=NOT_JSON)
+
+
+# --- the report -----------------------------------------------------------------------------------------
 
 
 def village_rates(
     session: Session, round_id: int, *, min_sample: int = DEFAULT_MIN_SAMPLE, flags: bool = True
-) -> dict[str, Any]:
-    """The ``report rates --format json`` contract for one round.
+) -> RatesReport:
+    """The rates report of one round.
 
     Args:
         session: an open session; the report only reads.
@@ -128,9 +228,8 @@ def village_rates(
         flags: compute the accountability flags (which needs the previous round's figures too).
 
     Returns:
-        ``{"round": {...}, "villages": [...], "total": {...}}``. Every village with at least one target in
-        the round has an entry (with null rates when nothing was completed there); ``total`` has the same
-        shape with ``"village": "全镇"`` and no ranks.
+        Every village with at least one target in the round has an entry (with null rates when nothing was
+        completed there); ``total`` has the same shape with ``village`` "全镇" and no ranks.
 
     Raises:
         ReportError: no round has this id; ValueError: ``min_sample`` below 1.
@@ -142,15 +241,15 @@ def village_rates(
         raise ReportError(f"round {round_id} does not exist")
     report = _round_figures(session, round_, min_sample)
     previous = previous_round(session, round_) if flags else None
-    report["round"]["previous_round"] = None if previous is None else {"id": previous.id, "name": previous.name}
+    report.round.previous_round = None if previous is None else Ref(id=previous.id, name=previous.name)
     if flags:
         prior = _round_figures(session, previous, min_sample) if previous is not None else None
         apply_flags(report, prior)
     return report
 
 
-def round_section(round_: Round, questionnaire: Questionnaire, targets: Mapping[str, float]) -> dict[str, Any]:
-    """The ``round`` part shared by the reports."""
+def round_info(round_: Round, questionnaire: Questionnaire, targets: Mapping[str, float]) -> dict[str, Any]:
+    """The fields of :class:`RoundInfo` for ``round_`` (each report adds its own to them)."""
     steps = rate_steps(questionnaire)
     return {
         "id": round_.id,
@@ -159,8 +258,8 @@ def round_section(round_: Round, questionnaire: Questionnaire, targets: Mapping[
         "questionnaire": questionnaire.key,
         "questionnaire_version": round_.questionnaire_id,
         "exclude_unsure": round_.exclude_unsure,
-        "launched_at": _iso(round_.launched_at),
-        "finished_at": _iso(round_.finished_at),
+        "launched_at": round_.launched_at,
+        "finished_at": round_.finished_at,
         "rate_labels": {key: questionnaire.rates[key].label for key in steps},
         "targets": {key: targets[key] for key in steps},
     }
@@ -187,7 +286,7 @@ def effective_targets(questionnaire: Questionnaire, overrides: Mapping[str, Any]
 
 def rate_figures(
     step: Step, target: float, digits: Mapping[str, int], exclude_unsure: bool, min_sample: int = 1
-) -> dict[str, Any]:
+) -> RateFigures:
     """One rate's figures from the answers to its question, counted by key pressed.
 
     Args:
@@ -196,30 +295,25 @@ def rate_figures(
         digits: how many completed responses answered each key.
         exclude_unsure: leave "说不清" out of ``valid`` instead of counting it as not positive.
         min_sample: fewer valid answers than this are ``too_few`` to judge.
-
-    Returns:
-        ``{"positive", "valid", "rate", "target", "meets_target", "ci_low", "ci_high", "too_few", "unsure",
-        "unsure_share", "negative", "rank"}`` (``rank`` is None until :func:`apply_ranks` fills it).
     """
     answered = sum(digits.values())
     positive = sum(count for digit, count in digits.items() if digit in step.positive)
     unsure = sum(count for digit, count in digits.items() if digit in step.unsure)
     valid = answered - unsure if exclude_unsure else answered
     interval = wilson_interval(positive, valid)
-    return {
-        "positive": positive,
-        "valid": valid,
-        "rate": positive / valid if valid else None,
-        "target": target,
-        "meets_target": meets_target(positive, valid, target),
-        "ci_low": interval[0] if interval else None,
-        "ci_high": interval[1] if interval else None,
-        "too_few": valid < min_sample,
-        "unsure": unsure,
-        "unsure_share": unsure / answered if answered else None,
-        "negative": answered - positive - unsure,
-        "rank": None,
-    }
+    return RateFigures(
+        positive=positive,
+        valid=valid,
+        rate=positive / valid if valid else None,
+        target=target,
+        meets_target=meets_target(positive, valid, target),
+        ci_low=interval[0] if interval else None,
+        ci_high=interval[1] if interval else None,
+        too_few=valid < min_sample,
+        unsure=unsure,
+        unsure_share=unsure / answered if answered else None,
+        negative=answered - positive - unsure,
+    )
 
 
 def meets_target(positive: int, valid: int, target: float) -> bool:
@@ -255,43 +349,44 @@ def competition_ranks(values: Mapping[int, Any], *, descending: bool = True) -> 
     return ranks
 
 
-def apply_ranks(villages: list[dict[str, Any]]) -> None:
+def apply_ranks(villages: list[VillageRates]) -> None:
     """Fill each village's ``rank`` per rate (best first) and ``dissatisfied_rank`` (most first)."""
     if not villages:
         return
-    for key in villages[0]["rates"]:
+    for key in villages[0].rates:
         # positive / valid as a float orders rates exactly: two different fractions with denominators below
         # 10**7 differ by more than 1e-14, far above rounding, and equal fractions divide to the same float.
         ranks = competition_ranks(
             {
-                index: entry["rates"][key]["positive"] / entry["rates"][key]["valid"]
-                if entry["rates"][key]["valid"]
-                else None
+                index: entry.rates[key].positive / entry.rates[key].valid if entry.rates[key].valid else None
                 for index, entry in enumerate(villages)
             }
         )
         for index, entry in enumerate(villages):
-            entry["rates"][key]["rank"] = ranks.get(index)
+            entry.rates[key].rank = ranks.get(index)
     dissatisfied = competition_ranks(
-        {index: entry["dissatisfied"] if entry["completed"] else None for index, entry in enumerate(villages)}
+        {index: entry.dissatisfied if entry.progress.completed else None for index, entry in enumerate(villages)}
     )
     for index, entry in enumerate(villages):
-        entry["dissatisfied_rank"] = dissatisfied.get(index)
+        entry.dissatisfied_rank = dissatisfied.get(index)
 
 
-def apply_flags(report: dict[str, Any], previous: Mapping[str, Any] | None) -> None:
+def apply_flags(report: RatesReport, previous: RatesReport | None) -> None:
     """Set each village's accountability ``flags`` from this round's figures and the previous round's."""
-    before = {entry["village_id"]: entry for entry in previous["villages"]} if previous else {}
-    for entry in report["villages"]:
-        prior = before.get(entry["village_id"])
-        entry["flags"] = {
-            "most_dissatisfied_twice": prior is not None and _most_dissatisfied(entry) and _most_dissatisfied(prior),
-            "below_target_twice": [
+    before = {entry.village_id: entry for entry in previous.villages} if previous else {}
+    for entry in report.villages:
+        prior = before.get(entry.village_id)
+        entry.flags = Flags(
+            most_dissatisfied_twice=prior is not None and _most_dissatisfied(entry) and _most_dissatisfied(prior),
+            below_target_twice=[
                 key
-                for key, figures in entry["rates"].items()
-                if prior is not None and key in prior["rates"] and _below(figures) and _below(prior["rates"][key])
+                for key, figures in entry.rates.items()
+                if prior is not None
+                and key in prior.rates
+                and below_target(figures)
+                and below_target(prior.rates[key])
             ],
-        }
+        )
 
 
 def previous_round(session: Session, round_: Round) -> Round | None:
@@ -316,10 +411,166 @@ def natural_key(name: str) -> list[str | int]:
     return [int(part) if index % 2 else part for index, part in enumerate(re.split(r"(\d+)", name))]
 
 
+# --- the tables (every renderer draws these; a new column is one line here) --------------------------
+
+VILLAGE = Column("village", "村")
+# How each target of a round ended up, in the order of the survey (see Progress).
+PROGRESS = [
+    Column("progress.sampled", "抽样", Kind.INT),
+    Column("progress.dialled", "已拨打", Kind.INT),
+    Column("progress.reached", "接通", Kind.INT),
+    Column("progress.completed", "完成", Kind.INT),
+    Column("progress.refused", "拒访", Kind.INT),
+    Column("progress.ineligible", "不符合条件", Kind.INT),
+    Column("progress.opted_out", "中途退出", Kind.INT),
+    Column("progress.partial", "未答完", Kind.INT),
+    Column("progress.not_reached", "未接通", Kind.INT),
+    Column("progress.waiting", "待拨打", Kind.INT),
+    Column("progress.response_rate", "应答率", Kind.PERCENT),
+]
+# One rate's figures (RateFigures), as (field, title, kind).
+FIGURES = (
+    ("positive", "肯定", Kind.INT),
+    ("valid", "有效", Kind.INT),
+    ("rate", "比率", Kind.PERCENT),
+    ("target", "目标", Kind.PERCENT),
+    ("meets_target", "达标", Kind.BOOL),
+    ("ci_low", "95%下限", Kind.PERCENT),
+    ("ci_high", "95%上限", Kind.PERCENT),
+    ("unsure", "说不清", Kind.INT),
+    ("unsure_share", "说不清占比", Kind.PERCENT),
+    ("negative", "否定", Kind.INT),
+    ("rank", "排名", Kind.INT),
+    ("too_few", "样本不足", Kind.BOOL),
+)
+FLAG_LABELS = {
+    "most_dissatisfied_twice": "连续两轮不满意答复最多",
+    "below_target_twice": "连续两轮未达标",
+}
+
+
+def figure_columns(path: str, title: str = "") -> list[Column]:
+    """The columns of the rate figures at ``path`` in a row, their titles prefixed with ``title``.
+
+    The rate itself is highlighted when below its target.
+    """
+    return [
+        Column(
+            f"{path}.{name}",
+            f"{title}{label}",
+            kind,
+            alert=(lambda row: below_target(lookup(row, path))) if name == "rate" else None,
+        )
+        for name, label, kind in FIGURES
+    ]
+
+
+def flags_text(flags: Flags, labels: Mapping[str, str]) -> str:
+    """The accountability flags of a village in words ("" when none)."""
+    parts = []
+    if flags.most_dissatisfied_twice:
+        parts.append(FLAG_LABELS["most_dissatisfied_twice"])
+    if flags.below_target_twice:
+        parts.append(
+            FLAG_LABELS["below_target_twice"] + "：" + "、".join(labels.get(k, k) for k in flags.below_target_twice)
+        )
+    return "；".join(parts)
+
+
+class RateLine(NamedTuple):
+    """One village's figures on one rate: a row of the long table of figures."""
+
+    village: str
+    label: str
+    figures: RateFigures
+
+
+class RatesTables(NamedTuple):
+    summary: Table  # the rates of each village against their targets
+    details: Table  # every figure, one row per village and rate
+    progress: Table  # how the sample went
+    ranking: Table  # places on each rate, dissatisfied answers, flags
+    wide: Table  # everything in one table, one row per village (CSV holds one table)
+
+
+def tables(report: RatesReport) -> RatesTables:
+    """The tables of the rates report."""
+    labels = report.round.rate_labels
+    entries = [*report.villages, report.total]
+    accountability = [
+        Column("dissatisfied", "不满意答复", Kind.INT),
+        Column("dissatisfied_rank", "不满意排名", Kind.INT),
+        Column("visit_requested", "要求回访", Kind.INT),
+        Column("visit_declined", "不需回访", Kind.INT),
+        # In words for people and in CSV; a spreadsheet gets one column per flag, to filter on.
+        *only(
+            frozenset({"table", "html", "csv"}),
+            Column(
+                "flags",
+                "问责提示",
+                get=lambda entry: flags_text(entry.flags, labels),
+                alert=lambda entry: flags_text(entry.flags, labels),
+                alert_class="flag",
+            ),
+        ),
+        *only(
+            frozenset({"xlsx"}),
+            Column("flags.most_dissatisfied_twice", FLAG_LABELS["most_dissatisfied_twice"], Kind.BOOL, width=16),
+            Column(
+                "flags.below_target_twice",
+                FLAG_LABELS["below_target_twice"],
+                get=lambda entry: "、".join(labels.get(k, k) for k in entry.flags.below_target_twice),
+                width=24,
+            ),
+        ),
+    ]
+    by_key = {column.key: column for column in PROGRESS}
+    summary = Table(
+        "各村三率",
+        [
+            VILLAGE,
+            by_key["progress.sampled"],
+            by_key["progress.completed"],
+            *per_rate(labels, lambda key, label: Column(f"rates.{key}", label, Kind.RATE, width=12)),
+            *only(FILES, accountability[0], Column("too_few", "样本不足", Kind.BOOL)),
+        ],
+        report.villages,
+        [report.total],
+    )
+    details = Table(
+        "指标明细",
+        [VILLAGE, Column("label", "指标", width=18), *figure_columns("figures")],
+        [RateLine(entry.village, label, entry.rates[key]) for entry in entries for key, label in labels.items()],
+        freeze="C2",
+    )
+    progress = Table("调查进度", [VILLAGE, *PROGRESS], report.villages, [report.total])
+    ranking = Table(
+        "排名与问责",
+        [
+            VILLAGE,
+            *per_rate(labels, lambda key, label: Column(f"rates.{key}.rank", f"{label}排名", Kind.INT, width=12)),
+            *accountability,
+        ],
+        report.villages,
+    )
+    wide = Table(
+        "各村三率",
+        [
+            VILLAGE,
+            *PROGRESS,
+            *per_rate(labels, lambda key, label: figure_columns(f"rates.{key}", label)),
+            *accountability,
+        ],
+        report.villages,
+        [report.total],
+    )
+    return RatesTables(summary, details, progress, ranking, wide)
+
+
 # --- internals ------------------------------------------------------------------------------------------
 
 
-def _round_figures(session: Session, round_: Round, min_sample: int) -> dict[str, Any]:
+def _round_figures(session: Session, round_: Round, min_sample: int) -> RatesReport:
     """The report without flags: figures, progress and ranks of every village and the township."""
     questionnaire = from_version(round_.questionnaire)
     steps = rate_steps(questionnaire)
@@ -332,24 +583,24 @@ def _round_figures(session: Session, round_: Round, min_sample: int) -> dict[str
     villages = _village_progress(session, round_.id)
     answers = _answer_counts(session, round_.id, questions)
 
-    def entry(village_id: int | None, name: str, progress: Progress, by_question: Mapping[str, Counter[str]]):
+    def entry(
+        village_id: int | None, name: str, progress: Progress, by_question: Mapping[str, Counter[str]]
+    ) -> VillageRates:
         rates = {
             key: rate_figures(step, targets[key], by_question.get(step.key, {}), round_.exclude_unsure, min_sample)
             for key, step in steps.items()
         }
         visits = by_question.get(VISIT_STEP, {})
-        return {
-            "village": name,
-            "village_id": village_id,
-            **progress.as_dict(),
-            "too_few": progress.completed < min_sample,
-            "rates": rates,
-            "dissatisfied": sum(rates[key]["negative"] for key in DISSATISFACTION_RATES if key in rates),
-            "dissatisfied_rank": None,
-            "visit_requested": visits.get(VISIT_YES, 0),
-            "visit_declined": visits.get(VISIT_NO, 0),
-            "flags": {"most_dissatisfied_twice": False, "below_target_twice": []},
-        }
+        return VillageRates(
+            village=name,
+            village_id=village_id,
+            progress=progress,
+            too_few=progress.completed < min_sample,
+            rates=rates,
+            dissatisfied=sum(rates[key].negative for key in DISSATISFACTION_RATES if key in rates),
+            visit_requested=visits.get(VISIT_YES, 0),
+            visit_declined=visits.get(VISIT_NO, 0),
+        )
 
     township: dict[str, Counter[str]] = {}
     for by_question in answers.values():
@@ -361,25 +612,17 @@ def _round_figures(session: Session, round_: Round, min_sample: int) -> dict[str
 
     entries = [entry(v.id, v.name, v.progress, answers.get(v.id, {})) for v in villages]
     apply_ranks(entries)
-    section = round_section(round_, questionnaire, targets)
-    section.update(
+    section = RatesRound(
+        **round_info(round_, questionnaire, targets),
         min_sample=min_sample,
         confidence=CONFIDENCE,
         dissatisfaction_questions=dissatisfaction,
     )
-    return {"round": section, "villages": entries, "total": entry(None, TOWNSHIP, total, township)}
+    return RatesReport(round=section, villages=entries, total=entry(None, TOWNSHIP, total, township))
 
 
-def _most_dissatisfied(entry: Mapping[str, Any]) -> bool:
-    return entry.get("dissatisfied_rank") == 1 and entry["dissatisfied"] > 0
-
-
-def _below(figures: Mapping[str, Any]) -> bool:
-    return figures["valid"] > 0 and not figures["meets_target"]
-
-
-def _iso(value) -> str | None:
-    return value.isoformat() if value is not None else None
+def _most_dissatisfied(entry: VillageRates) -> bool:
+    return entry.dissatisfied_rank == 1 and entry.dissatisfied > 0
 
 
 @dataclass(frozen=True)
@@ -406,12 +649,12 @@ def progress_of(rows: Iterable[tuple[TargetState, ResponseStatus | None, int, in
         progress.dialled += dialled
         if status is not None:
             progress.reached += count
-            field = _RESPONSE_FIELD[ResponseStatus(status)]
+            name = _RESPONSE_FIELD[ResponseStatus(status)]
         elif TargetState(state) in FINAL_TARGET_STATES:
-            field = "not_reached"
+            name = "not_reached"
         else:
-            field = "waiting"
-        setattr(progress, field, getattr(progress, field) + count)
+            name = "waiting"
+        setattr(progress, name, getattr(progress, name) + count)
     return progress
 
 

@@ -8,9 +8,9 @@ Office and supervisors, ``/api/...`` (phone numbers masked; admin, office, super
 
     GET  /api/rounds                                    rounds, newest first
     GET  /api/rounds/<id>/rates[?min_sample=N&format=json|csv|xlsx|html]
-    GET  /api/rounds/<a>/compare/<b>[?min_sample=N]     change from round a to round b, per village and rate
+    GET  /api/rounds/<a>/compare/<b>[?min_sample=N&format=json|csv|xlsx]   change from round a to round b
     GET  /api/rounds/<id>/followups[?cadre=ID&status=pending,visited,...|open&overdue=1&format=json|csv|xlsx]
-    GET  /api/rounds/<id>/supervision[?min_sample=N]    per cadre: households, reached, 重视率, follow-ups
+    GET  /api/rounds/<id>/supervision[?min_sample=N&format=json|csv|xlsx]  per cadre: 重视率, follow-ups
     GET  /api/followups/<item>                          one item and its history
     POST /api/followups/<item>/status                   {"status": "visited", "note": "..."}
 
@@ -25,12 +25,12 @@ Audited: every download (csv, xlsx, html), every view of a cadre's own list, eve
 
 Bad input gets a 4xx with ``{"error": ..., "description": ...}`` naming the parameter (Chinese, then English):
 400 for a malformed parameter or body, 404 for an unknown round, cadre or item (or an item on another cadre's
-list), 409 for a status change the follow-up's state does not allow.
+list), 409 for a status change the follow-up's state does not allow. ``format`` other than json gives the
+report as :func:`reports.render.render` writes it: a CSV or XLSX download, or the printable HTML page.
 """
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
@@ -48,17 +48,11 @@ from campaigns.followups import (
 )
 from campaigns.models import FollowUpStatus, Round
 from campaigns.runtime import Runtime
-from reports import export
-from reports.cadres import cadre_overview
-from reports.compare import compare_rounds
-from reports.followups import (
-    cadre_list,
-    followup_history,
-    followup_report,
-    iter_followup_items,
-)
-from reports.html import render_rates_html
-from reports.rates import ReportError, village_rates
+from reports.cadres import CadresReport, cadre_overview
+from reports.compare import CompareReport, compare_rounds
+from reports.followups import FollowUpDetail, FollowUpReport, cadre_list, followup_detail, followup_report
+from reports.rates import RatesReport, ReportError
+from reports.render import FORMATS, formats_of, rates_for, render_bytes
 from web.security import audit_request, current_user, roles
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -71,8 +65,6 @@ cadre = Blueprint("cadre", __name__, url_prefix="/cadres/<int:cadre_id>")
 READERS = ("admin", "office", "supervisor")
 WRITERS = ("admin", "office")
 CADRE_LIST = ("admin", "office", "cadre")
-
-XLSX_MIMETYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 def _runtime() -> Runtime:
@@ -122,7 +114,9 @@ def _statuses_arg() -> tuple[FollowUpStatus, ...] | None:
     return tuple(sorted(wanted))
 
 
-def _format_arg(allowed: tuple[str, ...]) -> str:
+def _format_arg(report_type: type) -> str:
+    """``format``: json (the default), or another format of the report that is not for a terminal."""
+    allowed = tuple(fmt for fmt in formats_of(report_type) if fmt != "table")
     fmt = request.args.get("format", "json").strip().lower()
     if fmt not in allowed:
         abort(
@@ -156,9 +150,16 @@ def _mark_body() -> tuple[str, str | None]:
     return status, note
 
 
-def _file(body: bytes | str, mimetype: str, filename: str) -> Response:
-    response = current_app.response_class(body, mimetype=mimetype)
-    response.headers["Content-Disposition"] = f"attachment; filename={filename}"
+def _report(report: Any, fmt: str, name: str) -> Response:
+    """The report as JSON, or rendered as ``fmt`` (a download is saved as ``name`` plus the extension)."""
+    if fmt == "json":
+        return _json(report.to_json())
+    spec = FORMATS[fmt]
+    response = current_app.response_class(
+        render_bytes(report, fmt, tz=_runtime().settings.tz), mimetype=spec.mimetype
+    )
+    if spec.download:
+        response.headers["Content-Disposition"] = f"attachment; filename={name}.{spec.extension}"
     return response
 
 
@@ -216,50 +217,36 @@ def rounds():
 def round_rates(round_id: int):
     runtime = _runtime()
     settings = runtime.settings
-    fmt = _format_arg(("json", "csv", "xlsx", "html"))
+    fmt = _format_arg(RatesReport)
     min_sample = _int_arg("min_sample") or settings.report_min_sample
     try:
         with session_scope(runtime.sessions) as session:
-            report = village_rates(session, round_id, min_sample=min_sample)
-            followups = (
-                followup_report(session, round_id, overdue_days=settings.followup_overdue_days)
-                if fmt == "html"
-                else None
+            report = rates_for(
+                session, round_id, fmt, min_sample=min_sample, overdue_days=settings.followup_overdue_days
             )
             if fmt != "json":
                 _audit_export(session, round_id, "rates", fmt)
+            return _report(report, fmt, f"round-{round_id}-rates")
     except ReportError as exc:
         _report_error(exc)
-    if fmt == "json":
-        return _json(report)
-    if fmt == "html":
-        return current_app.response_class(
-            render_rates_html(report, followups=followups, tz=settings.tz), mimetype="text/html"
-        )
-    if fmt == "csv":
-        return _file(
-            export.csv_text(export.rates_csv_table(report), settings.tz).encode("utf-8"),
-            "text/csv; charset=utf-8",
-            f"round-{round_id}-rates.csv",
-        )
-    buffer = io.BytesIO()
-    export.write_xlsx(buffer, export.rates_tables(report), settings.tz)
-    return _file(buffer.getvalue(), XLSX_MIMETYPE, f"round-{round_id}-rates.xlsx")
 
 
 @office.get("/rounds/<int:round_a>/compare/<int:round_b>")
 @roles(*READERS)
 def round_compare(round_a: int, round_b: int):
     runtime = _runtime()
+    fmt = _format_arg(CompareReport)
     min_sample = _int_arg("min_sample") or runtime.settings.report_min_sample
     try:
-        with runtime.sessions() as session:
+        with session_scope(runtime.sessions) as session:
             report = compare_rounds(session, round_a, round_b, min_sample=min_sample)
+            if fmt != "json":
+                _audit_export(session, round_b, "compare", fmt, previous=round_a)
     except ReportError as exc:
         if round_a == round_b:
             abort(400, description=str(exc))
         _report_error(exc)
-    return _json(report)
+    return _report(report, fmt, f"round-{round_a}-to-{round_b}-compare")
 
 
 @office.get("/rounds/<int:round_id>/followups")
@@ -267,7 +254,7 @@ def round_compare(round_a: int, round_b: int):
 def round_followups(round_id: int):
     runtime = _runtime()
     settings = runtime.settings
-    fmt = _format_arg(("json", "csv", "xlsx"))
+    fmt = _format_arg(FollowUpReport)
     cadre_id = _int_arg("cadre")
     statuses = _statuses_arg()
     overdue_only = _flag_arg("overdue")
@@ -281,23 +268,13 @@ def round_followups(round_id: int):
                 statuses=statuses,
                 overdue_only=overdue_only,
                 overdue_days=settings.followup_overdue_days,
+                stream=FORMATS[fmt].streams,
             )
             if fmt != "json":
                 _audit_export(session, round_id, "followups", fmt, cadre=cadre_id)
+            return _report(report, fmt, f"round-{round_id}-followups")
     except ReportError as exc:
         _report_error(exc)
-    if fmt == "json":
-        return _json(report)
-    tables = export.followup_tables(report, report["items"], report.get("villages"))
-    if fmt == "csv":
-        return _file(
-            export.csv_text(tables[0], settings.tz).encode("utf-8"),
-            "text/csv; charset=utf-8",
-            f"round-{round_id}-followups.csv",
-        )
-    buffer = io.BytesIO()
-    export.write_xlsx(buffer, tables, settings.tz)
-    return _file(buffer.getvalue(), XLSX_MIMETYPE, f"round-{round_id}-followups.xlsx")
 
 
 @office.get("/rounds/<int:round_id>/supervision")
@@ -305,29 +282,34 @@ def round_followups(round_id: int):
 def round_supervision(round_id: int):
     runtime = _runtime()
     settings = runtime.settings
+    fmt = _format_arg(CadresReport)
     min_sample = _int_arg("min_sample") or settings.report_min_sample
     try:
         with session_scope(runtime.sessions) as session:
             report = cadre_overview(
                 session, round_id, overdue_days=settings.followup_overdue_days, min_sample=min_sample
             )
+            if fmt != "json":
+                _audit_export(session, round_id, "supervision", fmt)
     except ReportError as exc:
         _report_error(exc)
-    return _json(report)
+    return _report(report, fmt, f"round-{round_id}-supervision")
 
 
-def _office_item(session, item_id: int) -> dict[str, Any]:
-    items = list(iter_followup_items(session, item_id=item_id, overdue_days=_runtime().settings.followup_overdue_days))
-    if not items:
-        abort(404, description=f"回访事项 {item_id} 不存在 / follow-up {item_id} does not exist")
-    return {**items[0], "history": followup_history(session, item_id)}
+def _item(session, item_id: int, *, reveal_phones: bool = False) -> FollowUpDetail:
+    try:
+        return followup_detail(
+            session, item_id, reveal_phones=reveal_phones, overdue_days=_runtime().settings.followup_overdue_days
+        )
+    except ReportError as exc:
+        _report_error(exc)
 
 
 @office.get("/followups/<int:item_id>")
 @roles(*READERS)
 def followup_item(item_id: int):
     with _runtime().sessions() as session:
-        return _json(_office_item(session, item_id))
+        return _json(_item(session, item_id).to_json())
 
 
 @office.post("/followups/<int:item_id>/status")
@@ -338,10 +320,10 @@ def followup_mark(item_id: int):
         with session_scope(_runtime().sessions) as session:
             mark_followup(session, item_id, status, note, actor=current_user.username)
             _audit_mark(session, item_id, status, note)
-            item = _office_item(session, item_id)
+            item = _item(session, item_id)
     except FollowUpError as exc:
         _followup_error(exc)
-    return _json(item)
+    return _json(item.to_json())
 
 
 # --- a cadre's own list ---------------------------------------------------------------------------------
@@ -364,29 +346,25 @@ def cadre_followups(cadre_id: int):
             )
             audit_request(
                 session, audit.PHONES_VIEW, object_type="cadre", object_id=cadre_id,
-                detail={"round": round_id, "items": len(report["items"])},
+                detail={"round": round_id, "items": len(report.items)},
             )
     except ReportError as exc:
         _report_error(exc)
-    return _json(report)
+    return _json(report.to_json())
 
 
 @cadre.post("/followups/<int:item_id>/status")
 @roles(*CADRE_LIST, own_cadre="cadre_id")
 def cadre_mark(cadre_id: int, item_id: int):
-    runtime = _runtime()
     status, note = _mark_body()
     try:
-        with session_scope(runtime.sessions) as session:
+        with session_scope(_runtime().sessions) as session:
             mark_followup(session, item_id, status, note, actor=current_user.username, cadre_id=cadre_id)
             _audit_mark(session, item_id, status, note, cadre=cadre_id)
-            [item] = iter_followup_items(
-                session, item_id=item_id, reveal_phones=True, overdue_days=runtime.settings.followup_overdue_days
-            )
-            item["history"] = followup_history(session, item_id)
+            item = _item(session, item_id, reveal_phones=True)
     except FollowUpError as exc:
         _followup_error(exc)
-    return _json(item)
+    return _json(item.to_json())
 
 
 bp.register_blueprint(office)

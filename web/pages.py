@@ -56,7 +56,9 @@ def supervisor():
 def my_followups():
     runtime = _runtime()
     with session_scope(runtime.sessions) as session:
-        report = cadre_list(session, current_user.cadre_id, overdue_days=runtime.settings.followup_overdue_days)
+        report = cadre_list(
+            session, current_user.cadre_id, overdue_days=runtime.settings.followup_overdue_days
+        ).to_json()
         audit_request(
             session, audit.PHONES_VIEW, object_type="cadre", object_id=current_user.cadre_id,
             detail={"page": "my", "items": len(report["items"])},

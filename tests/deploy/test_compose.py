@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.ports import free_port
 from tests.support.workers import start_workers, stop_workers
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from campaigns.followups import mark_followup, sync_followups
 from campaigns.models import Answer, FollowUp, ResponseStatus, RoundStatus
-from reports.cadres import cadre_overview
+from reports import cadres as cadres_report
 from reports.cli import report_group
 from reports.rates import ReportError
 from tests.factories import (
@@ -69,6 +69,11 @@ def township(session: Session):
     mark_followup(session, item.id, "visited", now=NOW - timedelta(days=1))
     session.flush()
     return round_, lin, chen
+
+
+def cadre_overview(session: Session, round_id: int, **options) -> dict:
+    """The supervisors' view as its JSON contract."""
+    return cadres_report.cadre_overview(session, round_id, **options).to_json()
 
 
 def test_per_cadre_figures(session: Session, township) -> None:

@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from sqlalchemy.orm import Session
 
 from campaigns.models import RoundStatus
+from reports import compare
 from reports.cli import report_group
-from reports.compare import compare_rounds
 from reports.rates import ReportError
 from tests.factories import interview_answers, make_interview, make_round, make_village
 
@@ -35,6 +35,11 @@ def two_rounds(session: Session):
                 make_interview(session, round_, given, village=villages[name])
     session.flush()
     return a, b
+
+
+def compare_rounds(session: Session, round_a: int, round_b: int, **options) -> dict:
+    """The comparison as its JSON contract."""
+    return compare.compare_rounds(session, round_a, round_b, **options).to_json()
 
 
 def test_change_and_significance_per_village(session: Session, two_rounds) -> None:

@@ -15,10 +15,11 @@ from sqlalchemy.orm import Session
 
 from campaigns.followups import sync_followups
 from campaigns.models import RoundStatus
-from reports import export
 from reports.cli import report_group
+from reports.followups import followup_report
 from reports.html import render_rates_html
 from reports.rates import village_rates
+from reports.render import render_bytes
 from tests.factories import interview_answers, make_interview, make_round, make_village
 from tests.reports.scenarios import visits_township
 
@@ -86,7 +87,7 @@ def test_rates_csv_has_a_bom_and_every_figure(session: Session, rated, env, tmp_
 
 def test_rates_xlsx_sheets_formats_highlights_and_frozen_headers(session: Session, rated, env, tmp_path: Path) -> None:
     round_id = rated.id
-    report = village_rates(session, round_id)
+    report = village_rates(session, round_id).to_json()
     session.commit()
     path = tmp_path / "rates.xlsx"
 
@@ -259,21 +260,15 @@ def test_followups_xlsx_masks_phones(session: Session, env, tmp_path: Path, monk
     assert phones == ["13811110001", "13811110002"]
 
 
-def test_overdue_cells_are_highlighted(session: Session, tmp_path: Path) -> None:
+def test_overdue_cells_are_highlighted(session: Session) -> None:
     from datetime import timedelta
 
-    from reports.followups import followup_header, iter_followup_items
     from tests.reports.scenarios import ASKED
 
     visits = visits_township(session)
-    sync_followups(session, visits.round.id)
-    header = followup_header(session, visits.round.id)
-    items = iter_followup_items(session, round_id=visits.round.id, now=ASKED + timedelta(days=30))
-    path = tmp_path / "late.xlsx"
+    report = followup_report(session, visits.round.id, now=ASKED + timedelta(days=30), stream=True)
 
-    export.write_xlsx(path, export.followup_tables(header, items, None))
-
-    sheet = load_workbook(path)["整改回访"]
+    sheet = load_workbook(io.BytesIO(render_bytes(report, "xlsx")))["整改回访"]
     late = [row[10] for row in sheet.iter_rows(min_row=2)]
     assert [c.value for c in late] == ["是"] * 4
     assert {fill_of(c) for c in late} == {BAD_FILL}
@@ -286,7 +281,7 @@ def test_followups_csv_stdout_has_bom(session: Session, env) -> None:
 
     out = run("followups", str(round_id), "--format", "csv").stdout
 
-    assert out.startswith("\ufeff编号,村,户主,电话")
+    assert out.startswith('\ufeff"编号","村","户主","电话"')  # every field quoted
     assert "138****0001" in out and "13811110001" not in out
 
 

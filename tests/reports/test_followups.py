@@ -25,11 +25,26 @@ from campaigns.models import (
     RoundStatus,
 )
 from campaigns.questionnaire import builtin_questionnaire
+from reports import followups, rates
 from reports.cli import followup_group, report_group
-from reports.followups import cadre_list, followup_history, followup_report
-from reports.rates import ReportError, village_rates
+from reports.rates import ReportError
+from reports.rows import to_json
 from tests.factories import interview_answers, make_interview, make_round, make_village
 from tests.reports.scenarios import ASKED, visits_township
+
+
+def followup_report(session: Session, round_id: int, **options) -> dict:
+    """The list as its JSON contract (what ``report followups --format json`` prints)."""
+    return followups.followup_report(session, round_id, **options).to_json()
+
+
+def cadre_list(session: Session, cadre_id: int, **options) -> dict:
+    """A cadre's own list as the API sends it."""
+    return followups.cadre_list(session, cadre_id, **options).to_json()
+
+
+def village_rates(session: Session, round_id: int) -> dict:
+    return rates.village_rates(session, round_id).to_json()
 
 
 @pytest.fixture
@@ -135,7 +150,8 @@ def test_status_moves_pending_visited_resolved_with_notes_and_times(session: Ses
     mark_followup(session, item.id, "已解决", "  派出所已联系  ", actor="林建明", now=resolved_at)
 
     assert (item.status, item.note, item.updated_at) == (FollowUpStatus.RESOLVED, "派出所已联系", resolved_at)
-    assert [(e["status"], e["note"], e["actor"], e["at"]) for e in followup_history(session, item.id)] == [
+    history = to_json(followups.followup_history(session, item.id))
+    assert [(e["status"], e["note"], e["actor"], e["at"]) for e in history] == [
         ("pending", None, "sanlv", item.created_at.isoformat()),
         ("visited", "已上门，反映电信诈骗", "林建明", visited_at.isoformat()),
         ("resolved", "派出所已联系", "林建明", resolved_at.isoformat()),

@@ -55,8 +55,8 @@ def test_reports_of_a_round_run_through_the_simulator(live_server, worker_proces
     wait_for_completion(sessions, round_id, worker_processes, timeout=90)
 
     with session_scope(sessions) as session:
-        report = village_rates(session, round_id)
-        followups = followup_report(session, round_id)
+        report = village_rates(session, round_id).to_json()
+        followups = followup_report(session, round_id).to_json()
     east, west = (next(v for v in report["villages"] if v["village"] == name) for name in ("东村", "西村"))
 
     progress = ("sampled", "dialled", "reached", "completed", "refused", "ineligible", "not_reached", "partial")

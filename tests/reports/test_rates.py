@@ -25,9 +25,10 @@ from campaigns.questionnaire import (
     parse_questionnaire,
     store_version,
 )
+from reports import rates
 from reports.cli import report_group
 from reports.format import display_width, percent, text_table
-from reports.rates import ReportError, meets_target, village_rates
+from reports.rates import ReportError, meets_target
 from tests.factories import (
     make_household,
     make_response,
@@ -38,6 +39,11 @@ from tests.factories import (
 
 RATE_KEYS = ["security", "satisfaction", "awareness", "participation", "cadre_contact"]
 CONTRACT_FIGURES = {"positive", "valid", "rate", "target", "meets_target"}
+
+
+def village_rates(session: Session, round_id: int, **options) -> dict:
+    """The report as its JSON contract (what ``report rates --format json`` prints)."""
+    return rates.village_rates(session, round_id, **options).to_json()
 
 
 def answers(security: str, awareness: str, participation: str, satisfaction: str, cadre_contact: str) -> dict:

@@ -6,6 +6,7 @@ is tests/web/test_access.py's subject.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 from datetime import timedelta
@@ -79,7 +80,7 @@ def test_round_rates_is_the_report(client, sessions, visits) -> None:
     assert response.status_code == 200 and response.mimetype == "application/json"
     assert "群众安全感率" in response.get_data(as_text=True)  # UTF-8 as written
     with sessions() as session:
-        expected = village_rates(session, visits.round.id)
+        expected = village_rates(session, visits.round.id).to_json()
     assert response.get_json() == json.loads(json.dumps(expected))
     east = response.get_json()["villages"][0]
     assert (east["village"], east["completed"], east["rates"]["security"]["positive"]) == ("东村", 4, 1)  # only 赵六
@@ -255,6 +256,28 @@ def test_supervision(client, visits) -> None:
     assert cadres["林建明"]["phone"] == "139****0001"
     assert cadres["陈志强"]["followups"]["open"] == 2
     assert client.get("/api/rounds/999/supervision").status_code == 404
+
+
+def test_compare_and_supervision_downloads(client, sessions, visits) -> None:
+    with sessions.begin() as session:
+        later = make_round(session, name="2026年下半年", status=RoundStatus.COMPLETED)
+        make_interview(session, later, interview_answers(), village=session.scalar(select(Village).where(Village.name == "东村")))
+        later_id = later.id
+    base = f"/api/rounds/{visits.round.id}"
+
+    compared = client.get(f"{base}/compare/{later_id}?format=xlsx")
+    supervision = client.get(f"{base}/supervision?format=csv")
+    bad = client.get(f"{base}/supervision?format=html")
+
+    assert compared.status_code == 200 and compared.mimetype.endswith("spreadsheetml.sheet")
+    assert compared.headers["Content-Disposition"] == (
+        f"attachment; filename=round-{visits.round.id}-to-{later_id}-compare.xlsx"
+    )
+    assert load_workbook(io.BytesIO(compared.data)).sheetnames == ["两轮对比"]
+    assert supervision.headers["Content-Type"] == "text/csv; charset=utf-8"
+    rows = list(csv.DictReader(io.StringIO(supervision.data.decode("utf-8-sig"))))
+    assert [row["干部"] for row in rows] == ["林建明", "陈志强", "合计"] and rows[0]["电话"] == "139****0001"
+    assert bad.status_code == 400 and "format" in error_of(bad)
 
 
 # --- a cadre's own list ---------------------------------------------------------------------------------

@@ -91,7 +91,7 @@ def test_round_report_equals_what_residents_answered(live_server, workers, sessi
     completed = {p: a for p, a in meant.items() if all(s.key in a for s in Q.rate_steps)}
     assert completed, "the simulated population must complete some interviews"
     with sessions() as session:
-        report = village_rates(session, round_id)
+        report = village_rates(session, round_id).to_json()
     by_village = {entry["village"]: entry for entry in report["villages"]}
     for village in VILLAGES:
         entry = by_village[village]
