@@ -254,7 +254,7 @@ def test_nine_after_the_rates_still_completes(network: Network) -> None:
     network.dial(round_id)
 
     assert "visit" not in network.stored()
-    assert network.response(target_id).status is ResponseStatus.COMPLETED  # DESIGN: 9 at visit has completed
+    assert network.response(target_id).status is ResponseStatus.COMPLETED  # 9 at the visit question comes after completion
     assert network.target_row(target_id).state is TargetState.COMPLETED
     with network.sessions() as session:
         assert session.get(DoNotCall, PHONE) is not None
