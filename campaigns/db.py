@@ -2,6 +2,19 @@
 
 Nothing connects at import time. Services take a ``Session`` and never commit; the caller (a request, a job,
 a CLI command) owns the transaction, usually through :func:`session_scope`.
+
+Two kinds of session:
+
+- :func:`make_session_factory`: the ordinary one, for work that writes. On SQLite its transactions begin with
+  ``BEGIN IMMEDIATE``: they take the database's one write lock at once, so a transaction that reads and then
+  writes (a claim) never finds its snapshot overtaken (SQLite would refuse the write with SQLITE_BUSY at once,
+  without waiting), and writers queue for the lock instead.
+- :func:`make_read_session_factory`: for reads that must not wait for writers nor make them wait (the
+  interview reads its state with one, then writes in a short write transaction; see campaigns.interview). On
+  SQLite its transactions begin with a plain deferred ``BEGIN``: in WAL mode that is a snapshot that takes no
+  lock a writer needs. On PostgreSQL they are ``READ ONLY`` (a write in one is an error, which the test suite
+  would show). Nothing may be written in one: on SQLite a deferred transaction that tries to write can fail
+  with SQLITE_BUSY without waiting.
 """
 
 from __future__ import annotations
@@ -43,6 +56,16 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # pragma: no cover - ex
     cursor.close()
 
 
+# The execution option that marks a read session's connections (see make_read_session_factory).
+READ_ONLY = "sanlv_read_only"
+
+
+def _sqlite_begin(conn) -> None:
+    # SQLAlchemy fires "begin" for every transaction, whatever the isolation level: a read session's begins
+    # deferred (no lock until it reads, and never the write lock), every other one takes the write lock.
+    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
+
+
 def make_engine(url: str, **kwargs) -> Engine:
     """Create an engine for ``url``.
 
@@ -57,7 +80,7 @@ def make_engine(url: str, **kwargs) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own transaction handling defers BEGIN and breaks SELECT ... then UPDATE claims; take it over.
         event.listen(engine, "connect", lambda conn, _r: setattr(conn, "isolation_level", None))
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     engine = create_engine(url, **kwargs)
     if not kwargs.get("pool_pre_ping"):
@@ -99,6 +122,15 @@ def _ping_when_idle(engine: Engine) -> None:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions whose transactions only read, and take no lock that a writer waits for (see the module's
+    docstring). Close them (or roll back) when done; there is nothing to commit."""
+    options = {READ_ONLY: True}
+    if engine.dialect.name == "postgresql":
+        options["postgresql_readonly"] = True
+    return sessionmaker(bind=engine.execution_options(**options), expire_on_commit=False)
 
 
 @contextlib.contextmanager

@@ -5,9 +5,14 @@ positive nor "说不清", i.e. 3/4 in the default questionnaire) **and** pressed
 of the cadre responsible for the household. Residents who declined a visit are counted per village, never
 listed (the follow-up policy in docs/architecture.md).
 
-Items are derived from the stored answers by :func:`sync_followups`. It is idempotent (one item per response;
-the unique ``response_id`` settles a race between two syncs) and it withdraws an item that nobody has acted on
-yet if the resident's "visit: yes" was since replaced by another key.
+Items are derived from the stored answers, on the write side only: the interview keeps each response's item
+current as it stores the answers that matter (:func:`sync_response`, called by campaigns.interview when a
+response completes, and when a completed response gets a later answer to ``visit`` or to a dissatisfaction
+question). The readers (reports.*) only read. :func:`sync_followups` (one round) and :func:`sync_all_rounds`
+apply the same rules to every stored answer: the repair tools, and what ``sanlv db upgrade`` runs for answers
+stored before the interview kept the items. Both are idempotent (one item per response; the unique
+``response_id`` settles a race between two syncs) and withdraw an item that nobody has acted on yet if the
+resident's "visit: yes" was since replaced by another key.
 
 An item's ``created_at`` is the time the resident asked for the visit (their "visit: yes" answer), so that
 "overdue" counts from the request, not from whenever somebody first opened a list.
@@ -112,13 +117,40 @@ def sync_followups(session: Session, round_id: int) -> int:
     return created
 
 
-def followup_candidates(session: Session, round_id: int, questionnaire: Questionnaire) -> list[tuple]:
-    """Responses of the round with "visit: yes" and a dissatisfied answer that have no item yet.
+def sync_response(session: Session, round_id: int, response_id: int, questionnaire: Questionnaire) -> int:
+    """:func:`sync_followups` for one response of ``round_id``, asked with ``questionnaire``: its item is
+    created if its answers call for one, withdrawn if no longer asked for (and nobody acted on it).
+
+    Two indexed reads when nothing changes. The caller commits. Returns how many items were created (0 or 1).
+    """
+    if not questionnaire.has_step(VISIT_STEP):
+        return 0
+    _withdraw(session, round_id, response_id)
+    created = store_followups(session, round_id, followup_candidates(session, round_id, questionnaire, response_id))
+    if created:
+        log.info("event=followup_created round=%s response=%s", round_id, response_id)
+    return created
+
+
+def followup_questions(questionnaire: Questionnaire) -> frozenset[str]:
+    """The questions whose answers decide a response's item: ``visit`` and the dissatisfaction questions."""
+    return frozenset({VISIT_STEP, *(step.key for step in _dissatisfaction_steps(questionnaire))})
+
+
+def _dissatisfaction_steps(questionnaire: Questionnaire) -> list:
+    return [step for key, step in rate_steps(questionnaire).items() if key in DISSATISFACTION_RATES]
+
+
+def followup_candidates(
+    session: Session, round_id: int, questionnaire: Questionnaire, response_id: int | None = None
+) -> list[tuple]:
+    """Responses of the round (or only ``response_id``) with "visit: yes" and a dissatisfied answer that
+    have no item yet.
 
     Returns:
         ``(response_id, household_id, cadre_id, asked_at, concern_key, negatives)`` tuples.
     """
-    steps = [step for key, step in rate_steps(questionnaire).items() if key in DISSATISFACTION_RATES]
+    steps = _dissatisfaction_steps(questionnaire)
     visit = aliased(Answer, name="visit")
     concern = aliased(Answer, name="concern")
     rated = [aliased(Answer, name=f"rated_{step.rate}") for step in steps]
@@ -144,6 +176,8 @@ def followup_candidates(session: Session, round_id: int, questionnaire: Question
         )
         .order_by(Response.id)
     )
+    if response_id is not None:
+        stmt = stmt.where(visit.response_id == response_id)
     for step, alias in zip(steps, rated, strict=True):
         stmt = stmt.outerjoin(alias, and_(alias.response_id == Response.id, alias.question == step.key))
     rows = []
@@ -207,8 +241,9 @@ def _insert(session: Session, round_id: int, rows: list[tuple]) -> int:
     return len(items)
 
 
-def _withdraw(session: Session, round_id: int) -> None:
-    """Remove pending items, never acted on, whose resident no longer says "visit: yes"."""
+def _withdraw(session: Session, round_id: int, response_id: int | None = None) -> None:
+    """Remove pending items (of the round, or only ``response_id``'s), never acted on, whose resident no
+    longer says "visit: yes"."""
     still_yes = (
         select(Answer.id)
         .where(Answer.response_id == FollowUp.response_id, Answer.question == VISIT_STEP, Answer.digit == VISIT_YES)
@@ -219,11 +254,12 @@ def _withdraw(session: Session, round_id: int) -> None:
         .where(FollowUpEvent.follow_up_id == FollowUp.id, FollowUpEvent.status != FollowUpStatus.PENDING)
         .exists()
     )
-    ids = session.scalars(
-        select(FollowUp.id).where(
-            FollowUp.round_id == round_id, FollowUp.status == FollowUpStatus.PENDING, ~still_yes, ~acted_on
-        )
-    ).all()
+    query = select(FollowUp.id).where(
+        FollowUp.round_id == round_id, FollowUp.status == FollowUpStatus.PENDING, ~still_yes, ~acted_on
+    )
+    if response_id is not None:
+        query = query.where(FollowUp.response_id == response_id)
+    ids = session.scalars(query).all()
     if ids:
         session.execute(delete(FollowUpEvent).where(FollowUpEvent.follow_up_id.in_(ids)))
         session.execute(delete(FollowUp).where(FollowUp.id.in_(ids)))

@@ -1,10 +1,11 @@
 """Twilio webhooks: voice (call answered), gather (a key press or silence), status callbacks, inbound calls;
 and the recorded prompts that ``<Play>`` fetches.
 
-Thin handlers: validate the signature and parameters, call one domain function, commit, render TwiML.
+Thin handlers: validate the signature and parameters, call the domain functions, commit, render TwiML.
 Webhooks never need Redis; an answer is committed before its webhook is answered. A parameter that is
 missing or malformed, or does not fit the call's state, gets a 4xx and a log line naming it; never a 500,
-never a stored answer.
+never a stored answer. The interview's webhooks read in one transaction that takes no write lock and write
+in a short second one (see "Read, then write" in campaigns.interview).
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from twilio.request_validator import RequestValidator
 
-from campaigns import clock, interview
-from campaigns.calls import MACHINE_ANSWERS, apply_call_status, quick_final_status
+from campaigns import interview
+from campaigns.calls import MACHINE_ANSWERS, apply_call_status
 from campaigns.db import session_scope
-from campaigns.models import CallAttempt, Round
+from campaigns.models import CallAttempt
 from campaigns.questionnaire import AUDIO_NAME, STEP_KEY
 from campaigns.settings import Settings
 from ivr.twiml import render, say_and_hang_up
@@ -78,20 +79,31 @@ def twiml(body: str) -> Response:
     return Response(body, mimetype="text/xml")
 
 
-def in_transaction(work):
-    """Run ``work(session)`` in one transaction and return its result.
+def in_transaction(write, read=None):
+    """Answer a webhook: ``write(session)`` in one write transaction, and its result is the answer.
 
-    A uniqueness violation (or an interview that moved on meanwhile) means a concurrent delivery of the same
-    webhook stored its effect first: the work runs once more, in a new transaction, where it finds that and
-    answers as a replay. A database connection found dead (the server restarted) is replaced and the work runs
-    once more too: every webhook's work is idempotent, so even one lost while its commit was on the way is
-    answered right (as a replay if it was stored).
+    With ``read``: ``read(session)`` first, in a read transaction that takes no write lock (Runtime.reads);
+    if it returns a string, that is the answer and nothing is written (a replay); else the write transaction
+    runs ``write(session, what_was_read)``.
+
+    A uniqueness violation, or an interview that moved on after it was read (ConcurrentChange), means a
+    concurrent delivery of the same webhook stored its effect first: it all runs once more, in new
+    transactions, where the read finds that and answers as a replay. A database connection found dead (the
+    server restarted) is replaced and it all runs once more too: every webhook's work is idempotent, so even
+    one lost while its commit was on the way is answered right (as a replay if it was stored).
     """
     rt = current_app.extensions["sanlv"]
     for attempt in (1, 2):
         try:
+            if read is None:
+                with session_scope(rt.sessions) as session:
+                    return write(session)
+            with rt.reads() as session:
+                found = read(session)
+            if isinstance(found, str):
+                return found
             with session_scope(rt.sessions) as session:
-                return work(session)
+                return write(session, found)
         except (IntegrityError, interview.ConcurrentChange):
             if attempt == 2:
                 raise
@@ -170,32 +182,23 @@ def _answered_by() -> str | None:
 @twilio_webhook
 def voice():
     answered_by = _answered_by()
+    attempt_id = _int_param("attempt", request.args.get("attempt"))
+    call_sid = _call_sid()
 
-    rt = current_app.extensions["sanlv"]
-    if rt.engine.dialect.name == "postgresql" and answered_by not in MACHINE_ANSWERS:
-        # A new interview starts: two statements, no transaction to open or commit.
-        attempt_id, call_sid = _int_param("attempt", request.args.get("attempt")), _call_sid()
-        prompt = _autocommit(rt.engine, lambda db: interview.quick_begin_call(db, attempt_id, call_sid, answered_by))
-        if prompt is not None:
-            return twiml(render_prompt(prompt, attempt_id))
+    def read(session) -> interview.Call:
+        try:
+            return interview.read_call(session, attempt_id, call_sid)
+        except interview.InterviewError as exc:
+            reject(exc.status, str(exc), attempt=attempt_id, sid=call_sid)
 
-    def work(session) -> str:
-        attempt = _attempt(session)
-        if answered_by:
-            attempt.answered_by = answered_by
+    def write(session, call: interview.Call) -> str:
         if answered_by in MACHINE_ANSWERS:
             # Not reached: hang up at once; the status callback settles the attempt as "machine" (retried).
-            questionnaire = interview.questionnaire_for(session, session.get(Round, attempt.round_id))
-            log.info("event=machine_answer attempt=%s answered_by=%s", attempt.id, answered_by)
-            return say_and_hang_up(settings(), public_base(), questionnaire, "machine")
-        try:
-            prompt = interview.begin_call(session, attempt)
-        except interview.InterviewError as exc:
-            session.rollback()
-            reject(exc.status, str(exc), attempt=attempt.id)
-        return render_prompt(prompt, attempt.id)
+            interview.machine_answered(session, call, answered_by)
+            return say_and_hang_up(settings(), public_base(), call.questionnaire, "machine")
+        return render_prompt(interview.begin_call(session, call, answered_by), attempt_id)
 
-    return twiml(in_transaction(work))
+    return twiml(in_transaction(write, read))
 
 
 @bp.post("/gather")
@@ -216,41 +219,17 @@ def gather():
     attempt_id = _int_param("attempt", request.args.get("attempt"))
     call_sid = _call_sid()
 
-    rt = current_app.extensions["sanlv"]
-    state: list | None = None
-    if rt.engine.dialect.name == "postgresql":
-        # Most presses just move the interview on: two statements, no transaction to open or commit.
-        quick = _autocommit(
-            rt.engine, lambda db: interview.quick_input(db, attempt_id, call_sid, position, seq, digits or None)
-        )
-        prompt, state = quick or (None, None)
-        if prompt is not None:
-            return twiml(render_prompt(prompt, attempt_id))
-
-    def work(session) -> str:
-        nonlocal state
-        read, state = state, None  # a second run (see in_transaction) reads the interview afresh
+    def read(session) -> interview.Press | str:
         try:
-            prompt = interview.handle_input(session, attempt_id, call_sid, position, seq, digits or None, read)
+            press = interview.read_press(session, attempt_id, call_sid, position, seq, digits or None)
         except interview.InterviewError as exc:
-            session.rollback()
             reject(exc.status, str(exc), attempt=attempt_id, step=position, n=seq, sid=call_sid)
-        return render_prompt(prompt, attempt_id)
+        return render_prompt(press.replay, attempt_id) if press.nothing_to_write else press
 
-    return twiml(in_transaction(work))
+    def write(session, press: interview.Press) -> str:
+        return render_prompt(interview.store_press(session, press), attempt_id)
 
-
-def _autocommit(engine, work):
-    """``work(connection)`` on a pooled connection in autocommit mode (each statement its own transaction), for
-    the quick paths; None if the connection turned out dead (the caller takes the full path, which retries)."""
-    try:
-        with engine.connect() as connection:
-            return work(connection.execution_options(isolation_level="AUTOCOMMIT"))
-    except DBAPIError as exc:
-        if not exc.connection_invalidated:
-            raise
-        log.warning("event=database_connection_lost path=%s retrying=1 error=%r", request.path, exc.orig)
-        return None
+    return twiml(in_transaction(write, read))
 
 
 @bp.post("/status")
@@ -265,24 +244,6 @@ def status():
     if error_code is not None and not NUMBER.match(error_code):
         reject(400, "ErrorCode must be a Twilio error number", value=error_code[:40])
     answered_by = _answered_by()
-
-    rt = current_app.extensions["sanlv"]
-    if rt.engine.dialect.name == "postgresql":
-        attempt_id = _int_param("attempt", request.args.get("attempt"), required=False)
-        if attempt_id is not None:
-            # The final callback of a call whose target is already final (the ``completed`` after an interview)
-            # only updates the attempt: one statement, no transaction to open or commit.
-            call_sid = _call_sid()
-            fields = {"duration": duration, "answered_by": answered_by, "error_code": error_code}
-            applied = _autocommit(
-                rt.engine,
-                lambda db: quick_final_status(
-                    db, attempt_id, call_sid, call_status, sequence, now=clock.now(), **fields
-                ),
-            )
-            if applied:
-                log.info("event=call_status attempt=%s status=%s seq=%s", attempt_id, call_status, sequence)
-                return Response(status=204)
 
     def work(session) -> None:
         # Locked: callbacks for one call may arrive together; SequenceNumber decides which one counts.
