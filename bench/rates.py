@@ -377,7 +377,7 @@ def _write_export(session: Session, round_id: int, kind: str, fmt: str, path: Pa
     if kind == "rates":
         export.export_rates(session, round_id, fmt, path)
     else:
-        export.export_followups(session, round_id, fmt, path, sync=False)
+        export.export_followups(session, round_id, fmt, path)
 
 
 def export_peaks(engine: Engine, round_id: int) -> tuple[int, dict[str, int]]:

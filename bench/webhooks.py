@@ -526,13 +526,14 @@ def main(argv: list[str] | None = None) -> int:
                     bare_ms = statistics.median(bare_times[name]) * 1000
                     print(f"  {name:<22} {ours_ms:9.2f} {bare_ms:9.2f} {ours_ms / bare_ms:6.2f}x")
         tails = tail_latency(dbs, args)
-        print(f"tail latency, {args.p99_clients} calls at once ({args.p99_calls} calls per database, {args.rounds} turns"
-              f"{', the databases taking turns' if len(dbs) > 1 else ''}):")
-        for kind, (ours_p99, bare_p99, requests_) in tails.items():
-            print(f"  {kind:<8} p99 per request: sanlv {ours_p99:7.1f} ms, bare {bare_p99:6.1f} ms  ({requests_} requests)")
+        turns = f"{args.rounds} turns" + (", the databases taking turns" if len(dbs) > 1 else "")
+        print(f"tail latency, {args.p99_clients} calls at once ({args.p99_calls} calls per database, {turns}):")
+        for kind, (ours_p99, bare_p99, count) in tails.items():
+            print(f"  {kind:<8} p99 per request: sanlv {ours_p99:7.1f} ms, bare {bare_p99:6.1f} ms  ({count} requests)")
         if len(tails) == 2:
             ratio = tails["sqlite"][0] / tails["postgres"][0]
-            print(f"  p99, sqlite / postgres: {ratio:.2f}x (goal: at most 1.5x) -> {'met' if ratio <= 1.5 else 'missed'}")
+            verdict = "met" if ratio <= 1.5 else "missed"
+            print(f"  p99, sqlite / postgres: {ratio:.2f}x (goal: at most 1.5x) -> {verdict}")
         for db in dbs:
             print(f"{db.kind}: {check_database(db.runtime, db.calls)}")
     return 0

@@ -8,7 +8,8 @@ Two kinds of session:
 - :func:`make_session_factory`: the ordinary one, for work that writes. On SQLite its transactions begin with
   ``BEGIN IMMEDIATE``: they take the database's one write lock at once, so a transaction that reads and then
   writes (a claim) never finds its snapshot overtaken (SQLite would refuse the write with SQLITE_BUSY at once,
-  without waiting), and writers queue for the lock instead.
+  without waiting), and writers queue for the lock instead. Within one process they queue in turn (see
+  :class:`WriteGate`); across processes SQLite's busy timeout makes them wait.
 - :func:`make_read_session_factory`: for reads that must not wait for writers nor make them wait (the
   interview reads its state with one, then writes in a short write transaction; see campaigns.interview). On
   SQLite its transactions begin with a plain deferred ``BEGIN``: in WAL mode that is a snapshot that takes no
@@ -20,7 +21,11 @@ Two kinds of session:
 from __future__ import annotations
 
 import contextlib
+import os
+import sqlite3
+import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -47,12 +52,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+BUSY_TIMEOUT = 30  # seconds a SQLite writer waits for the write lock before giving up
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # pragma: no cover - exercised by every sqlite test
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT * 1000}")
     cursor.close()
 
 
@@ -60,19 +68,118 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # pragma: no cover - ex
 READ_ONLY = "sanlv_read_only"
 
 
+class WriteGate:
+    """The writers of one SQLite database in this process, served one at a time in order of arrival.
+
+    SQLite has one write lock per database. A ``BEGIN IMMEDIATE`` that finds it taken waits in SQLite's busy
+    handler, which polls the lock with growing sleeps (up to 100 ms each): a writer that sleeps through the
+    lock's release finds it taken again by one that arrived later, and can lose it again and again, however
+    briefly each holds it. With sixteen calls at once, webhooks whose transactions held the lock for a
+    millisecond waited over a second for it. So the writers of a process queue here first, and each is woken
+    the moment the one before it ends; ``BEGIN IMMEDIATE`` then waits only for other processes.
+
+    A turn begins before ``BEGIN IMMEDIATE`` and ends when the connection commits, rolls back or closes
+    (:class:`_SQLiteConnection`). A writer that waits longer than the busy timeout goes on without its turn
+    (and SQLite's own wait decides). A child process starts with an empty queue.
+    """
+
+    def __init__(self, timeout: float = BUSY_TIMEOUT):
+        self.timeout = timeout
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._mutex = threading.Lock()
+        self._waiters: deque[threading.Lock] = deque()
+        self._held = False
+
+    def acquire(self) -> bool:
+        """Wait for this writer's turn; False if it did not come within the timeout."""
+        with self._mutex:
+            if self._pid != os.getpid():
+                self._reset()  # forked: the queue and its holder were the parent's
+            if not self._held:
+                self._held = True
+                return True
+            waiter = threading.Lock()
+            waiter.acquire()
+            self._waiters.append(waiter)
+        if waiter.acquire(timeout=self.timeout):
+            return True  # handed over by release()
+        with self._mutex:
+            try:
+                self._waiters.remove(waiter)
+            except ValueError:
+                return True  # handed over just as the wait timed out
+        return False
+
+    def release(self) -> None:
+        """End the current turn: hand it to the longest waiting writer, if any."""
+        with self._mutex:
+            if self._waiters:
+                self._waiters.popleft().release()
+            else:
+                self._held = False
+
+
+class _SQLiteConnection(sqlite3.Connection):
+    """pysqlite's connection, ending its writer's turn at the gate (:class:`WriteGate`) when its transaction
+    does. Each engine has a subclass whose ``gate`` is the engine's."""
+
+    gate: WriteGate
+    in_turn = False
+
+    def begin_write(self) -> None:
+        self.in_turn = self.gate.acquire()
+        try:
+            self.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.end_turn()
+            raise
+
+    def end_turn(self) -> None:
+        if self.in_turn:
+            self.in_turn = False
+            self.gate.release()
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self.end_turn()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self.end_turn()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.end_turn()
+
+
 def _sqlite_begin(conn) -> None:
     # SQLAlchemy fires "begin" for every transaction, whatever the isolation level: a read session's begins
     # deferred (no lock until it reads, and never the write lock), every other one takes the write lock.
-    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
+    if conn.get_execution_options().get(READ_ONLY):
+        conn.exec_driver_sql("BEGIN")
+    else:
+        conn.connection.dbapi_connection.begin_write()
 
 
 def make_engine(url: str, **kwargs) -> Engine:
     """Create an engine for ``url``.
 
-    SQLite gets WAL, foreign keys and a busy timeout, since the web app, workers and CLI share one file.
+    SQLite gets WAL, foreign keys and a busy timeout, since the web app, workers and CLI share one file, and
+    its writers queue at a :class:`WriteGate` of the engine's.
     """
     if url.startswith("sqlite"):
-        kwargs.setdefault("connect_args", {"timeout": 30, "check_same_thread": False})
+        gated = type("_GatedSQLiteConnection", (_SQLiteConnection,), {"gate": WriteGate()})
+        kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT, "check_same_thread": False, "factory": gated,
+                                  **kwargs.get("connect_args", {})}  # fmt: skip
         if ":memory:" in url or url in ("sqlite://", "sqlite:///"):
             # One in-memory database exists per connection: keep exactly one.
             kwargs.setdefault("poolclass", StaticPool)

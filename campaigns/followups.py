@@ -6,13 +6,12 @@ of the cadre responsible for the household. Residents who declined a visit are c
 listed (the follow-up policy in docs/architecture.md).
 
 Items are derived from the stored answers, on the write side only: the interview keeps each response's item
-current as it stores the answers that matter (:func:`sync_response`, called by campaigns.interview when a
-response completes, and when a completed response gets a later answer to ``visit`` or to a dissatisfaction
-question). The readers (reports.*) only read. :func:`sync_followups` (one round) and :func:`sync_all_rounds`
-apply the same rules to every stored answer: the repair tools, and what ``sanlv db upgrade`` runs for answers
-stored before the interview kept the items. Both are idempotent (one item per response; the unique
-``response_id`` settles a race between two syncs) and withdraw an item that nobody has acted on yet if the
-resident's "visit: yes" was since replaced by another key.
+current as it stores the answers that decide it (:func:`sync_response`, called by campaigns.interview when
+:func:`decides_followup` says so). The readers (reports.*) only read. :func:`sync_followups` (one round) and
+:func:`sync_all_rounds` apply the same rules to every stored answer: the repair tools, and what ``sanlv db
+upgrade`` runs for answers stored before the interview kept the items. Both are idempotent (one item per
+response; the unique ``response_id`` settles a race between two syncs) and withdraw an item that nobody has
+acted on yet if the resident's "visit: yes" was since replaced by another key.
 
 An item's ``created_at`` is the time the resident asked for the visit (their "visit: yes" answer), so that
 "overdue" counts from the request, not from whenever somebody first opened a list.
@@ -122,19 +121,29 @@ def sync_response(session: Session, round_id: int, response_id: int, questionnai
     created if its answers call for one, withdrawn if no longer asked for (and nobody acted on it).
 
     Two indexed reads when nothing changes. The caller commits. Returns how many items were created (0 or 1).
+
+    No savepoint: if another sync inserted the item meanwhile, the unique ``response_id`` fails the caller's
+    transaction, and the interview's webhook runs again (ivr.views.in_transaction), finding the item.
     """
     if not questionnaire.has_step(VISIT_STEP):
         return 0
     _withdraw(session, round_id, response_id)
-    created = store_followups(session, round_id, followup_candidates(session, round_id, questionnaire, response_id))
+    rows = followup_candidates(session, round_id, questionnaire, response_id)
+    created = _insert(session, round_id, rows) if rows else 0
     if created:
         log.info("event=followup_created round=%s response=%s", round_id, response_id)
     return created
 
 
-def followup_questions(questionnaire: Questionnaire) -> frozenset[str]:
-    """The questions whose answers decide a response's item: ``visit`` and the dissatisfaction questions."""
-    return frozenset({VISIT_STEP, *(step.key for step in _dissatisfaction_steps(questionnaire))})
+def decides_followup(questionnaire: Questionnaire, question: str, answers: Mapping[str, str]) -> bool:
+    """Whether storing an answer to ``question`` (``answers``: the response's answers, this one included) may
+    create or withdraw the response's item under the rules above: a ``visit`` answer may; a dissatisfaction
+    answer may once the resident has said "visit: yes" (a questionnaire may ask visit first). Nothing else
+    does: the rules do not depend on the response's status."""
+    if question == VISIT_STEP:
+        return True
+    dissatisfaction = any(step.key == question for step in _dissatisfaction_steps(questionnaire))
+    return dissatisfaction and answers.get(VISIT_STEP) == VISIT_YES
 
 
 def _dissatisfaction_steps(questionnaire: Questionnaire) -> list:

@@ -5,8 +5,8 @@ Every key press is stored once (KeyPress, unique per response and prompt sequenc
 written when its key press arrives; a replayed webhook changes nothing and gets the current prompt again.
 A different key pressed later for an answered question (read-back "re-choose") replaces the answer and
 keeps the old one in AnswerChange. The response completes the moment its last rate question is answered;
-its target becomes final with it. Follow-up items are kept current here too (campaigns.followups.
-sync_response), as the answers that decide them are stored.
+its target becomes final with it. Follow-up items are kept current here too, as the answers that decide them
+are stored (campaigns.followups.sync_response).
 
 Inbound calls: a resident calling our number is found by caller number among the non-final targets of the
 active rounds (running or paused, the latest first), gets an inbound CallAttempt and resumes the interview.
@@ -38,14 +38,17 @@ re-checks its WHERE against the committed row and matches nothing. The unique ke
 presses, (response, question) on answers, one response per target -- back this up: a violation is handled as
 a concurrent delivery too. Rows of other tables are written with conditional statements that judge each row
 as it is when written (campaigns.calls.mark_answered), or after locking it (the target, when the interview
-settles it), in one order -- response, then attempt, then target -- that the status callbacks keep too.
+settles it), in one order -- response, then attempt, then target -- that the status callbacks keep too (an
+inbound call-back locks its target first, against the dialler, and starts only when no other call of the
+household is live).
 
 Why two steps: SQLite has one writer at a time, and a transaction that may write has to take the write lock
 when it begins (a deferred one that reads first and writes later can fail with SQLITE_BUSY without waiting).
 Reading inside the write transaction held that lock while the state was read and the turn computed, and
-every webhook of every call queued behind it; at 16 calls at once the slowest webhooks waited about half a
-second. Now the lock is held only for the few statements that write. PostgreSQL runs the same code; its read
-transactions are READ ONLY.
+every webhook of every call queued behind it. Now the read takes no lock a writer needs (a deferred read
+transaction: a WAL snapshot), the lock is held only for the few statements that write, and the writers of a
+process take it in turn instead of polling for it (campaigns.db.WriteGate). A replay is answered by the read
+alone. PostgreSQL runs the same code; its read transactions are READ ONLY.
 """
 
 from __future__ import annotations
@@ -56,7 +59,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
-from sqlalchemy import Boolean, Connection, Float, Integer, String, bindparam, case, func, select
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    Float,
+    Integer,
+    String,
+    bindparam,
+    case,
+    func,
+    select,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -78,7 +91,7 @@ from campaigns.flow import (
     rates_complete,
     start,
 )
-from campaigns.followups import followup_questions, sync_response
+from campaigns.followups import decides_followup, sync_response
 from campaigns.models import (
     FINAL_CALL_STATUSES,
     FINAL_RESPONSE_STATUSES,
@@ -439,13 +452,11 @@ def store_press(session: Session, press: Press) -> Prompt:
         _settle(session, call, settled)
     if turn.kind is KeyKind.STOP:
         add_to_do_not_call(session, call.phone, call.round_id, "pressed 9 during the survey")
-    questionnaire = call.questionnaire
-    if settled == ResponseStatus.COMPLETED and (
-        call.status != ResponseStatus.COMPLETED
-        or turn.answer is not None and turn.answer[0] in followup_questions(questionnaire)
-    ):
-        # The answers that decide the response's follow-up item are stored: keep the item current.
-        sync_response(session, call.round_id, call.response_id, questionnaire)
+    if turn.answer is not None:
+        question, digit = turn.answer
+        if decides_followup(call.questionnaire, question, {**call.digits, question: digit}):
+            # An answer that decides the response's follow-up item is stored: keep the item current.
+            sync_response(session, call.round_id, call.response_id, call.questionnaire)
     return prompt
 
 

@@ -24,7 +24,7 @@ from campaigns import interview
 from campaigns.calls import MACHINE_ANSWERS, apply_call_status
 from campaigns.db import session_scope
 from campaigns.models import CallAttempt
-from campaigns.questionnaire import AUDIO_NAME, STEP_KEY
+from campaigns.questionnaire import AUDIO_NAME, STEP_KEY, Questionnaire
 from campaigns.settings import Settings
 from ivr.twiml import render, say_and_hang_up
 
@@ -80,11 +80,12 @@ def twiml(body: str) -> Response:
 
 
 def in_transaction(write, read=None):
-    """Answer a webhook: ``write(session)`` in one write transaction, and its result is the answer.
+    """Run a webhook's work: ``write(session)`` in one write transaction; its result once committed.
 
-    With ``read``: ``read(session)`` first, in a read transaction that takes no write lock (Runtime.reads);
-    if it returns a string, that is the answer and nothing is written (a replay); else the write transaction
-    runs ``write(session, what_was_read)``.
+    With ``read``: ``read(session)`` first, in a read transaction that takes no write lock (Runtime.reads).
+    If it returns a Prompt (a replay), that is the result and nothing is written; else the write transaction
+    runs ``write(session, what_was_read)``. Callers render the reply after this returns, so no transaction is
+    open while TwiML is built.
 
     A uniqueness violation, or an interview that moved on after it was read (ConcurrentChange), means a
     concurrent delivery of the same webhook stored its effect first: it all runs once more, in new
@@ -100,7 +101,7 @@ def in_transaction(write, read=None):
                     return write(session)
             with rt.reads() as session:
                 found = read(session)
-            if isinstance(found, str):
+            if isinstance(found, interview.Prompt):
                 return found
             with session_scope(rt.sessions) as session:
                 return write(session, found)
@@ -191,14 +192,17 @@ def voice():
         except interview.InterviewError as exc:
             reject(exc.status, str(exc), attempt=attempt_id, sid=call_sid)
 
-    def write(session, call: interview.Call) -> str:
+    def write(session, call: interview.Call) -> interview.Prompt | Questionnaire:
         if answered_by in MACHINE_ANSWERS:
             # Not reached: hang up at once; the status callback settles the attempt as "machine" (retried).
             interview.machine_answered(session, call, answered_by)
-            return say_and_hang_up(settings(), public_base(), call.questionnaire, "machine")
-        return render_prompt(interview.begin_call(session, call, answered_by), attempt_id)
+            return call.questionnaire
+        return interview.begin_call(session, call, answered_by)
 
-    return twiml(in_transaction(write, read))
+    done = in_transaction(write, read)
+    if isinstance(done, interview.Prompt):
+        return twiml(render_prompt(done, attempt_id))
+    return twiml(say_and_hang_up(settings(), public_base(), done, "machine"))
 
 
 @bp.post("/gather")
@@ -219,17 +223,17 @@ def gather():
     attempt_id = _int_param("attempt", request.args.get("attempt"))
     call_sid = _call_sid()
 
-    def read(session) -> interview.Press | str:
+    def read(session) -> interview.Press | interview.Prompt:
         try:
             press = interview.read_press(session, attempt_id, call_sid, position, seq, digits or None)
         except interview.InterviewError as exc:
             reject(exc.status, str(exc), attempt=attempt_id, step=position, n=seq, sid=call_sid)
-        return render_prompt(press.replay, attempt_id) if press.nothing_to_write else press
+        return press.replay if press.nothing_to_write else press
 
-    def write(session, press: interview.Press) -> str:
-        return render_prompt(interview.store_press(session, press), attempt_id)
+    def write(session, press: interview.Press) -> interview.Prompt:
+        return interview.store_press(session, press)
 
-    return twiml(in_transaction(write, read))
+    return twiml(render_prompt(in_transaction(write, read), attempt_id))
 
 
 @bp.post("/status")
@@ -273,18 +277,17 @@ def inbound():
     if direction != "inbound":
         reject(400, "Direction must be inbound", value=direction[:40], sid=call_sid)
 
-    def work(session) -> str:
+    def work(session) -> interview.InboundReply:
         try:
-            reply = interview.begin_inbound_call(session, call_sid, caller)
+            return interview.begin_inbound_call(session, call_sid, caller)
         except interview.InterviewError as exc:
             session.rollback()
             reject(exc.status, str(exc), sid=call_sid)
-        if reply.prompt is None:
-            return say_and_hang_up(settings(), public_base(), reply.questionnaire, reply.message or "unknown_caller")
-        prompt = reply.prompt
-        return render_prompt(prompt, reply.attempt_id)
 
-    return twiml(in_transaction(work))
+    reply = in_transaction(work)
+    if reply.prompt is None:
+        return twiml(say_and_hang_up(settings(), public_base(), reply.questionnaire, reply.message or "unknown_caller"))
+    return twiml(render_prompt(reply.prompt, reply.attempt_id))
 
 
 @bp.get("/recordings/<key>/<name>")

@@ -525,7 +525,6 @@ def export_followups(
     now: datetime | None = None,
     overdue_days: int | None = None,
     tz: ZoneInfo | None = None,
-    sync: bool = True,
 ) -> None:
     """Write the follow-up list of ``round_id`` as ``csv`` or ``xlsx``, streaming the items from the database.
 
@@ -537,7 +536,6 @@ def export_followups(
         ReportError: unknown round or cadre.
     """
     from campaigns import clock
-    from campaigns.followups import sync_followups
     from reports.followups import (
         DEFAULT_OVERDUE_DAYS,
         followup_header,
@@ -548,8 +546,6 @@ def export_followups(
     days = overdue_days or DEFAULT_OVERDUE_DAYS
     now = now or clock.now()
     header = followup_header(session, round_id, cadre_id=cadre_id, overdue_days=days)
-    if sync:
-        sync_followups(session, round_id)
     reveal = own and cadre_id is not None
     items = iter_followup_items(
         session,

@@ -38,8 +38,6 @@ from campaigns.followups import (
     VISIT_NO,
     VISIT_STEP,
     VISIT_YES,
-    sync_all_rounds,
-    sync_followups,
 )
 from campaigns.models import (
     Answer,
@@ -229,7 +227,6 @@ def followup_report(
     overdue_only: bool = False,
     now: datetime | None = None,
     overdue_days: int = DEFAULT_OVERDUE_DAYS,
-    sync: bool = True,
 ) -> dict[str, Any]:
     """The ``report followups --format json`` contract: ``{"round": {...}, "items": [...], ...}``.
 
@@ -237,7 +234,6 @@ def followup_report(
         cadre_id: only this cadre's items.
         own: the list is the cadre's own (phones in full, and no per-village counts of other residents);
             only meaningful with ``cadre_id``.
-        sync: create the round's missing items from its answers first (see :func:`sync_followups`).
 
     Returns:
         ``round`` (with the labels a reader needs), ``cadre`` (or None), ``phones_masked``, ``items``,
@@ -249,8 +245,6 @@ def followup_report(
     """
     now = now or clock.now()
     header = followup_header(session, round_id, cadre_id=cadre_id, overdue_days=overdue_days)
-    if sync:
-        sync_followups(session, round_id)
     reveal = own and cadre_id is not None
     questionnaire = from_version(session.get(Round, round_id).questionnaire)
     items = list(
@@ -384,12 +378,8 @@ def cadre_list(
     cadre = session.get(Cadre, cadre_id)
     if cadre is None:
         raise ReportError(f"cadre {cadre_id} does not exist")
-    if round_id is not None:
-        if session.get(Round, round_id) is None:
-            raise ReportError(f"round {round_id} does not exist")
-        sync_followups(session, round_id)
-    else:
-        sync_all_rounds(session)
+    if round_id is not None and session.get(Round, round_id) is None:
+        raise ReportError(f"round {round_id} does not exist")
     items = list(
         iter_followup_items(
             session,

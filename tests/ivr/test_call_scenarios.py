@@ -27,7 +27,15 @@ from campaigns.models import (
     TargetState,
 )
 from campaigns.questionnaire import builtin_questionnaire
-from tests.ivr.support import base_params, gather_url, open_call, post, press, spoken, twiml
+from tests.ivr.support import (
+    base_params,
+    gather_url,
+    open_call,
+    post,
+    press,
+    spoken,
+    twiml,
+)
 
 Q = builtin_questionnaire()
 

@@ -22,7 +22,6 @@ from campaigns.models import (
     TargetState,
 )
 from tests.ivr.support import (
-    SID,
     base_params,
     gather_url,
     open_call,

@@ -170,6 +170,7 @@ def test_unwritable_output(session: Session, rated, env, tmp_path: Path) -> None
 def test_html_report_has_a_chart_per_rate_masked_phones_and_nothing_external(session: Session, env, tmp_path) -> None:
     visits = visits_township(session)
     round_id = visits.round.id
+    sync_followups(session, round_id)  # the answers were stored by the factories, not by the interview
     session.commit()
     path = tmp_path / "report.html"
 
@@ -282,6 +283,7 @@ def test_overdue_cells_are_highlighted(session: Session, tmp_path: Path) -> None
 def test_followups_csv_stdout_has_bom(session: Session, env) -> None:
     visits = visits_township(session)
     round_id = visits.round.id
+    sync_followups(session, round_id)
     session.commit()
 
     out = run("followups", str(round_id), "--format", "csv").stdout
