@@ -11,11 +11,12 @@ Two kinds of session:
   without waiting), and writers queue for the lock instead. Within one process they queue in turn (see
   :class:`WriteGate`); across processes SQLite's busy timeout makes them wait.
 - :func:`make_read_session_factory`: for reads that must not wait for writers nor make them wait (the
-  interview reads its state with one, then writes in a short write transaction; see campaigns.interview). On
-  SQLite its transactions begin with a plain deferred ``BEGIN``: in WAL mode that is a snapshot that takes no
-  lock a writer needs. On PostgreSQL they are ``READ ONLY`` (a write in one is an error, which the test suite
-  would show). Nothing may be written in one: on SQLite a deferred transaction that tries to write can fail
-  with SQLITE_BUSY without waiting.
+  interview reads its state with one, then writes in a short write transaction; see campaigns.interview). Each
+  statement runs in autocommit: on SQLite (WAL) it reads a snapshot of the last commit and takes no lock a
+  writer needs; on PostgreSQL no BEGIN or ROLLBACK round trip is spent on it. A read of several statements
+  does not see one snapshot: callers that decide on such a read must check, when they write, that what they
+  read still holds (the interview's conditional UPDATE does). A write through one is refused
+  (:class:`ReadOnlyError`).
 """
 
 from __future__ import annotations
@@ -162,12 +163,22 @@ class _SQLiteConnection(sqlite3.Connection):
 
 
 def _sqlite_begin(conn) -> None:
-    # SQLAlchemy fires "begin" for every transaction, whatever the isolation level: a read session's begins
-    # deferred (no lock until it reads, and never the write lock), every other one takes the write lock.
-    if conn.get_execution_options().get(READ_ONLY):
-        conn.exec_driver_sql("BEGIN")
-    else:
+    # SQLAlchemy fires "begin" for every transaction, even on a connection meant to run in autocommit: a read
+    # session's connection begins nothing (pysqlite then runs each statement in autocommit, taking no lock a
+    # writer needs), every other one takes the write lock in its turn.
+    if not conn.get_execution_options().get(READ_ONLY):
         conn.connection.dbapi_connection.begin_write()
+
+
+class ReadOnlyError(RuntimeError):
+    """A statement that writes was run through a read session (a bug: reads and writes would not be one
+    transaction, and on SQLite the write would skip the writers' queue)."""
+
+
+def _refuse_writes(conn, _cursor, statement, _parameters, context, _executemany) -> None:
+    if context is not None and context.execution_options.get(READ_ONLY):
+        if context.isinsert or context.isupdate or context.isdelete:
+            raise ReadOnlyError(f"a read session may not write: {statement[:80]}")
 
 
 def make_engine(url: str, **kwargs) -> Engine:
@@ -188,8 +199,10 @@ def make_engine(url: str, **kwargs) -> Engine:
         # pysqlite's own transaction handling defers BEGIN and breaks SELECT ... then UPDATE claims; take it over.
         event.listen(engine, "connect", lambda conn, _r: setattr(conn, "isolation_level", None))
         event.listen(engine, "begin", _sqlite_begin)
+        event.listen(engine, "before_cursor_execute", _refuse_writes)
         return engine
     engine = create_engine(url, **kwargs)
+    event.listen(engine, "before_cursor_execute", _refuse_writes)
     if not kwargs.get("pool_pre_ping"):
         _ping_when_idle(engine)
     return engine
@@ -235,8 +248,10 @@ def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions whose transactions only read, and take no lock that a writer waits for (see the module's
     docstring). Close them (or roll back) when done; there is nothing to commit."""
     options = {READ_ONLY: True}
-    if engine.dialect.name == "postgresql":
-        options["postgresql_readonly"] = True
+    if engine.dialect.name != "sqlite":
+        # pysqlite is in autocommit already (see make_engine); setting it through SQLAlchemy would have it
+        # reset pysqlite's own transaction handling when the connection goes back to the pool.
+        options["isolation_level"] = "AUTOCOMMIT"
     return sessionmaker(bind=engine.execution_options(**options), expire_on_commit=False)
 
 

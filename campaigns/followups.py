@@ -30,8 +30,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import datetime
+from functools import lru_cache
 
-from sqlalchemy import and_, delete, exists, select
+from sqlalchemy import and_, bindparam, delete, exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -160,9 +161,28 @@ def followup_candidates(
         ``(response_id, household_id, cadre_id, asked_at, concern_key, negatives)`` tuples.
     """
     steps = _dissatisfaction_steps(questionnaire)
+    stmt = _candidates_statement(tuple((step.key, step.rate) for step in steps), one_response=response_id is not None)
+    params = {"round_id": round_id} if response_id is None else {"round_id": round_id, "response_id": response_id}
+    rows = []
+    for response_id, household_id, cadre_id, asked_at, concern_digit, *digits in session.execute(stmt, params):
+        negatives = [
+            step.rate
+            for step, digit in zip(steps, digits, strict=True)
+            if digit is not None and digit not in step.positive and digit not in step.unsure
+        ]
+        if negatives:
+            rows.append((response_id, household_id, cadre_id, asked_at, concern_digit, negatives))
+    return rows
+
+
+@lru_cache(maxsize=32)
+def _candidates_statement(steps: tuple[tuple[str, str], ...], *, one_response: bool):
+    """The query of :func:`followup_candidates` for the dissatisfaction questions ``steps`` ((key, rate)
+    pairs), built once: the interview runs it inside its write transaction. Parameters: ``round_id``, and
+    ``response_id`` with ``one_response``."""
     visit = aliased(Answer, name="visit")
     concern = aliased(Answer, name="concern")
-    rated = [aliased(Answer, name=f"rated_{step.rate}") for step in steps]
+    rated = [aliased(Answer, name=f"rated_{rate}") for _key, rate in steps]
     stmt = (
         select(
             Response.id,
@@ -178,27 +198,18 @@ def followup_candidates(
         .join(Household, Household.id == RoundTarget.household_id)
         .outerjoin(concern, and_(concern.response_id == Response.id, concern.question == CONCERN_STEP))
         .where(
-            visit.round_id == round_id,
+            visit.round_id == bindparam("round_id"),
             visit.question == VISIT_STEP,
             visit.digit == VISIT_YES,
             ~exists().where(FollowUp.response_id == Response.id),
         )
         .order_by(Response.id)
     )
-    if response_id is not None:
-        stmt = stmt.where(visit.response_id == response_id)
-    for step, alias in zip(steps, rated, strict=True):
-        stmt = stmt.outerjoin(alias, and_(alias.response_id == Response.id, alias.question == step.key))
-    rows = []
-    for response_id, household_id, cadre_id, asked_at, concern_digit, *digits in session.execute(stmt):
-        negatives = [
-            step.rate
-            for step, digit in zip(steps, digits, strict=True)
-            if digit is not None and digit not in step.positive and digit not in step.unsure
-        ]
-        if negatives:
-            rows.append((response_id, household_id, cadre_id, asked_at, concern_digit, negatives))
-    return rows
+    if one_response:
+        stmt = stmt.where(visit.response_id == bindparam("response_id"))
+    for (key, _rate), alias in zip(steps, rated, strict=True):
+        stmt = stmt.outerjoin(alias, and_(alias.response_id == Response.id, alias.question == key))
+    return stmt
 
 
 def store_followups(session: Session, round_id: int, rows: list[tuple]) -> int:
@@ -253,26 +264,30 @@ def _insert(session: Session, round_id: int, rows: list[tuple]) -> int:
 def _withdraw(session: Session, round_id: int, response_id: int | None = None) -> None:
     """Remove pending items (of the round, or only ``response_id``'s), never acted on, whose resident no
     longer says "visit: yes"."""
-    still_yes = (
-        select(Answer.id)
-        .where(Answer.response_id == FollowUp.response_id, Answer.question == VISIT_STEP, Answer.digit == VISIT_YES)
-        .exists()
-    )
-    acted_on = (
-        select(FollowUpEvent.id)
-        .where(FollowUpEvent.follow_up_id == FollowUp.id, FollowUpEvent.status != FollowUpStatus.PENDING)
-        .exists()
-    )
-    query = select(FollowUp.id).where(
-        FollowUp.round_id == round_id, FollowUp.status == FollowUpStatus.PENDING, ~still_yes, ~acted_on
-    )
-    if response_id is not None:
-        query = query.where(FollowUp.response_id == response_id)
-    ids = session.scalars(query).all()
+    if response_id is None:
+        ids = session.scalars(_WITHDRAWN, {"round_id": round_id}).all()
+    else:
+        ids = session.scalars(_WITHDRAWN_ONE, {"round_id": round_id, "response_id": response_id}).all()
     if ids:
         session.execute(delete(FollowUpEvent).where(FollowUpEvent.follow_up_id.in_(ids)))
         session.execute(delete(FollowUp).where(FollowUp.id.in_(ids)))
         log.info("event=followups_withdrawn round=%s items=%s", round_id, ",".join(map(str, ids)))
+
+
+_still_yes = (
+    select(Answer.id)
+    .where(Answer.response_id == FollowUp.response_id, Answer.question == VISIT_STEP, Answer.digit == VISIT_YES)
+    .exists()
+)
+_acted_on = (
+    select(FollowUpEvent.id)
+    .where(FollowUpEvent.follow_up_id == FollowUp.id, FollowUpEvent.status != FollowUpStatus.PENDING)
+    .exists()
+)
+_WITHDRAWN = select(FollowUp.id).where(
+    FollowUp.round_id == bindparam("round_id"), FollowUp.status == FollowUpStatus.PENDING, ~_still_yes, ~_acted_on
+)
+_WITHDRAWN_ONE = _WITHDRAWN.where(FollowUp.response_id == bindparam("response_id"))
 
 
 def sync_all_rounds(session: Session) -> int:

@@ -1,5 +1,6 @@
-"""SQLite's writers in one process take turns at the engine's gate, in order of arrival; a turn ends with its
-transaction (commit, rollback, a closed connection); read sessions take no turn."""
+"""Read sessions and write sessions: a read session writes nothing and waits for no writer; SQLite's writers in
+one process take turns at the engine's gate, in order of arrival, and a turn ends with its transaction
+(commit, rollback, a closed connection)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,16 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from campaigns.db import (
+    ReadOnlyError,
     WriteGate,
     make_engine,
     make_read_session_factory,
     make_session_factory,
 )
+from campaigns.models import DoNotCall, Village
 
 
 def queued(gate: WriteGate, count: int) -> None:
@@ -134,3 +137,18 @@ def test_the_next_writer_waits_at_the_gate_and_a_reader_does_not(sqlite_engine) 
     with reads() as session:
         assert session.execute(text("SELECT count(*) FROM t")).scalar_one() == 2
     assert not gate._held
+
+
+def test_a_read_session_refuses_to_write_and_sees_what_is_committed(engine, sessions) -> None:
+    reads = make_read_session_factory(engine)
+    with sessions.begin() as session:
+        session.add(Village(name="东村"))
+
+    with reads() as session:
+        assert session.scalars(select(Village.name)).all() == ["东村"]
+        session.add(DoNotCall(phone="+8613800000001", reason="test"))
+        with pytest.raises(ReadOnlyError, match="a read session may not write"):
+            session.flush()
+
+    with sessions() as session:
+        assert session.scalars(select(DoNotCall)).all() == []
