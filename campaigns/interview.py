@@ -15,11 +15,11 @@ Read, then write
 ----------------
 The voice and key-press webhooks each run in two steps, each its own transaction (ivr.views.in_transaction):
 
-1. **Read** (:func:`read_call`, :func:`read_press`), in a read session (campaigns.db.make_read_session_factory):
-   the call, its interview and the answers so far, in one query. Everything is decided here, outside any
-   lock: a bad request is refused (:class:`InterviewError`); a replay -- a press already stored -- is answered
-   from what is stored, with nothing to write; otherwise the whole turn is worked out: the press, the answer
-   and its paradata, the next prompt, whether the interview completes or ends.
+1. **Read** (:func:`read_call`, :func:`read_press`), in a read session (campaigns.db.make_read_session_factory,
+   autocommit): the call, its interview and the answers so far, in one query. Everything is decided here,
+   outside any lock: a bad request is refused (:class:`InterviewError`); a replay -- a press already stored --
+   is answered from what is stored, with nothing to write; otherwise the whole turn is worked out: the press,
+   the answer and its paradata, the next prompt, whether the interview completes or ends.
 2. **Write** (:func:`begin_call`, :func:`store_press`), in one short write transaction. Its first statement
    moves the interview on *from exactly the prompt that was read*: an UPDATE of the response whose WHERE
    names the prompt's sequence number, its position and the status read. If another delivery moved the
@@ -31,7 +31,8 @@ Why this is correct: every change to an interview changes what that first statem
 played takes the next sequence number (``prompt_seq`` only grows), an interview that ends clears its
 position (and only a new prompt, with a new number, sets it again), and the status is checked too. So when
 the statement matches, the interview is still exactly as it was read, answers and paradata included, and
-the decision taken on that read holds. Two writers of one interview are serialised by the database: on
+the decision taken on that read holds (the read's few statements need not share one snapshot: anything
+newer than the first would have moved the prompt on). Two writers of one interview are serialised by the database: on
 SQLite a write transaction holds the database's one write lock from its ``BEGIN IMMEDIATE`` to its commit;
 on PostgreSQL the UPDATE locks the response's row until commit, and a concurrent one waits for it, then
 re-checks its WHERE against the committed row and matches nothing. The unique keys -- (response, seq) on key
@@ -45,10 +46,10 @@ household is live).
 Why two steps: SQLite has one writer at a time, and a transaction that may write has to take the write lock
 when it begins (a deferred one that reads first and writes later can fail with SQLITE_BUSY without waiting).
 Reading inside the write transaction held that lock while the state was read and the turn computed, and
-every webhook of every call queued behind it. Now the read takes no lock a writer needs (a deferred read
-transaction: a WAL snapshot), the lock is held only for the few statements that write, and the writers of a
-process take it in turn instead of polling for it (campaigns.db.WriteGate). A replay is answered by the read
-alone. PostgreSQL runs the same code; its read transactions are READ ONLY.
+every webhook of every call queued behind it. Now the read takes no lock a writer needs (in WAL mode a
+statement in autocommit reads the last commit), the lock is held only for the few statements that write, and
+the writers of a process take it in turn instead of polling for it (campaigns.db.WriteGate). A replay is
+answered by the read alone. PostgreSQL runs the same code.
 """
 
 from __future__ import annotations

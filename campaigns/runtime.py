@@ -27,7 +27,7 @@ class Runtime:
 
     @cached_property
     def reads(self) -> sessionmaker[Session]:
-        """Sessions that only read and take no write lock (campaigns.db.make_read_session_factory)."""
+        """Sessions that only read, in autocommit, taking no write lock (campaigns.db.make_read_session_factory)."""
         return make_read_session_factory(self.engine)
 
     def dispose(self) -> None:

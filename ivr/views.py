@@ -4,8 +4,8 @@ and the recorded prompts that ``<Play>`` fetches.
 Thin handlers: validate the signature and parameters, call the domain functions, commit, render TwiML.
 Webhooks never need Redis; an answer is committed before its webhook is answered. A parameter that is
 missing or malformed, or does not fit the call's state, gets a 4xx and a log line naming it; never a 500,
-never a stored answer. The interview's webhooks read in one transaction that takes no write lock and write
-in a short second one (see "Read, then write" in campaigns.interview).
+never a stored answer. The interview's webhooks read without taking a write lock, then write in one short
+transaction (see "Read, then write" in campaigns.interview).
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def twiml(body: str) -> Response:
 def in_transaction(write, read=None):
     """Run a webhook's work: ``write(session)`` in one write transaction; its result once committed.
 
-    With ``read``: ``read(session)`` first, in a read transaction that takes no write lock (Runtime.reads).
+    With ``read``: ``read(session)`` first, in a read session, which takes no write lock (Runtime.reads).
     If it returns a Prompt (a replay), that is the result and nothing is written; else the write transaction
     runs ``write(session, what_was_read)``. Callers render the reply after this returns, so no transaction is
     open while TwiML is built.
