@@ -380,7 +380,7 @@ def _write_export(session: Session, round_id: int, kind: str, fmt: str, path: Pa
     if kind == "rates":
         report = village_rates(session, round_id)
     else:
-        report = followup_report(session, round_id, sync=False, stream=True)
+        report = followup_report(session, round_id, stream=True)
     with path.open("wb") as handle:
         render(report, fmt, handle)
 

@@ -2,7 +2,7 @@
 
     python bench/webhooks.py [--db sqlite|postgres|both] [--calls N] [--clients C] [--harness http|client]
                              [--postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/test] [--profile FILE]
-                             [--by-webhook]
+                             [--by-webhook] [--p99-calls N] [--p99-clients C]
 
 For each database it builds a scratch copy of the real schema (the Alembic migrations) -- a temporary SQLite
 file, or a PostgreSQL schema of its own, dropped at the end -- with one running round of N households, each
@@ -25,6 +25,12 @@ questionnaires/s and the mean cost per request of each app over all turns, and t
 request to the bare endpoint's, overall and the median of the turns (goal: at most 3x). After the run the
 database is checked: every call completed with its nine answers, every target and attempt completed.
 
+**Tail latency**: then ``--p99-calls`` more calls (default 480) are made by ``--p99-clients`` client threads
+(default 16: sixteen calls in progress at once), in ``--rounds`` turns; with ``--db both`` each turn goes to
+SQLite, then to PostgreSQL, so that load from elsewhere on the machine falls on both alike. It prints the 99th
+percentile of the time each request took (over every request of those calls), for sanlv and for the bare
+endpoint, and with ``--db both`` the ratio of SQLite's p99 to PostgreSQL's (goal: at most 1.5x).
+
 ``--by-webhook`` also prints the median time of each of a call's eleven requests, for both apps (the press on
 cadre_contact is the one that completes the interview, the one on visit ends the call).
 
@@ -34,15 +40,17 @@ cadre_contact is the one that completes the interview, the one on visit ends the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import logging
+import math
 import re
 import secrets
 import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -360,8 +368,41 @@ def make_harness(kind: str, app: Flask, port: int) -> Harness:
     return HttpHarness(app, port) if kind == "http" else ClientHarness(app, f"http://127.0.0.1:{port}")
 
 
-def bench_database(kind: str, args: argparse.Namespace) -> tuple[Figures, Figures, float, dict, dict]:
-    """(sanlv, bare, median ratio of the turns, and each app's seconds per request by webhook)."""
+def voice_path(attempt_id: int) -> str:
+    return f"/ivr/voice?attempt={attempt_id}"
+
+
+def status_path(attempt_id: int) -> str:
+    return f"/ivr/status?attempt={attempt_id}"
+
+
+def bare_voice_path(attempt_id: int) -> str:
+    return f"/bare/voice?attempt={attempt_id}"
+
+
+def bare_status_path(attempt_id: int) -> str:
+    return f"/bare/status?attempt={attempt_id}"
+
+
+@dataclass
+class Served:
+    """One database's scratch copy, with sanlv and the bare endpoint served beside it, and its calls to make."""
+
+    kind: str
+    runtime: Runtime
+    ours: Harness
+    bare: Harness
+    warm: list[tuple[int, str, str]]
+    measured: list[tuple[int, str, str]]
+    tail: list[tuple[int, str, str]]  # the calls of the tail-latency turns
+
+    @property
+    def calls(self) -> int:
+        return len(self.warm) + len(self.measured) + len(self.tail)
+
+
+@contextlib.contextmanager
+def served(kind: str, args: argparse.Namespace) -> Iterator[Served]:
     from web.app import create_app
 
     with scratch_database(kind, args.postgres_url) as url:
@@ -374,44 +415,67 @@ def bench_database(kind: str, args: argparse.Namespace) -> tuple[Figures, Figure
             secret_key="bench",
         )
         runtime = Runtime(settings)
-        calls = load_calls(runtime, args.calls + args.warmup)
-        warm, measured = calls[: args.warmup], calls[args.warmup :]
+        calls = load_calls(runtime, args.warmup + args.calls + args.p99_calls)
         app = create_app(runtime)
         logging.getLogger("sanlv").setLevel(logging.WARNING)  # one INFO line per webhook is not the point here
         ours = make_harness(args.harness, app, port)
         bare = make_harness(args.harness, bare_app(f"http://127.0.0.1:{bare_port}"), bare_port)
         try:
-            voice, status = (lambda a: f"/ivr/voice?attempt={a}"), (lambda a: f"/ivr/status?attempt={a}")
-            bare_voice, bare_status = (lambda a: f"/bare/voice?attempt={a}"), (lambda a: f"/bare/status?attempt={a}")
-            drive(ours, warm, voice, status, 1)
-            drive(bare, warm, bare_voice, bare_status, 1)
-            profiler = cProfile.Profile() if args.profile else None
-            ours_seconds = bare_seconds = 0.0
-            ratios = []
-            ours_times: dict[str, list[float]] = {}
-            bare_times: dict[str, list[float]] = {}
-            for turn in range(args.rounds):
-                chunk = measured[turn :: args.rounds]
-                if profiler:
-                    profiler.enable()
-                ours_turn = drive(ours, chunk, voice, status, args.clients, ours_times)
-                if profiler:
-                    profiler.disable()
-                bare_turn = drive(bare, chunk, bare_voice, bare_status, args.clients, bare_times)
-                ours_seconds += ours_turn
-                bare_seconds += bare_turn
-                ratios.append(ours_turn / bare_turn)
-            if profiler:
-                profiler.dump_stats(f"{args.profile}.{kind}")
-            check = check_database(runtime, len(calls))
+            yield Served(kind, runtime, ours, bare, calls[: args.warmup],
+                         calls[args.warmup : args.warmup + args.calls], calls[args.warmup + args.calls :])
         finally:
             ours.close()
             bare.close()
             runtime.dispose()
-    print(f"{kind}: {check}")
-    ours_figures = Figures("sanlv", ours_seconds, len(measured))
-    bare_figures = Figures("bare", bare_seconds, len(measured))
+
+
+def throughput(db: Served, args: argparse.Namespace) -> tuple[Figures, Figures, float, dict, dict]:
+    """(sanlv, bare, median ratio of the turns, and each app's seconds per request by webhook)."""
+    drive(db.ours, db.warm, voice_path, status_path, 1)
+    drive(db.bare, db.warm, bare_voice_path, bare_status_path, 1)
+    profiler = cProfile.Profile() if args.profile else None
+    ours_seconds = bare_seconds = 0.0
+    ratios = []
+    ours_times: dict[str, list[float]] = {}
+    bare_times: dict[str, list[float]] = {}
+    for turn in range(args.rounds):
+        chunk = db.measured[turn :: args.rounds]
+        if profiler:
+            profiler.enable()
+        ours_turn = drive(db.ours, chunk, voice_path, status_path, args.clients, ours_times)
+        if profiler:
+            profiler.disable()
+        bare_turn = drive(db.bare, chunk, bare_voice_path, bare_status_path, args.clients, bare_times)
+        ours_seconds += ours_turn
+        bare_seconds += bare_turn
+        ratios.append(ours_turn / bare_turn)
+    if profiler:
+        profiler.dump_stats(f"{args.profile}.{db.kind}")
+    ours_figures = Figures("sanlv", ours_seconds, len(db.measured))
+    bare_figures = Figures("bare", bare_seconds, len(db.measured))
     return ours_figures, bare_figures, statistics.median(ratios), ours_times, bare_times
+
+
+def p99(seconds: list[float]) -> float:
+    """The 99th percentile, in milliseconds (the nearest rank: a value that was measured)."""
+    ordered = sorted(seconds)
+    return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)] * 1000
+
+
+def tail_latency(dbs: list[Served], args: argparse.Namespace) -> dict[str, tuple[float, float, int]]:
+    """Each database's (sanlv p99 ms, bare p99 ms, requests) with ``--p99-clients`` calls at once, the
+    databases taking turns."""
+    ours: dict[str, list[float]] = {db.kind: [] for db in dbs}
+    bare: dict[str, list[float]] = {db.kind: [] for db in dbs}
+    for turn in range(args.rounds):
+        for db in dbs:
+            chunk = db.tail[turn :: args.rounds]
+            for harness, paths, seconds in ((db.ours, (voice_path, status_path), ours[db.kind]),
+                                            (db.bare, (bare_voice_path, bare_status_path), bare[db.kind])):
+                timings: dict[str, list[float]] = {}
+                drive(harness, chunk, *paths, args.p99_clients, timings)
+                seconds.extend(t for times in timings.values() for t in times)
+    return {kind: (p99(ours[kind]), p99(bare[kind]), len(ours[kind])) for kind in ours}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -425,9 +489,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--profile", default=None, help="write a cProfile of each sanlv run to FILE.<db>")
     parser.add_argument("--by-webhook", action="store_true", help="also print the median time of each request")
+    parser.add_argument("--p99-calls", type=int, default=480, help="calls per app and database for the p99")
+    parser.add_argument("--p99-clients", type=int, default=16, help="calls at once for the p99")
     args = parser.parse_args(argv)
     if args.calls < args.rounds or args.clients < 1 or args.rounds < 1 or args.warmup < 0:
         parser.error("--clients and --rounds must be at least 1, --calls at least --rounds, --warmup at least 0")
+    if args.p99_calls < args.rounds or args.p99_clients < 1:
+        parser.error("--p99-clients must be at least 1, --p99-calls at least --rounds")
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log lines, for both apps alike
     harness = {
@@ -439,21 +507,35 @@ def main(argv: list[str] | None = None) -> int:
         f"(voice, {len(KEYS)} gathers, status callback)"
     )
     kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
-    for kind in kinds:
-        ours, bare, median, ours_times, bare_times = bench_database(kind, args)
-        ratio = ours.per_request_ms / bare.per_request_ms
-        print(ours.line())
-        print(bare.line())
-        print(
-            f"  cost per request, sanlv / bare: {ratio:.2f}x overall, {median:.2f}x median of {args.rounds} turns"
-            f" (goal: at most 3x) -> {'met' if ratio <= 3 else 'missed'}"
-        )
-        if args.by_webhook:
-            print(f"  {'request of a call':<22} {'sanlv ms':>9} {'bare ms':>9} {'ratio':>7}  (medians)")
-            for name in WEBHOOKS:
-                ours_ms = statistics.median(ours_times[name]) * 1000
-                bare_ms = statistics.median(bare_times[name]) * 1000
-                print(f"  {name:<22} {ours_ms:9.2f} {bare_ms:9.2f} {ours_ms / bare_ms:6.2f}x")
+    with contextlib.ExitStack() as stack:
+        dbs = [stack.enter_context(served(kind, args)) for kind in kinds]
+        for db in dbs:
+            ours, bare, median, ours_times, bare_times = throughput(db, args)
+            ratio = ours.per_request_ms / bare.per_request_ms
+            print(f"{db.kind}:")
+            print(ours.line())
+            print(bare.line())
+            print(
+                f"  cost per request, sanlv / bare: {ratio:.2f}x overall, {median:.2f}x median of {args.rounds} turns"
+                f" (goal: at most 3x) -> {'met' if ratio <= 3 else 'missed'}"
+            )
+            if args.by_webhook:
+                print(f"  {'request of a call':<22} {'sanlv ms':>9} {'bare ms':>9} {'ratio':>7}  (medians)")
+                for name in WEBHOOKS:
+                    ours_ms = statistics.median(ours_times[name]) * 1000
+                    bare_ms = statistics.median(bare_times[name]) * 1000
+                    print(f"  {name:<22} {ours_ms:9.2f} {bare_ms:9.2f} {ours_ms / bare_ms:6.2f}x")
+        tails = tail_latency(dbs, args)
+        turns = f"{args.rounds} turns" + (", the databases taking turns" if len(dbs) > 1 else "")
+        print(f"tail latency, {args.p99_clients} calls at once ({args.p99_calls} calls per database, {turns}):")
+        for kind, (ours_p99, bare_p99, count) in tails.items():
+            print(f"  {kind:<8} p99 per request: sanlv {ours_p99:7.1f} ms, bare {bare_p99:6.1f} ms  ({count} requests)")
+        if len(tails) == 2:
+            ratio = tails["sqlite"][0] / tails["postgres"][0]
+            verdict = "met" if ratio <= 1.5 else "missed"
+            print(f"  p99, sqlite / postgres: {ratio:.2f}x (goal: at most 1.5x) -> {verdict}")
+        for db in dbs:
+            print(f"{db.kind}: {check_database(db.runtime, db.calls)}")
     return 0
 
 

@@ -1,7 +1,6 @@
 """Call attempts and their targets: claiming work, recording what the provider reports, settling outcomes.
 
-Every transition is one function here. They take a Session and never commit; only
-:func:`quick_final_status` (the status callback's quick path on PostgreSQL) takes an autocommit Connection.
+Every transition is one function here. They take a Session and never commit.
 
 Exactly-once dialling rests on conditional UPDATEs of the attempt row:
 
@@ -21,14 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import (
-    Connection,
-    bindparam,
     case,
     delete,
     func,
     insert,
     literal,
-    null,
     or_,
     select,
     update,
@@ -284,6 +280,24 @@ def record_placed(session: Session, attempt_id: int, sid: str, status: str, now:
     )
 
 
+def adopt_call_sid(session: Session, attempt_id: int, call_sid: str) -> bool:
+    """Save the CallSid of a call whose attempt never got one (its worker died right after creating the call):
+    a webhook names both. Returns False, changing nothing, if the attempt has a CallSid by now.
+
+    The CallSid's uniqueness rule refuses one that another attempt has (IntegrityError).
+    """
+    result = session.execute(
+        update(CallAttempt)
+        .where(CallAttempt.id == attempt_id, CallAttempt.call_sid.is_(None))
+        .values(call_sid=call_sid)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return False
+    log.info("event=call_adopted attempt=%s sid=%s", attempt_id, call_sid)
+    return True
+
+
 def mark_permanent_failure(session: Session, attempt: CallAttempt, code: int | None, message: str) -> None:
     """The number can never be called: the attempt was not placed, the target and the household say so."""
     now = clock.now()
@@ -362,47 +376,42 @@ ANSWERABLE_CALL_STATUSES = frozenset(
     if s not in FINAL_CALL_STATUSES and CALL_STATUS_ORDER.get(s, 0) < CALL_STATUS_ORDER[CallStatus.IN_PROGRESS]
 )
 ANSWERABLE_TARGET_STATES = frozenset({TargetState.PENDING, TargetState.DIALING})
+_CALL_STATUS = CallAttempt.__table__.c.status.type
 
 
-def mark_answered(session: Session, attempt: CallAttempt) -> RoundTarget:
-    """The resident picked up (the voice webhook arrived): the target is in a call.
+def mark_answered(session: Session, attempt_id: int, target_id: int, answered_by: str | None = None) -> None:
+    """The resident picked up (the voice webhook arrived): the call is in progress, its target in a call.
 
-    ``campaigns.interview.quick_begin_call`` writes the same in SQL (see :func:`answered_values`).
+    Conditional statements, each row judged as it is when it is written: a call that a status callback has
+    moved on (or ended) keeps its status, a target that is final or no longer being dialled keeps its state.
+    So the caller need not have read either row in its transaction (see campaigns.interview).
     """
     now = clock.now()
-    if attempt.status in ANSWERABLE_CALL_STATUSES:
-        attempt.status = CallStatus.IN_PROGRESS
-    attempt.answered_at = attempt.answered_at or now
-    target = session.get(RoundTarget, attempt.target_id)
-    assert target is not None
-    if target.state in ANSWERABLE_TARGET_STATES:
-        target.state = TargetState.IN_CALL
-        target.updated_at = now
-    return target
-
-
-def answered_values() -> tuple[dict, dict]:
-    """:func:`mark_answered` as the SET clauses of an UPDATE of the attempt and one of its target, for one
-    statement that reads nothing first (bind parameter: ``answered_now``). Each row is judged as it is when
-    it is written, so a status callback that got there first is respected as the ORM path respects it."""
-    attempts, targets = CallAttempt.__table__, RoundTarget.__table__
-    now = bindparam("answered_now", type_=attempts.c.answered_at.type)
-    dialled = targets.c.state.in_(sorted(ANSWERABLE_TARGET_STATES))
-    ringing = attempts.c.status.in_(sorted(ANSWERABLE_CALL_STATUSES))
-    attempt = {
-        "status": case((ringing, literal(CallStatus.IN_PROGRESS, attempts.c.status.type)), else_=attempts.c.status),
-        "answered_at": func.coalesce(attempts.c.answered_at, now),
+    values = {
+        "status": case(
+            (CallAttempt.status.in_(sorted(ANSWERABLE_CALL_STATUSES)), literal(CallStatus.IN_PROGRESS, _CALL_STATUS)),
+            else_=CallAttempt.status,
+        ),
+        "answered_at": func.coalesce(CallAttempt.answered_at, now),
     }
-    target = {
-        "state": case((dialled, literal(TargetState.IN_CALL, targets.c.state.type)), else_=targets.c.state),
-        "updated_at": case((dialled, now), else_=targets.c.updated_at),
-    }
-    return attempt, target
+    if answered_by:
+        values["answered_by"] = answered_by
+    session.execute(
+        update(CallAttempt)
+        .where(CallAttempt.id == attempt_id)
+        .values(values)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(RoundTarget)
+        .where(RoundTarget.id == target_id, RoundTarget.state.in_(sorted(ANSWERABLE_TARGET_STATES)))
+        .values(state=TargetState.IN_CALL, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def finish_target(session: Session, target: RoundTarget, state: TargetState, outcome: str, now: datetime) -> None:
-    """Move a target to a final state (a final state is never left). :func:`finish_target_values` is the same
-    rule in SQL."""
+    """Move a target to a final state (a final state is never left)."""
     if target.state in FINAL_TARGET_STATES:
         return
     target.state = state
@@ -412,33 +421,11 @@ def finish_target(session: Session, target: RoundTarget, state: TargetState, out
     target.next_attempt_at = None
 
 
-def finish_target_values() -> dict:
-    """:func:`finish_target` as the SET clause of an UPDATE of round_targets, for one statement that reads
-    nothing first: a target already final keeps its row as it is. Bind parameters: ``finish_state``,
-    ``finish_outcome``, ``finish_now``."""
-    targets = RoundTarget.__table__
-    final = targets.c.state.in_(sorted(FINAL_TARGET_STATES))
-
-    def unless_final(column, value):
-        return case((final, column), else_=value)
-
-    now = bindparam("finish_now", type_=targets.c.final_at.type)
-    return {
-        "state": unless_final(targets.c.state, bindparam("finish_state", type_=targets.c.state.type)),
-        "last_outcome": unless_final(
-            targets.c.last_outcome, bindparam("finish_outcome", type_=targets.c.last_outcome.type)
-        ),
-        "final_at": unless_final(targets.c.final_at, now),
-        "updated_at": unless_final(targets.c.updated_at, now),
-        "next_attempt_at": unless_final(targets.c.next_attempt_at, null()),
-    }
-
-
-def finish_from_response(session: Session, target: RoundTarget, response: Response) -> None:
-    """The interview reached a final status: so does the target."""
-    state = RESPONSE_TO_TARGET.get(response.status)
+def finish_from_response(session: Session, target: RoundTarget, status: ResponseStatus) -> None:
+    """The interview reached a final ``status``: so does the target."""
+    state = RESPONSE_TO_TARGET.get(status)
     if state is not None:
-        finish_target(session, target, state, response.status.value, clock.now())
+        finish_target(session, target, state, status.value, clock.now())
 
 
 def outcome_of(attempt: CallAttempt, response: Response | None) -> str:
@@ -468,7 +455,7 @@ def settle_attempt(session: Session, attempt: CallAttempt, now: datetime, outcom
         return
     response = session.scalar(select(Response).where(Response.target_id == target.id))
     if response is not None and response.status in FINAL_RESPONSE_STATUSES:
-        finish_from_response(session, target, response)
+        finish_from_response(session, target, response.status)
         return
     round_ = session.get(Round, target.round_id)
     assert round_ is not None
@@ -597,97 +584,3 @@ def unsettled_attempts(session: Session, created_before: datetime) -> list[CallA
             .order_by(CallAttempt.id)
         )
     )
-
-
-# --- the status callback's quick path (PostgreSQL) -----------------------------------------------------
-#
-# Most status callbacks are the final one of a call whose target is already final (the ``completed`` after a
-# finished interview). apply_call_status then writes the attempt row and nothing else: settle_attempt leaves a
-# final target as it is. One conditional UPDATE does the same, outside any transaction; a callback it does
-# not match (another status, an attempt already final or still ``claimed``, a target still open, an older or
-# repeated SequenceNumber, another CallSid, an unknown attempt) it leaves unwritten to the full path.
-
-# The statuses a final callback moves on from here: not final, and not ``claimed`` (whose create-started mark
-# apply_call_status clears).
-_QUICK_FINAL_FROM = tuple(
-    sorted(s for s in CallStatus if s not in FINAL_CALL_STATUSES and s is not CallStatus.CLAIMED)
-)
-
-
-def _quick_final_statement(with_sequence: bool):
-    """The UPDATE of :func:`quick_final_status`; ``with_sequence``: the callback has a SequenceNumber."""
-    attempts, targets = CallAttempt.__table__, RoundTarget.__table__
-    # Parameters not named after columns: in an UPDATE, SQLAlchemy would take such a parameter as a value to
-    # SET.
-    target_final = (
-        select(targets.c.id)
-        .where(targets.c.id == attempts.c.target_id, targets.c.state.in_(sorted(FINAL_TARGET_STATES)))
-        .exists()
-    )
-    where = [
-        attempts.c.id == bindparam("quick_attempt", type_=attempts.c.id.type),
-        attempts.c.call_sid == bindparam("quick_sid", type_=attempts.c.call_sid.type),
-        attempts.c.status.in_(_QUICK_FINAL_FROM),
-        target_final,
-    ]
-    values = {
-        "status": bindparam("quick_status", type_=attempts.c.status.type),
-        "ended_at": bindparam("quick_now", type_=attempts.c.ended_at.type),
-        # An absent field keeps what the attempt has, as apply_call_status keeps it.
-        "duration_seconds": func.coalesce(
-            bindparam("quick_duration", type_=attempts.c.duration_seconds.type), attempts.c.duration_seconds
-        ),
-        "answered_by": func.coalesce(
-            bindparam("quick_answered_by", type_=attempts.c.answered_by.type), attempts.c.answered_by
-        ),
-        "error_code": func.coalesce(
-            bindparam("quick_error_code", type_=attempts.c.error_code.type), attempts.c.error_code
-        ),
-    }
-    if with_sequence:
-        sequence = bindparam("quick_sequence", type_=attempts.c.last_sequence_number.type)
-        where.append(attempts.c.last_sequence_number < sequence)  # an older or repeated callback changes nothing
-        values["last_sequence_number"] = sequence
-    return update(attempts).where(*where).values(values).returning(attempts.c.id)
-
-
-_QUICK_FINAL = {with_sequence: _quick_final_statement(with_sequence) for with_sequence in (False, True)}
-
-
-def quick_final_status(
-    connection: Connection,
-    attempt_id: int,
-    call_sid: str,
-    status: str,
-    sequence: int | None,
-    *,
-    duration: int | None,
-    answered_by: str | None,
-    error_code: str | None,
-    now: datetime,
-) -> bool:
-    """The common status callback in one statement: a final status for a live attempt whose target is final.
-
-    Returns:
-        True if it applied: the attempt row is what :func:`apply_call_status` makes it (status, ``ended_at`` =
-        ``now``, the SequenceNumber and the fields given). False if the callback is not that case: nothing was
-        written, and the caller takes the full path (which also answers unknown attempts and wrong CallSids).
-
-    ``connection`` should be in autocommit mode: the statement is its own transaction.
-    """
-    new = _parse_status(status)
-    if new not in FINAL_CALL_STATUSES:
-        return False
-    params = {
-        "quick_attempt": attempt_id,
-        "quick_sid": call_sid,
-        "quick_status": new,
-        "quick_now": now,
-        "quick_duration": duration,
-        # apply_call_status ignores empty values as it ignores absent ones.
-        "quick_answered_by": answered_by or None,
-        "quick_error_code": error_code or None,
-    }
-    if sequence is not None:
-        params["quick_sequence"] = sequence
-    return connection.execute(_QUICK_FINAL[sequence is not None], params).first() is not None

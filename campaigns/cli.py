@@ -21,14 +21,15 @@ from datetime import datetime
 from pathlib import Path
 
 import click
+from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from campaigns import accounts, audit
 from campaigns.db import session_scope
 from campaigns.errors import SanlvError
-from campaigns.followups import STATUS_LABELS, mark_followup
-from campaigns.migrate import current, upgrade
+from campaigns.followups import STATUS_LABELS, mark_followup, sync_all_rounds
+from campaigns.migrate import alembic_config, current, upgrade
 from campaigns.questionnaire import (
     QuestionnaireError,
     find_recording,
@@ -131,13 +132,22 @@ def db_group() -> None:
 @db_group.command("upgrade")
 @click.argument("revision", default="head")
 def db_upgrade(revision: str) -> None:
-    """Apply migrations up to REVISION (default: head)."""
+    """Apply migrations up to REVISION (default: head), then create the follow-up items of stored answers."""
     rt = runtime_or_exit()
+    url = rt.settings.database_url
     try:
-        upgrade(rt.settings.database_url, revision)
+        upgrade(url, revision)
     except CommandError as exc:
         raise SanlvError(f"revision {revision}: {exc}") from None
-    click.echo(f"database at revision {current(rt.settings.database_url)}")
+    at = current(url)
+    if at in ScriptDirectory.from_config(alembic_config(url)).get_heads():
+        # The interview keeps follow-up items as it stores answers; answers stored before it did get theirs
+        # here (idempotent: nothing to do the second time). Only at head, where the models match the schema.
+        with session_scope(rt.sessions) as session:
+            created = sync_all_rounds(session)
+        if created:
+            click.echo(f"已根据已存答案补建回访事项 {created} 条 / follow-ups: {created} created from stored answers")
+    click.echo(f"database at revision {at}")
 
 
 @db_group.command("current")

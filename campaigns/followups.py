@@ -5,9 +5,13 @@ positive nor "说不清", i.e. 3/4 in the default questionnaire) **and** pressed
 of the cadre responsible for the household. Residents who declined a visit are counted per village, never
 listed (the follow-up policy in docs/architecture.md).
 
-Items are derived from the stored answers by :func:`sync_followups`. It is idempotent (one item per response;
-the unique ``response_id`` settles a race between two syncs) and it withdraws an item that nobody has acted on
-yet if the resident's "visit: yes" was since replaced by another key.
+Items are derived from the stored answers, on the write side only: the interview keeps each response's item
+current as it stores the answers that decide it (:func:`sync_response`, called by campaigns.interview when
+:func:`decides_followup` says so). The readers (reports.*) only read. :func:`sync_followups` (one round) and
+:func:`sync_all_rounds` apply the same rules to every stored answer: the repair tools, and what ``sanlv db
+upgrade`` runs for answers stored before the interview kept the items. Both are idempotent (one item per
+response; the unique ``response_id`` settles a race between two syncs) and withdraw an item that nobody has
+acted on yet if the resident's "visit: yes" was since replaced by another key.
 
 An item's ``created_at`` is the time the resident asked for the visit (their "visit: yes" answer), so that
 "overdue" counts from the request, not from whenever somebody first opened a list.
@@ -26,8 +30,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import datetime
+from functools import lru_cache
 
-from sqlalchemy import and_, delete, exists, select
+from sqlalchemy import and_, bindparam, delete, exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
@@ -112,16 +117,72 @@ def sync_followups(session: Session, round_id: int) -> int:
     return created
 
 
-def followup_candidates(session: Session, round_id: int, questionnaire: Questionnaire) -> list[tuple]:
-    """Responses of the round with "visit: yes" and a dissatisfied answer that have no item yet.
+def sync_response(session: Session, round_id: int, response_id: int, questionnaire: Questionnaire) -> int:
+    """:func:`sync_followups` for one response of ``round_id``, asked with ``questionnaire``: its item is
+    created if its answers call for one, withdrawn if no longer asked for (and nobody acted on it).
+
+    Two indexed reads when nothing changes. The caller commits. Returns how many items were created (0 or 1).
+
+    No savepoint: if another sync inserted the item meanwhile, the unique ``response_id`` fails the caller's
+    transaction, and the interview's webhook runs again (ivr.views.in_transaction), finding the item.
+    """
+    if not questionnaire.has_step(VISIT_STEP):
+        return 0
+    _withdraw(session, round_id, response_id)
+    rows = followup_candidates(session, round_id, questionnaire, response_id)
+    created = _insert(session, round_id, rows) if rows else 0
+    if created:
+        log.info("event=followup_created round=%s response=%s", round_id, response_id)
+    return created
+
+
+def decides_followup(questionnaire: Questionnaire, question: str, answers: Mapping[str, str]) -> bool:
+    """Whether storing an answer to ``question`` (``answers``: the response's answers, this one included) may
+    create or withdraw the response's item under the rules above: a ``visit`` answer may; a dissatisfaction
+    answer may once the resident has said "visit: yes" (a questionnaire may ask visit first). Nothing else
+    does: the rules do not depend on the response's status."""
+    if question == VISIT_STEP:
+        return True
+    dissatisfaction = any(step.key == question for step in _dissatisfaction_steps(questionnaire))
+    return dissatisfaction and answers.get(VISIT_STEP) == VISIT_YES
+
+
+def _dissatisfaction_steps(questionnaire: Questionnaire) -> list:
+    return [step for key, step in rate_steps(questionnaire).items() if key in DISSATISFACTION_RATES]
+
+
+def followup_candidates(
+    session: Session, round_id: int, questionnaire: Questionnaire, response_id: int | None = None
+) -> list[tuple]:
+    """Responses of the round (or only ``response_id``) with "visit: yes" and a dissatisfied answer that
+    have no item yet.
 
     Returns:
         ``(response_id, household_id, cadre_id, asked_at, concern_key, negatives)`` tuples.
     """
-    steps = [step for key, step in rate_steps(questionnaire).items() if key in DISSATISFACTION_RATES]
+    steps = _dissatisfaction_steps(questionnaire)
+    stmt = _candidates_statement(tuple((step.key, step.rate) for step in steps), one_response=response_id is not None)
+    params = {"round_id": round_id} if response_id is None else {"round_id": round_id, "response_id": response_id}
+    rows = []
+    for response_id, household_id, cadre_id, asked_at, concern_digit, *digits in session.execute(stmt, params):
+        negatives = [
+            step.rate
+            for step, digit in zip(steps, digits, strict=True)
+            if digit is not None and digit not in step.positive and digit not in step.unsure
+        ]
+        if negatives:
+            rows.append((response_id, household_id, cadre_id, asked_at, concern_digit, negatives))
+    return rows
+
+
+@lru_cache(maxsize=32)
+def _candidates_statement(steps: tuple[tuple[str, str], ...], *, one_response: bool):
+    """The query of :func:`followup_candidates` for the dissatisfaction questions ``steps`` ((key, rate)
+    pairs), built once: the interview runs it inside its write transaction. Parameters: ``round_id``, and
+    ``response_id`` with ``one_response``."""
     visit = aliased(Answer, name="visit")
     concern = aliased(Answer, name="concern")
-    rated = [aliased(Answer, name=f"rated_{step.rate}") for step in steps]
+    rated = [aliased(Answer, name=f"rated_{rate}") for _key, rate in steps]
     stmt = (
         select(
             Response.id,
@@ -137,25 +198,18 @@ def followup_candidates(session: Session, round_id: int, questionnaire: Question
         .join(Household, Household.id == RoundTarget.household_id)
         .outerjoin(concern, and_(concern.response_id == Response.id, concern.question == CONCERN_STEP))
         .where(
-            visit.round_id == round_id,
+            visit.round_id == bindparam("round_id"),
             visit.question == VISIT_STEP,
             visit.digit == VISIT_YES,
             ~exists().where(FollowUp.response_id == Response.id),
         )
         .order_by(Response.id)
     )
-    for step, alias in zip(steps, rated, strict=True):
-        stmt = stmt.outerjoin(alias, and_(alias.response_id == Response.id, alias.question == step.key))
-    rows = []
-    for response_id, household_id, cadre_id, asked_at, concern_digit, *digits in session.execute(stmt):
-        negatives = [
-            step.rate
-            for step, digit in zip(steps, digits, strict=True)
-            if digit is not None and digit not in step.positive and digit not in step.unsure
-        ]
-        if negatives:
-            rows.append((response_id, household_id, cadre_id, asked_at, concern_digit, negatives))
-    return rows
+    if one_response:
+        stmt = stmt.where(visit.response_id == bindparam("response_id"))
+    for (key, _rate), alias in zip(steps, rated, strict=True):
+        stmt = stmt.outerjoin(alias, and_(alias.response_id == Response.id, alias.question == key))
+    return stmt
 
 
 def store_followups(session: Session, round_id: int, rows: list[tuple]) -> int:
@@ -207,27 +261,33 @@ def _insert(session: Session, round_id: int, rows: list[tuple]) -> int:
     return len(items)
 
 
-def _withdraw(session: Session, round_id: int) -> None:
-    """Remove pending items, never acted on, whose resident no longer says "visit: yes"."""
-    still_yes = (
-        select(Answer.id)
-        .where(Answer.response_id == FollowUp.response_id, Answer.question == VISIT_STEP, Answer.digit == VISIT_YES)
-        .exists()
-    )
-    acted_on = (
-        select(FollowUpEvent.id)
-        .where(FollowUpEvent.follow_up_id == FollowUp.id, FollowUpEvent.status != FollowUpStatus.PENDING)
-        .exists()
-    )
-    ids = session.scalars(
-        select(FollowUp.id).where(
-            FollowUp.round_id == round_id, FollowUp.status == FollowUpStatus.PENDING, ~still_yes, ~acted_on
-        )
-    ).all()
+def _withdraw(session: Session, round_id: int, response_id: int | None = None) -> None:
+    """Remove pending items (of the round, or only ``response_id``'s), never acted on, whose resident no
+    longer says "visit: yes"."""
+    if response_id is None:
+        ids = session.scalars(_WITHDRAWN, {"round_id": round_id}).all()
+    else:
+        ids = session.scalars(_WITHDRAWN_ONE, {"round_id": round_id, "response_id": response_id}).all()
     if ids:
         session.execute(delete(FollowUpEvent).where(FollowUpEvent.follow_up_id.in_(ids)))
         session.execute(delete(FollowUp).where(FollowUp.id.in_(ids)))
         log.info("event=followups_withdrawn round=%s items=%s", round_id, ",".join(map(str, ids)))
+
+
+_still_yes = (
+    select(Answer.id)
+    .where(Answer.response_id == FollowUp.response_id, Answer.question == VISIT_STEP, Answer.digit == VISIT_YES)
+    .exists()
+)
+_acted_on = (
+    select(FollowUpEvent.id)
+    .where(FollowUpEvent.follow_up_id == FollowUp.id, FollowUpEvent.status != FollowUpStatus.PENDING)
+    .exists()
+)
+_WITHDRAWN = select(FollowUp.id).where(
+    FollowUp.round_id == bindparam("round_id"), FollowUp.status == FollowUpStatus.PENDING, ~_still_yes, ~_acted_on
+)
+_WITHDRAWN_ONE = _WITHDRAWN.where(FollowUp.response_id == bindparam("response_id"))
 
 
 def sync_all_rounds(session: Session) -> int:

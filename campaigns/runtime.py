@@ -9,7 +9,7 @@ from functools import cached_property
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from campaigns.db import make_engine, make_session_factory
+from campaigns.db import make_engine, make_read_session_factory, make_session_factory
 from campaigns.settings import Settings, load_settings
 
 
@@ -24,6 +24,11 @@ class Runtime:
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
         return make_session_factory(self.engine)
+
+    @cached_property
+    def reads(self) -> sessionmaker[Session]:
+        """Sessions that only read, in autocommit, taking no write lock (campaigns.db.make_read_session_factory)."""
+        return make_read_session_factory(self.engine)
 
     def dispose(self) -> None:
         if "engine" in self.__dict__:

@@ -1,10 +1,11 @@
 """Twilio webhooks: voice (call answered), gather (a key press or silence), status callbacks, inbound calls;
 and the recorded prompts that ``<Play>`` fetches.
 
-Thin handlers: validate the signature and parameters, call one domain function, commit, render TwiML.
+Thin handlers: validate the signature and parameters, call the domain functions, commit, render TwiML.
 Webhooks never need Redis; an answer is committed before its webhook is answered. A parameter that is
 missing or malformed, or does not fit the call's state, gets a 4xx and a log line naming it; never a 500,
-never a stored answer.
+never a stored answer. The interview's webhooks read without taking a write lock, then write in one short
+transaction (see "Read, then write" in campaigns.interview).
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from twilio.request_validator import RequestValidator
 
-from campaigns import clock, interview
-from campaigns.calls import MACHINE_ANSWERS, apply_call_status, quick_final_status
+from campaigns import interview
+from campaigns.calls import MACHINE_ANSWERS, apply_call_status
 from campaigns.db import session_scope
-from campaigns.models import CallAttempt, Round
-from campaigns.questionnaire import AUDIO_NAME, STEP_KEY
+from campaigns.models import CallAttempt
+from campaigns.questionnaire import AUDIO_NAME, STEP_KEY, Questionnaire
 from campaigns.settings import Settings
 from ivr.twiml import render, say_and_hang_up
 
@@ -78,20 +79,32 @@ def twiml(body: str) -> Response:
     return Response(body, mimetype="text/xml")
 
 
-def in_transaction(work):
-    """Run ``work(session)`` in one transaction and return its result.
+def in_transaction(write, read=None):
+    """Run a webhook's work: ``write(session)`` in one write transaction; its result once committed.
 
-    A uniqueness violation (or an interview that moved on meanwhile) means a concurrent delivery of the same
-    webhook stored its effect first: the work runs once more, in a new transaction, where it finds that and
-    answers as a replay. A database connection found dead (the server restarted) is replaced and the work runs
-    once more too: every webhook's work is idempotent, so even one lost while its commit was on the way is
-    answered right (as a replay if it was stored).
+    With ``read``: ``read(session)`` first, in a read session, which takes no write lock (Runtime.reads).
+    If it returns a Prompt (a replay), that is the result and nothing is written; else the write transaction
+    runs ``write(session, what_was_read)``. Callers render the reply after this returns, so no transaction is
+    open while TwiML is built.
+
+    A uniqueness violation, or an interview that moved on after it was read (ConcurrentChange), means a
+    concurrent delivery of the same webhook stored its effect first: it all runs once more, in new
+    transactions, where the read finds that and answers as a replay. A database connection found dead (the
+    server restarted) is replaced and it all runs once more too: every webhook's work is idempotent, so even
+    one lost while its commit was on the way is answered right (as a replay if it was stored).
     """
     rt = current_app.extensions["sanlv"]
     for attempt in (1, 2):
         try:
+            if read is None:
+                with session_scope(rt.sessions) as session:
+                    return write(session)
+            with rt.reads() as session:
+                found = read(session)
+            if isinstance(found, interview.Prompt):
+                return found
             with session_scope(rt.sessions) as session:
-                return work(session)
+                return write(session, found)
         except (IntegrityError, interview.ConcurrentChange):
             if attempt == 2:
                 raise
@@ -170,32 +183,26 @@ def _answered_by() -> str | None:
 @twilio_webhook
 def voice():
     answered_by = _answered_by()
+    attempt_id = _int_param("attempt", request.args.get("attempt"))
+    call_sid = _call_sid()
 
-    rt = current_app.extensions["sanlv"]
-    if rt.engine.dialect.name == "postgresql" and answered_by not in MACHINE_ANSWERS:
-        # A new interview starts: two statements, no transaction to open or commit.
-        attempt_id, call_sid = _int_param("attempt", request.args.get("attempt")), _call_sid()
-        prompt = _autocommit(rt.engine, lambda db: interview.quick_begin_call(db, attempt_id, call_sid, answered_by))
-        if prompt is not None:
-            return twiml(render_prompt(prompt, attempt_id))
+    def read(session) -> interview.Call:
+        try:
+            return interview.read_call(session, attempt_id, call_sid)
+        except interview.InterviewError as exc:
+            reject(exc.status, str(exc), attempt=attempt_id, sid=call_sid)
 
-    def work(session) -> str:
-        attempt = _attempt(session)
-        if answered_by:
-            attempt.answered_by = answered_by
+    def write(session, call: interview.Call) -> interview.Prompt | Questionnaire:
         if answered_by in MACHINE_ANSWERS:
             # Not reached: hang up at once; the status callback settles the attempt as "machine" (retried).
-            questionnaire = interview.questionnaire_for(session, session.get(Round, attempt.round_id))
-            log.info("event=machine_answer attempt=%s answered_by=%s", attempt.id, answered_by)
-            return say_and_hang_up(settings(), public_base(), questionnaire, "machine")
-        try:
-            prompt = interview.begin_call(session, attempt)
-        except interview.InterviewError as exc:
-            session.rollback()
-            reject(exc.status, str(exc), attempt=attempt.id)
-        return render_prompt(prompt, attempt.id)
+            interview.machine_answered(session, call, answered_by)
+            return call.questionnaire
+        return interview.begin_call(session, call, answered_by)
 
-    return twiml(in_transaction(work))
+    done = in_transaction(write, read)
+    if isinstance(done, interview.Prompt):
+        return twiml(render_prompt(done, attempt_id))
+    return twiml(say_and_hang_up(settings(), public_base(), done, "machine"))
 
 
 @bp.post("/gather")
@@ -216,41 +223,17 @@ def gather():
     attempt_id = _int_param("attempt", request.args.get("attempt"))
     call_sid = _call_sid()
 
-    rt = current_app.extensions["sanlv"]
-    state: list | None = None
-    if rt.engine.dialect.name == "postgresql":
-        # Most presses just move the interview on: two statements, no transaction to open or commit.
-        quick = _autocommit(
-            rt.engine, lambda db: interview.quick_input(db, attempt_id, call_sid, position, seq, digits or None)
-        )
-        prompt, state = quick or (None, None)
-        if prompt is not None:
-            return twiml(render_prompt(prompt, attempt_id))
-
-    def work(session) -> str:
-        nonlocal state
-        read, state = state, None  # a second run (see in_transaction) reads the interview afresh
+    def read(session) -> interview.Press | interview.Prompt:
         try:
-            prompt = interview.handle_input(session, attempt_id, call_sid, position, seq, digits or None, read)
+            press = interview.read_press(session, attempt_id, call_sid, position, seq, digits or None)
         except interview.InterviewError as exc:
-            session.rollback()
             reject(exc.status, str(exc), attempt=attempt_id, step=position, n=seq, sid=call_sid)
-        return render_prompt(prompt, attempt_id)
+        return press.replay if press.nothing_to_write else press
 
-    return twiml(in_transaction(work))
+    def write(session, press: interview.Press) -> interview.Prompt:
+        return interview.store_press(session, press)
 
-
-def _autocommit(engine, work):
-    """``work(connection)`` on a pooled connection in autocommit mode (each statement its own transaction), for
-    the quick paths; None if the connection turned out dead (the caller takes the full path, which retries)."""
-    try:
-        with engine.connect() as connection:
-            return work(connection.execution_options(isolation_level="AUTOCOMMIT"))
-    except DBAPIError as exc:
-        if not exc.connection_invalidated:
-            raise
-        log.warning("event=database_connection_lost path=%s retrying=1 error=%r", request.path, exc.orig)
-        return None
+    return twiml(render_prompt(in_transaction(write, read), attempt_id))
 
 
 @bp.post("/status")
@@ -265,24 +248,6 @@ def status():
     if error_code is not None and not NUMBER.match(error_code):
         reject(400, "ErrorCode must be a Twilio error number", value=error_code[:40])
     answered_by = _answered_by()
-
-    rt = current_app.extensions["sanlv"]
-    if rt.engine.dialect.name == "postgresql":
-        attempt_id = _int_param("attempt", request.args.get("attempt"), required=False)
-        if attempt_id is not None:
-            # The final callback of a call whose target is already final (the ``completed`` after an interview)
-            # only updates the attempt: one statement, no transaction to open or commit.
-            call_sid = _call_sid()
-            fields = {"duration": duration, "answered_by": answered_by, "error_code": error_code}
-            applied = _autocommit(
-                rt.engine,
-                lambda db: quick_final_status(
-                    db, attempt_id, call_sid, call_status, sequence, now=clock.now(), **fields
-                ),
-            )
-            if applied:
-                log.info("event=call_status attempt=%s status=%s seq=%s", attempt_id, call_status, sequence)
-                return Response(status=204)
 
     def work(session) -> None:
         # Locked: callbacks for one call may arrive together; SequenceNumber decides which one counts.
@@ -312,18 +277,17 @@ def inbound():
     if direction != "inbound":
         reject(400, "Direction must be inbound", value=direction[:40], sid=call_sid)
 
-    def work(session) -> str:
+    def work(session) -> interview.InboundReply:
         try:
-            reply = interview.begin_inbound_call(session, call_sid, caller)
+            return interview.begin_inbound_call(session, call_sid, caller)
         except interview.InterviewError as exc:
             session.rollback()
             reject(exc.status, str(exc), sid=call_sid)
-        if reply.prompt is None:
-            return say_and_hang_up(settings(), public_base(), reply.questionnaire, reply.message or "unknown_caller")
-        prompt = reply.prompt
-        return render_prompt(prompt, reply.attempt_id)
 
-    return twiml(in_transaction(work))
+    reply = in_transaction(work)
+    if reply.prompt is None:
+        return twiml(say_and_hang_up(settings(), public_base(), reply.questionnaire, reply.message or "unknown_caller"))
+    return twiml(render_prompt(reply.prompt, reply.attempt_id))
 
 
 @bp.get("/recordings/<key>/<name>")

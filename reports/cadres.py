@@ -24,7 +24,7 @@ from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
 from campaigns import clock
-from campaigns.followups import OPEN_STATUSES, sync_followups
+from campaigns.followups import OPEN_STATUSES
 from campaigns.models import (
     Answer,
     Cadre,
@@ -114,7 +114,6 @@ def cadre_overview(
     now: datetime | None = None,
     overdue_days: int = DEFAULT_OVERDUE_DAYS,
     min_sample: int = DEFAULT_MIN_SAMPLE,
-    sync: bool = True,
 ) -> CadresReport:
     """One entry per cadre with a target in the round, and the total.
 
@@ -125,8 +124,6 @@ def cadre_overview(
     round_ = session.get(Round, round_id)
     if round_ is None:
         raise ReportError(f"round {round_id} does not exist")
-    if sync:
-        sync_followups(session, round_id)
     questionnaire = from_version(round_.questionnaire)
     targets = effective_targets(questionnaire, target_overrides(round_))
     contact_step = rate_steps(questionnaire).get(CONTACT_RATE)

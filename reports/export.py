@@ -17,8 +17,8 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable
-from itertools import chain
 from datetime import datetime
+from itertools import chain
 from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any

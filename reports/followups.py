@@ -41,8 +41,6 @@ from campaigns.followups import (
     VISIT_NO,
     VISIT_STEP,
     VISIT_YES,
-    sync_all_rounds,
-    sync_followups,
 )
 from campaigns.models import (
     Answer,
@@ -385,7 +383,6 @@ def followup_report(
     overdue_only: bool = False,
     now: datetime | None = None,
     overdue_days: int = DEFAULT_OVERDUE_DAYS,
-    sync: bool = True,
     stream: bool = False,
 ) -> FollowUpReport:
     """The follow-up list of a round.
@@ -394,7 +391,6 @@ def followup_report(
         cadre_id: only this cadre's items.
         own: the list is the cadre's own (phones in full, and no per-village counts of other residents);
             only meaningful with ``cadre_id``.
-        sync: create the round's missing items from its answers first (see :func:`sync_followups`).
         stream: leave the items in the database, read as they are rendered (flat memory for a file of any
             length; the session must stay open until then).
 
@@ -408,8 +404,6 @@ def followup_report(
     """
     now = now or clock.now()
     header = followup_header(session, round_id, cadre_id=cadre_id, overdue_days=overdue_days)
-    if sync:
-        sync_followups(session, round_id)
     reveal = own and cadre_id is not None
     questionnaire = from_version(session.get(Round, round_id).questionnaire)
 
@@ -556,12 +550,8 @@ def cadre_list(
     cadre = session.get(Cadre, cadre_id)
     if cadre is None:
         raise ReportError(f"cadre {cadre_id} does not exist")
-    if round_id is not None:
-        if session.get(Round, round_id) is None:
-            raise ReportError(f"round {round_id} does not exist")
-        sync_followups(session, round_id)
-    else:
-        sync_all_rounds(session)
+    if round_id is not None and session.get(Round, round_id) is None:
+        raise ReportError(f"round {round_id} does not exist")
     items = list(
         iter_followup_items(
             session,

@@ -17,8 +17,8 @@ from zoneinfo import ZoneInfo
 
 from campaigns import clock
 from reports import rates
-from reports.followups import tables as followup_tables
 from reports.columns import Column, Kind, Table
+from reports.followups import tables as followup_tables
 from reports.format import (
     BELOW_TARGET,
     NO_DATA,

@@ -32,9 +32,13 @@ def run_bench(script: str, *args: str) -> str:
 
 
 def test_webhooks_benchmark_runs() -> None:
-    out = run_bench("webhooks.py", "--calls", "3", "--warmup", "1", "--rounds", "1", "--by-webhook")
+    out = run_bench("webhooks.py", "--calls", "3", "--warmup", "1", "--rounds", "1", "--by-webhook",
+                    "--p99-calls", "4", "--p99-clients", "4")
 
     assert "cost per request, sanlv / bare:" in out
+    assert "tail latency, 4 calls at once" in out
+    [tail] = [line for line in out.splitlines() if "p99 per request: sanlv" in line]
+    assert tail.split()[0] == ("postgres" if is_postgres() else "sqlite")
     requests = [line.split()[:2] for line in out.splitlines() if line.startswith(("  voice", "  gather", "  status"))]
     assert [r[0] if r[0] != "gather" else r[1] for r in requests] == [
         "voice", "consent", "screen", "security", "concern", "awareness", "participation", "satisfaction",

@@ -22,7 +22,6 @@ from campaigns.models import (
     TargetState,
 )
 from tests.ivr.support import (
-    SID,
     base_params,
     gather_url,
     open_call,
@@ -225,32 +224,14 @@ def test_a_webhook_on_a_connection_the_server_dropped_is_answered_and_stored_onc
         assert dict(session.execute(select(Answer.question, Answer.digit)).all()) == {"consent": "1"}
 
 
-# --- the quick path (PostgreSQL) ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def pg_call(call):
-    from tests.conftest import is_postgres
-
-    if not is_postgres():
-        pytest.skip("the quick path is PostgreSQL's")
-    return call
-
-
-def test_a_plain_press_takes_the_quick_path_and_stores_everything(pg_call, sessions, engine):
-    from campaigns import interview
-
-    settings, attempt_id = pg_call
+def test_a_plain_press_is_committed_with_everything_before_it_is_answered(call, sessions):
+    settings, attempt_id = call
     doc = twiml(post(settings, f"/ivr/voice?attempt={attempt_id}", base_params()))
     seq = int(gather_url(doc).split("n=")[1])
 
-    with engine.connect() as conn:
-        prompt, state = interview.quick_input(
-            conn.execution_options(isolation_level="AUTOCOMMIT"), attempt_id, SID, "consent", seq, "1"
-        )
+    answered = twiml(post(settings, gather_url(doc), base_params(Digits="1")))
 
-    assert prompt is not None and prompt.action.step == "screen" and prompt.seq == seq + 1
-    assert state is None
+    assert step_of(answered) == "screen" and gather_url(answered).endswith(f"n={seq + 1}")
     with sessions() as session:  # committed: another connection sees all of it
         [press_] = session.scalars(select(KeyPress)).all()
         [answer] = session.scalars(select(Answer)).all()
@@ -258,36 +239,3 @@ def test_a_plain_press_takes_the_quick_path_and_stores_everything(pg_call, sessi
     assert (press_.seq, press_.step, press_.digits, press_.outcome) == (seq, "consent", "1", "answer")
     assert (answer.question, answer.digit, answer.tries, answer.village_id is not None) == ("consent", "1", 1, True)
     assert (response.current_step, response.prompt_seq) == ("screen", seq + 1)
-
-
-def test_the_quick_statement_writes_nothing_when_the_interview_moved_on(pg_call, sessions, engine):
-    """Two deliveries of one press that both read the interview before either wrote: one stores it."""
-    from sqlalchemy import text
-
-    from campaigns import interview
-
-    settings, attempt_id = pg_call
-    twiml(post(settings, f"/ivr/voice?attempt={attempt_id}", base_params()))
-    with sessions() as session:
-        response = session.scalar(select(Response))
-        village_id = session.scalar(select(RoundTarget.village_id))
-    at = now()
-    params = {"press_response_id": response.id, "press_attempt_id": attempt_id, "press_seq": response.prompt_seq,
-              "press_step": "consent", "press_try_number": 1, "press_digits": "1", "press_outcome": "answer",
-              "press_received_at": at, "moving_response_id": response.id, "answered_seq": response.prompt_seq,
-              "answered_position": "consent", "answered_status": response.status,
-              "next_position": "screen", "next_try": 1, "next_seq": response.prompt_seq + 1, "now": at,
-              "answer_response_id": response.id, "answer_round_id": response.round_id,
-              "answer_village_id": village_id, "answer_counted": False, "answer_question": "consent",
-              "answer_digit": "1", "answer_attempt_id": attempt_id, "seconds": 1.0, "extra_tries": 1,
-              "extra_invalid": 0, "extra_silences": 0}
-
-    with engine.connect() as conn:
-        auto = conn.execution_options(isolation_level="AUTOCOMMIT")
-        first = auto.execute(interview._quick_turn(True), params).scalar_one()
-        second = auto.execute(interview._quick_turn(True), params).scalar_one()
-        presses = auto.execute(text("SELECT count(*) FROM key_presses")).scalar_one()
-        answers = auto.execute(text("SELECT count(*) FROM answers")).scalar_one()
-
-    assert (first, second) == (1, 0)
-    assert (presses, answers) == (1, 1)

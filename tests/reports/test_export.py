@@ -171,6 +171,7 @@ def test_unwritable_output(session: Session, rated, env, tmp_path: Path) -> None
 def test_html_report_has_a_chart_per_rate_masked_phones_and_nothing_external(session: Session, env, tmp_path) -> None:
     visits = visits_township(session)
     round_id = visits.round.id
+    sync_followups(session, round_id)  # the answers were stored by the factories, not by the interview
     session.commit()
     path = tmp_path / "report.html"
 
@@ -266,6 +267,7 @@ def test_overdue_cells_are_highlighted(session: Session) -> None:
     from tests.reports.scenarios import ASKED
 
     visits = visits_township(session)
+    sync_followups(session, visits.round.id)  # the factories write answers directly, not through the interview
     report = followup_report(session, visits.round.id, now=ASKED + timedelta(days=30), stream=True)
 
     sheet = load_workbook(io.BytesIO(render_bytes(report, "xlsx")))["整改回访"]
@@ -277,6 +279,7 @@ def test_overdue_cells_are_highlighted(session: Session) -> None:
 def test_followups_csv_stdout_has_bom(session: Session, env) -> None:
     visits = visits_township(session)
     round_id = visits.round.id
+    sync_followups(session, round_id)
     session.commit()
 
     out = run("followups", str(round_id), "--format", "csv").stdout

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session
 
 from campaigns.followups import (
@@ -15,6 +15,7 @@ from campaigns.followups import (
     followup_candidates,
     mark_followup,
     store_followups,
+    sync_all_rounds,
     sync_followups,
 )
 from campaigns.models import (
@@ -207,6 +208,7 @@ def test_marking_errors(session: Session, township) -> None:
 
 def test_office_list_masks_phones_and_counts_declined_per_village(session: Session, township) -> None:
     round_, _cadres, people = township
+    sync_followups(session, round_.id)  # the answers were stored by the factories, not by the interview
 
     report = followup_report(session, round_.id, now=ASKED + timedelta(days=1))
 
@@ -264,6 +266,7 @@ def test_office_list_masks_phones_and_counts_declined_per_village(session: Sessi
 
 def test_a_cadres_own_list_has_full_numbers_and_only_their_residents(session: Session, township) -> None:
     round_, cadres, _people = township
+    sync_followups(session, round_.id)
 
     report = followup_report(session, round_.id, cadre_id=cadres["lin"].id, own=True)
     office = followup_report(session, round_.id, cadre_id=cadres["lin"].id)
@@ -323,6 +326,7 @@ def test_cadre_list_across_rounds(session: Session, township) -> None:
         village=make_village(session, name="南村"),
         cadre=cadres["lin"],
     )
+    assert sync_all_rounds(session) == 5
 
     mine = cadre_list(session, cadres["lin"].id)
     only_first = cadre_list(session, cadres["lin"].id, round_id=round_.id)
@@ -353,6 +357,7 @@ def test_village_rates_count_visits_requested_and_declined(session: Session, tow
 def test_cli_followups_json_and_cadre_list(session: Session, township, env) -> None:
     round_, cadres, _people = township
     round_id, lin = round_.id, cadres["lin"].id
+    sync_followups(session, round_id)
     session.commit()
 
     office = CliRunner().invoke(report_group, ["followups", str(round_id), "--format", "json"])
@@ -430,3 +435,40 @@ def test_cli_status_and_overdue_filters_in_every_format(session: Session, townsh
     expected = sorted(name for key, name in (("B", "李四"), ("E", ""), ("G", "吴九")) if people[key].id < 4)
     assert households("--overdue", "--format", "json") == expected
     assert households("--overdue", "--format", "csv") == expected
+
+
+# --- the readers only read ------------------------------------------------------------------------------
+
+
+def test_the_report_readers_write_nothing(session: Session, township, tmp_path) -> None:
+    """Items are kept by the interview (and the repair sync); a list or report read never creates one, even
+    for answers that call for an item they do not have yet."""
+    from reports.cadres import cadre_overview
+    from reports.render import render
+
+    round_, cadres, _people = township
+    session.commit()
+    statements: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement)
+
+    engine = session.get_bind()
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        office = followup_report(session, round_.id)
+        own = cadre_list(session, cadres["lin"].id)
+        one_round = cadre_list(session, cadres["lin"].id, round_id=round_.id)
+        supervision = cadre_overview(session, round_.id)
+        rates = village_rates(session, round_.id)
+        for fmt in ("csv", "xlsx"):
+            with open(tmp_path / f"followups.{fmt}", "wb") as handle:
+                render(followups.followup_report(session, round_.id, stream=True), fmt, handle)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+
+    assert statements, "the listener saw the readers' statements"
+    assert [s for s in statements if s.lstrip().split()[0].upper() in ("INSERT", "UPDATE", "DELETE", "REPLACE")] == []
+    assert office["items"] == own["items"] == one_round["items"] == []  # nothing was synced: nothing listed
+    assert supervision.cadres and rates["villages"]
+    assert session.scalar(select(func.count()).select_from(FollowUp)) == 0

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import pytest
 from openpyxl import load_workbook
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from campaigns.clock import set_clock_file
 from campaigns.followups import sync_followups
@@ -39,6 +39,8 @@ def client(app, sessions):
 def visits(sessions):
     with sessions.begin() as session:
         scenario = visits_township(session)
+        # The factories stored the answers, not the interview: the repair tool makes the items it would have.
+        sync_followups(session, scenario.round.id)
     return scenario
 
 
@@ -141,16 +143,15 @@ def test_compare(client, sessions, visits) -> None:
 # --- office: follow-ups, supervision --------------------------------------------------------------------
 
 
-def test_office_followups_are_synced_and_masked(client, sessions, visits) -> None:
+def test_office_followups_are_listed_and_masked(client, sessions, visits) -> None:
     response = client.get(f"/api/rounds/{visits.round.id}/followups")
 
     assert response.status_code == 200
     body = response.get_json()
     assert {item["phone"] for item in body["items"]} == {"138****0001", "138****0002", "138****0005", "138****0007"}
+    assert {item["id"] for item in body["items"]} == set(item_ids(sessions).values())
     assert body["phones_masked"] is True
     assert [(v["village"], v["requested"], v["declined"]) for v in body["villages"]] == [("东村", 2, 1), ("西村", 2, 1)]
-    with sessions() as session:  # the items were created and committed by the request
-        assert session.scalar(select(func.count()).select_from(FollowUp)) == 4
     one_cadre = client.get(f"/api/rounds/{visits.round.id}/followups?cadre={visits.cadres['lin'].id}").get_json()
     assert sorted(i["phone"] for i in one_cadre["items"]) == ["138****0001", "138****0002"]  # office view: masked
 
@@ -335,13 +336,33 @@ def test_cadre_errors(client, visits) -> None:
     assert unknown_round.status_code == 404
 
 
-def test_items_are_synced_once_across_requests(client, sessions, visits) -> None:
-    for path in (
-        f"/api/rounds/{visits.round.id}/followups",
-        f"/api/cadres/{visits.cadres['lin'].id}/followups",
-        f"/api/rounds/{visits.round.id}/supervision",
-    ):
-        assert client.get(path).status_code == 200
+def test_reading_the_lists_and_reports_writes_nothing(client, sessions, visits) -> None:
+    # An answer stored without its item (as before the interview kept them): a reader must not create it.
     with sessions.begin() as session:
-        assert sync_followups(session, visits.round.id) == 0
+        make_interview(session, visits.round, interview_answers("4", visit="1"), cadre=visits.cadres["lin"])
+    statements: list[str] = []
+    engine = client.application.extensions["sanlv"].engine
+
+    def seen(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        for path in (
+            f"/api/rounds/{visits.round.id}/followups",
+            f"/api/rounds/{visits.round.id}/followups?format=csv",
+            f"/api/rounds/{visits.round.id}/followups?format=xlsx",
+            f"/api/cadres/{visits.cadres['lin'].id}/followups",
+            f"/api/rounds/{visits.round.id}/supervision",
+            f"/api/rounds/{visits.round.id}/rates?format=html",
+        ):
+            assert client.get(path).status_code == 200, path
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+
+    assert statements, "the listener saw the requests' statements"
+    writes = [s for s in statements if s.lstrip().split()[0].upper() in ("INSERT", "UPDATE", "DELETE", "REPLACE")]
+    # The only writes are the web layer's audit entries (downloads, a cadre's list with full numbers).
+    assert writes and all(s.lstrip().upper().startswith("INSERT INTO AUDIT_LOG") for s in writes), writes
+    with sessions() as session:
         assert session.scalar(select(func.count()).select_from(FollowUp)) == 4

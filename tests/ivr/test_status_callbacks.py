@@ -1,7 +1,8 @@
-"""The status callback's quick path (PostgreSQL): one UPDATE for a final status whose target is already final.
+"""Status callbacks on both databases: what each one leaves in the attempt and target rows.
 
-Through the real Flask app over real HTTP, signed as Twilio signs them, under a controlled clock. Which path
-a callback took is seen through ``ivr.views.apply_call_status`` (the full path), wrapped to record its calls.
+Through the real Flask app over real HTTP, signed as Twilio signs them, under a controlled clock. Every
+callback is applied by ``campaigns.calls.apply_call_status``; the last test holds the webhook to exactly what
+that function does when called directly.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from campaigns.calls import CREATING, apply_call_status, quick_final_status
+from campaigns.calls import CREATING, apply_call_status
 from campaigns.clock import set_clock_file
 from campaigns.models import (
     FINAL_TARGET_STATES,
@@ -23,7 +24,6 @@ from campaigns.models import (
     RoundTarget,
     TargetState,
 )
-from tests.conftest import is_postgres
 from tests.ivr.support import SID, base_params, open_call, post
 
 T0 = datetime(2026, 6, 1, 2, 0, tzinfo=UTC)  # the controlled clock: every ended_at is this
@@ -43,27 +43,6 @@ def server(live_server, tmp_path, monkeypatch):
     set_clock_file(clock, T0)
     monkeypatch.setenv("SANLV_CLOCK_FILE", str(clock))
     return live_server
-
-
-@pytest.fixture
-def full_path(monkeypatch) -> list[int]:
-    """The attempts the status webhook handed to apply_call_status (the full path), in order."""
-    from ivr import views
-
-    seen: list[int] = []
-
-    def recorded(session, attempt, *args, **kwargs):
-        seen.append(attempt.id)
-        return apply_call_status(session, attempt, *args, **kwargs)
-
-    monkeypatch.setattr(views, "apply_call_status", recorded)
-    return seen
-
-
-@pytest.fixture
-def pg():
-    if not is_postgres():
-        pytest.skip("the quick path is PostgreSQL's")
 
 
 def make_call(
@@ -111,7 +90,7 @@ def callback(settings, attempt_id: int, status: str, sequence: int | None = None
     return post(settings, f"/ivr/status?attempt={attempt_id}", params)
 
 
-# --- the quick path -------------------------------------------------------------------------------------
+# --- final statuses, sequence numbers, adoption ------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -121,8 +100,8 @@ def callback(settings, attempt_id: int, status: str, sequence: int | None = None
         ("failed", {"CallDuration": "0", "ErrorCode": "31005"}, (CallStatus.FAILED, 0, None, "31005")),
     ],
 )
-def test_a_final_status_for_a_finished_interview_takes_the_quick_path(
-    pg, server, sessions, full_path, caplog, status, fields, stored
+def test_a_final_status_for_a_finished_interview_updates_only_the_attempt(
+    server, sessions, caplog, status, fields, stored
 ):
     attempt_id = make_call(sessions, CallStatus.IN_PROGRESS, TargetState.COMPLETED, last_sequence_number=2)
     before = row(sessions, attempt_id)
@@ -130,7 +109,6 @@ def test_a_final_status_for_a_finished_interview_takes_the_quick_path(
     with caplog.at_level(logging.INFO, logger="sanlv.ivr"):
         assert callback(server, attempt_id, status, 3, **fields).status_code == 204
 
-    assert full_path == []
     after = row(sessions, attempt_id)
     status_, duration, answered_by, error_code = stored
     assert after == before | {"attempt.status": status_, "attempt.last_sequence_number": 3, "attempt.ended_at": T0,
@@ -139,13 +117,12 @@ def test_a_final_status_for_a_finished_interview_takes_the_quick_path(
     assert f"event=call_status attempt={attempt_id} status={status} seq=3" in caplog.text
 
 
-def test_absent_fields_keep_what_the_attempt_has(pg, server, sessions, full_path):
+def test_absent_fields_keep_what_the_attempt_has(server, sessions):
     attempt_id = make_call(sessions, CallStatus.IN_PROGRESS, TargetState.COMPLETED, answered_by="human",
                            duration_seconds=12, error_code="13224", last_sequence_number=4)
 
     assert callback(server, attempt_id, "completed").status_code == 204  # no SequenceNumber either
 
-    assert full_path == []
     after = row(sessions, attempt_id)
     assert (after["attempt.status"], after["attempt.ended_at"], after["attempt.last_sequence_number"]) == (
         CallStatus.COMPLETED, T0, 4)
@@ -153,25 +130,19 @@ def test_absent_fields_keep_what_the_attempt_has(pg, server, sessions, full_path
         "human", 12, "13224")
 
 
-def test_an_older_or_repeated_sequence_number_changes_nothing(pg, server, sessions, engine, full_path):
+def test_an_older_or_repeated_sequence_number_changes_nothing(server, sessions):
     attempt_id = make_call(sessions, CallStatus.IN_PROGRESS, TargetState.COMPLETED, last_sequence_number=5)
     before = row(sessions, attempt_id)
 
     for sequence in (5, 4):
         assert callback(server, attempt_id, "completed", sequence, CallDuration="30").status_code == 204
-        with engine.connect() as connection:  # the statement itself matches nothing
-            auto = connection.execution_options(isolation_level="AUTOCOMMIT")
-            assert not quick_final_status(auto, attempt_id, SID, "completed", sequence, duration=30, answered_by=None,
-                                          error_code=None, now=T0)
 
     assert row(sessions, attempt_id) == before
-    assert full_path == [attempt_id, attempt_id]  # handed to the full path, which agrees
     assert callback(server, attempt_id, "completed", 6, CallDuration="30").status_code == 204
-    assert full_path == [attempt_id, attempt_id]
     assert row(sessions, attempt_id)["attempt.status"] is CallStatus.COMPLETED
 
 
-def test_a_final_attempt_stays_as_it_is(pg, server, sessions, full_path):
+def test_a_final_attempt_stays_as_it_is(server, sessions):
     attempt_id = make_call(sessions, CallStatus.COMPLETED, TargetState.COMPLETED, ended_at=EARLIER,
                            duration_seconds=95, answered_by="human", last_sequence_number=3)
     before = row(sessions, attempt_id)
@@ -179,17 +150,15 @@ def test_a_final_attempt_stays_as_it_is(pg, server, sessions, full_path):
     assert callback(server, attempt_id, "busy", 4, CallDuration="1", ErrorCode="31005",
                     AnsweredBy="unknown").status_code == 204
 
-    assert full_path == [attempt_id]
     # Only the SequenceNumber is taken, as apply_call_status takes it.
     assert row(sessions, attempt_id) == before | {"attempt.last_sequence_number": 4}
 
 
-def test_a_call_whose_target_is_still_open_is_settled_and_retried_by_the_full_path(pg, server, sessions, full_path):
+def test_a_call_whose_target_is_still_open_is_settled_and_retried(server, sessions):
     attempt_id = make_call(sessions, CallStatus.RINGING, TargetState.DIALING)
 
     assert callback(server, attempt_id, "no-answer", 3, CallDuration="0").status_code == 204
 
-    assert full_path == [attempt_id]
     with sessions() as session:
         attempt = session.get(CallAttempt, attempt_id)
         target = session.get(RoundTarget, attempt.target_id)
@@ -199,18 +168,17 @@ def test_a_call_whose_target_is_still_open_is_settled_and_retried_by_the_full_pa
         assert target.next_attempt_at == T0 + timedelta(seconds=round_.retry["no-answer"])
 
 
-def test_a_call_whose_sid_was_never_saved_is_adopted_by_the_full_path(pg, server, sessions, full_path):
+def test_a_call_whose_sid_was_never_saved_is_adopted(server, sessions):
     attempt_id = make_call(sessions, CallStatus.QUEUED, TargetState.COMPLETED, sid=None)
 
     assert callback(server, attempt_id, "completed", 2).status_code == 204
 
-    assert full_path == [attempt_id]
     with sessions() as session:
         attempt = session.get(CallAttempt, attempt_id)
         assert (attempt.call_sid, attempt.status, attempt.ended_at) == (SID, CallStatus.COMPLETED, T0)
 
 
-# --- on both databases ----------------------------------------------------------------------------------
+# --- bad callbacks, and the webhook against the function -----------------------------------------------
 
 
 def test_another_calls_sid_or_an_unknown_attempt_gets_the_same_4xx_and_writes_nothing(server, sessions):
@@ -226,35 +194,33 @@ def test_another_calls_sid_or_an_unknown_attempt_gets_the_same_4xx_and_writes_no
     assert row(sessions, attempt_id) == before
 
 
-# (attempt status, target state, callback status, SequenceNumber, callback fields, attempt fields, quick path?)
+# (attempt status, target state, callback status, SequenceNumber, callback fields, attempt fields)
 PARITY = [
     (CallStatus.IN_PROGRESS, TargetState.COMPLETED, "completed", 7, {"CallDuration": "95", "AnsweredBy": "human"},
-     {"last_sequence_number": 3}, True),
-    (CallStatus.RINGING, TargetState.REFUSED, "busy", None, {"CallDuration": "0"}, {}, True),
-    (CallStatus.QUEUED, TargetState.OPTED_OUT, "canceled", 2, {}, {}, True),
-    (CallStatus.INITIATED, TargetState.UNREACHABLE, "failed", 4, {"ErrorCode": "31005"}, {"error_code": "13227"},
-     True),
+     {"last_sequence_number": 3}),
+    (CallStatus.RINGING, TargetState.REFUSED, "busy", None, {"CallDuration": "0"}, {}),
+    (CallStatus.QUEUED, TargetState.OPTED_OUT, "canceled", 2, {}, {}),
+    (CallStatus.INITIATED, TargetState.UNREACHABLE, "failed", 4, {"ErrorCode": "31005"}, {"error_code": "13227"}),
     (CallStatus.IN_PROGRESS, TargetState.CANCELLED, "no-answer", 9, {"AnsweredBy": "machine_start"},
-     {"answered_by": "human", "duration_seconds": 8}, True),
-    # Left to the full path:
+     {"answered_by": "human", "duration_seconds": 8}),
+    # A callback to ignore, a call still being made, a target still open:
     (CallStatus.IN_PROGRESS, TargetState.COMPLETED, "completed", 3, {"CallDuration": "95"},
-     {"last_sequence_number": 3}, False),  # a repeated SequenceNumber
-    (CallStatus.IN_PROGRESS, TargetState.COMPLETED, "completed", 2, {}, {"last_sequence_number": 3}, False),  # older
+     {"last_sequence_number": 3}),  # a repeated SequenceNumber
+    (CallStatus.IN_PROGRESS, TargetState.COMPLETED, "completed", 2, {}, {"last_sequence_number": 3}),  # older
     (CallStatus.COMPLETED, TargetState.COMPLETED, "busy", 8, {"CallDuration": "3"},
-     {"ended_at": EARLIER, "duration_seconds": 95}, False),  # a final attempt
-    (CallStatus.CLAIMED, TargetState.COMPLETED, "completed", 1, {}, {"error_code": CREATING, "placed_at": EARLIER},
-     False),  # a create-started mark
-    (CallStatus.IN_PROGRESS, TargetState.IN_CALL, "completed", 5, {"CallDuration": "40"}, {}, False),  # dropped
-    (CallStatus.RINGING, TargetState.DIALING, "busy", 3, {}, {}, False),  # retried
-    (CallStatus.QUEUED, TargetState.DIALING, "canceled", None, {}, {}, False),  # never rang: not dialled
-    (CallStatus.IN_PROGRESS, TargetState.COMPLETED, "ringing", 6, {}, {}, False),  # not a final status
+     {"ended_at": EARLIER, "duration_seconds": 95}),  # a final attempt
+    (CallStatus.CLAIMED, TargetState.COMPLETED, "completed", 1, {},
+     {"error_code": CREATING, "placed_at": EARLIER}),  # a create-started mark
+    (CallStatus.IN_PROGRESS, TargetState.IN_CALL, "completed", 5, {"CallDuration": "40"}, {}),  # dropped
+    (CallStatus.RINGING, TargetState.DIALING, "busy", 3, {}, {}),  # retried
+    (CallStatus.QUEUED, TargetState.DIALING, "canceled", None, {}, {}),  # never rang: not dialled
+    (CallStatus.IN_PROGRESS, TargetState.COMPLETED, "ringing", 6, {}, {}),  # not a final status
 ]
 
 
-@pytest.mark.parametrize(("attempt_status", "target_state", "status", "sequence", "fields", "attempt_over", "quick"),
-                         PARITY)
-def test_the_webhook_leaves_the_rows_as_the_full_path_does(
-    server, sessions, full_path, attempt_status, target_state, status, sequence, fields, attempt_over, quick
+@pytest.mark.parametrize(("attempt_status", "target_state", "status", "sequence", "fields", "attempt_over"), PARITY)
+def test_the_webhook_leaves_the_rows_as_apply_call_status_does(
+    server, sessions, attempt_status, target_state, status, sequence, fields, attempt_over
 ):
     """Two copies of one call: the webhook gets the callback for one, apply_call_status for the other."""
     webhook = make_call(sessions, attempt_status, target_state, **attempt_over)
@@ -269,5 +235,3 @@ def test_the_webhook_leaves_the_rows_as_the_full_path_does(
                           error_code=fields.get("ErrorCode"))
 
     assert row(sessions, webhook) == row(sessions, direct)
-    if is_postgres():
-        assert full_path == ([] if quick else [webhook])
