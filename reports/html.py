@@ -98,7 +98,7 @@ def render_rates_html(
         f'<p class="notes">{BELOW_TARGET} 及红色底纹：未达目标；{TOO_FEW}：有效样本少于 {round_.min_sample} 个，'
         f"不足以判断；{NO_DATA}：无有效样本。圆括号内为肯定数/有效数，方括号内为 95% 置信区间（Wilson）。</p>",
         '<section class="page"><h2>三、各村三率与目标（图）</h2>',
-        *(_chart(report, key) for key in labels),
+        *(rate_chart(report, key) for key in labels),
         "</section>",
         "<h2>四、调查完成情况</h2>",
         html_table(tables.progress, tz),
@@ -144,6 +144,8 @@ def _td(column: Column, row: Any, tz: ZoneInfo | None) -> str:
     value = column.value(row)
     text = _rate_text(value) if column.kind is Kind.RATE else reading_text(column, value, tz)
     classes = ([] if column.numeric else ["text"]) + ([column.alert_class] if column.is_alert(row) else [])
+    if column.kind is Kind.RATE and value is not None and value.valid and value.meets_target:
+        classes.append("meets")  # for pages that colour every rate against its target; print marks the misses
     return _cell(text, cls=" ".join(classes))
 
 
@@ -199,7 +201,7 @@ def _flag_summary(report: RatesReport) -> str:
     )
 
 
-def _chart(report: RatesReport, key: str) -> str:
+def rate_chart(report: RatesReport, key: str) -> str:
     """A horizontal bar chart of one rate by village (and the township), with the target line and intervals.
 
     The axis always runs from 0% to 100%, so bar lengths compare honestly.
