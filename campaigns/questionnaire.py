@@ -494,6 +494,41 @@ def latest_versions(session: Session) -> list[QuestionnaireVersion]:
     return list(versions)
 
 
+def by_key(session: Session, key: str) -> tuple[Questionnaire, str]:
+    """The questionnaire an office means by ``key``, and the reference a round is created with: a built-in
+    questionnaire (``default``), else the newest stored version of that key (``version:N``).
+
+    Raises:
+        QuestionnaireError: no built-in questionnaire and no stored version has this key.
+    """
+    if key in builtin_keys():
+        return builtin_questionnaire(key), key
+    version = session.scalar(
+        select(QuestionnaireVersion)
+        .where(QuestionnaireVersion.key == key)
+        .order_by(QuestionnaireVersion.id.desc())
+        .limit(1)
+    )
+    if version is None:
+        raise QuestionnaireError(key, [f"no questionnaire with the key {key!r}"])
+    return from_version(version), f"version:{version.id}"
+
+
+def store_office_questionnaire(session: Session, text: str, source: str) -> QuestionnaireVersion:
+    """Validate an office's own questionnaire file and store it as a version rounds can be created with.
+
+    Raises:
+        QuestionnaireError: every problem of the file, each with its location; or its key is a built-in
+            questionnaire's (the office's file would be confused with it).
+    """
+    questionnaire = load_questionnaire_text(text, source)
+    if questionnaire.key in builtin_keys():
+        raise QuestionnaireError(
+            source, [f"key: {questionnaire.key!r} is the key of a built-in questionnaire; choose another key"]
+        )
+    return store_version(session, questionnaire)
+
+
 _LOCATION_PART = re.compile(r"\.?([^.\[\]\s]+)|\[(\d+)\]|\s*\([^)]*\)")
 
 
@@ -615,6 +650,18 @@ def find_recording(folder: Path, prompt: PromptInfo) -> Path | None:
         if path.is_file():
             return path
     return None
+
+
+def recording_path(recordings_dir: Path | str, key: str, name: str) -> Path | None:
+    """The stored recording ``name`` of questionnaire ``key``, or None: only an audio file name inside that
+    questionnaire's folder is ever served (not a link out of it, not another file)."""
+    if not STEP_KEY.match(key) or not AUDIO_NAME.match(name):
+        return None
+    folder = (Path(recordings_dir) / key).resolve()
+    path = (folder / name).resolve()
+    if path.parent != folder or not path.is_file():
+        return None
+    return path
 
 
 def to_show_json(questionnaire: Questionnaire) -> dict[str, Any]:
