@@ -142,27 +142,33 @@ def _row(columns: Sequence[Column], row: Any, tz: ZoneInfo | None, cls: str = ""
 
 def _td(column: Column, row: Any, tz: ZoneInfo | None) -> str:
     value = column.value(row)
-    text = _rate_text(value) if column.kind is Kind.RATE else reading_text(column, value, tz)
     classes = ([] if column.numeric else ["text"]) + ([column.alert_class] if column.is_alert(row) else [])
-    if column.kind is Kind.RATE and value is not None and value.valid and value.meets_target:
+    if column.kind is not Kind.RATE:
+        return _cell(reading_text(column, value, tz), cls=" ".join(classes))
+    if value is not None and value.valid and value.meets_target:
         classes.append("meets")  # for pages that colour every rate against its target; print marks the misses
-    return _cell(text, cls=" ".join(classes))
+    return _cell_html(_rate_html(value), cls=" ".join(classes))
 
 
 def _cell(text: str, *, cls: str = "") -> str:
-    return f'<td class="{cls}">{escape(text)}</td>' if cls else f"<td>{escape(text)}</td>"
+    return _cell_html(escape(text), cls=cls)
 
 
-def _rate_text(figures: RateFigures | None, *, interval: bool = True) -> str:
+def _cell_html(html: str, *, cls: str = "") -> str:
+    return f'<td class="{cls}">{html}</td>' if cls else f"<td>{html}</td>"
+
+
+def _rate_html(figures: RateFigures | None) -> str:
+    """A rate's cell: ``96.0% (24/25) [80.4%–99.2%] ✗*``, the interval in its own element (a page may put it on
+    a line of its own)."""
     if figures is None or not figures.valid:
-        return NO_DATA
-    text = f"{percent(figures.positive, figures.valid)} ({figures.positive}/{figures.valid})"
-    if interval:
-        text += f" [{floor_percent(figures.ci_low)}–{floor_percent(figures.ci_high)}]"
+        return escape(NO_DATA)
+    text = escape(f"{percent(figures.positive, figures.valid)} ({figures.positive}/{figures.valid})")
+    text += f' <span class="ci">[{escape(floor_percent(figures.ci_low))}–{escape(floor_percent(figures.ci_high))}]</span>'
     if not figures.meets_target:
-        text += f" {BELOW_TARGET}"
+        text += f" {escape(BELOW_TARGET)}"
     if figures.too_few:
-        text += TOO_FEW
+        text += escape(TOO_FEW)
     return text
 
 
