@@ -80,6 +80,8 @@ def create_app(runtime: Runtime | None = None) -> Flask:
         description = exc.description
         if isinstance(exc, CSRFError):
             description = gettext("页面已过期或缺少安全令牌（CSRF），请返回、刷新页面后重试。")
+        elif exc.code == 413:
+            description = gettext("上传的文件超过了 %(mb)d MB 的上限。", mb=settings.max_upload_mb)
         return render_template("error.html", code=exc.code, name=exc.name, description=description), exc.code
 
     logging.getLogger("sanlv").setLevel(logging.INFO)

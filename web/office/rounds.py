@@ -277,7 +277,6 @@ def round_create():
 # --- lifecycle --------------------------------------------------------------------------------------------
 
 
-@bp.post("/rounds/<int:round_id>/<any(launch, pause, resume, cancel):command>")
 @roles(*WRITERS)
 def round_command(round_id: int, command: str):
     if command == "cancel" and request.form.get("confirmed") != "yes":
@@ -299,6 +298,16 @@ def round_command(round_id: int, command: str):
     round_changed(settings(), round_id, command)
     flash(str(COMMAND_DONE[command]), "success")
     return redirect(url_for("office.round_page", round_id=round_id))
+
+
+for _command in COMMANDS:  # one endpoint per command (office.round_launch, ...): plain URLs, one rule each
+    bp.add_url_rule(
+        f"/rounds/<int:round_id>/{_command}",
+        endpoint=f"round_{_command}",
+        view_func=round_command,
+        methods=["POST"],
+        defaults={"command": _command},
+    )
 
 
 def _round_or_404(session, round_id: int) -> Round:
