@@ -12,6 +12,7 @@ refresh link.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import abort, flash, jsonify, redirect, render_template, request, url_for
@@ -248,8 +249,9 @@ def _read_form() -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
 
 
 def _field_of(message: str) -> str:
-    option = message.split(":", 1)[0].strip()
-    return OPTION_FIELDS.get(option, "form")
+    """The field of the option a RoundError names first (``--window 09:00-25:00: ...`` -> ``windows``)."""
+    match = re.match(r"(--[a-z-]+)", message.strip())
+    return OPTION_FIELDS.get(match.group(1), "form") if match else "form"
 
 
 @bp.post("/rounds")
