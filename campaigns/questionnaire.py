@@ -558,23 +558,24 @@ def problem_lines(text: str, problems: Iterable[str]) -> list[tuple[int | None, 
             name, index = match.group(1), match.group(2)
             if node is None or (name is None and index is None):
                 continue
-            child = _child(node, name, index)
-            if child is None:
+            found = _child(node, name, index)
+            if found is None:
                 break
-            node = child
-            line = node.start_mark.line + 1
+            node, mark = found
+            line = mark.line + 1
         located.append((line, problem))
     return located
 
 
-def _child(node: yaml.Node, name: str | None, index: str | None) -> yaml.Node | None:
+def _child(node: yaml.Node, name: str | None, index: str | None) -> tuple[yaml.Node, yaml.Mark] | None:
+    """The part of ``node`` a location names, and where it is written (a mapping entry: its key's place)."""
     if index is not None and isinstance(node, yaml.SequenceNode):
         position = int(index)
-        return node.value[position] if position < len(node.value) else None
+        return (node.value[position], node.value[position].start_mark) if position < len(node.value) else None
     if name is not None and isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             if isinstance(key, yaml.ScalarNode) and key.value == name:
-                return value
+                return value, key.start_mark
     return None
 
 

@@ -23,6 +23,7 @@ import io
 import math
 import operator
 import os
+import struct
 import sys
 import tempfile
 import wave
@@ -136,10 +137,12 @@ def _check_wav(data: bytes) -> AudioInfo:
                     f"a WAV with {channels} channels is not supported; export mono or stereo",
                 )
             level = _rms_dbfs(reader, width)
-    except (wave.Error, EOFError) as exc:
+    except (wave.Error, EOFError, RuntimeError, struct.error, ValueError) as exc:
+        # The standard library's reader meets a malformed file with any of these (a truncated chunk is a
+        # RuntimeError from its chunk reader).
         raise RecordingError(
             "无法读取 WAV 文件（只支持未压缩的 PCM WAV），请重新导出",
-            f"cannot read the WAV file ({exc}); only uncompressed PCM WAV is supported",
+            f"cannot read the WAV file ({type(exc).__name__}: {exc}); only uncompressed PCM WAV is supported",
         ) from None
     return AudioInfo("wav", frames / rate, rate, channels, level)
 

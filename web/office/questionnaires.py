@@ -87,17 +87,20 @@ def questionnaire_upload():
             )
             key, version_id = version.key, version.id
     except QuestionnaireError as exc:
-        located = problem_lines(text, exc.problems)
+        lines = text.splitlines()
         by_line: dict[int, list[str]] = {}
-        for line, problem in located:
-            if line is not None:
+        unplaced: list[str] = []
+        for line, problem in problem_lines(text, exc.problems):
+            if line is not None and 1 <= line <= len(lines):
                 by_line.setdefault(line, []).append(problem)
+            else:  # the file as a whole, or past its end (a YAML error at the end of the text)
+                unplaced.append(problem)
         upload_view = {
             "name": name,
             "problems": exc.problems,
-            "unplaced": [problem for line, problem in located if line is None],
-            "lines": [(number, text_line, by_line.get(number, [])) for number, text_line in enumerate(text.splitlines(), 1)],
-        }  # fmt: skip
+            "unplaced": unplaced,
+            "lines": [(number, line, by_line.get(number, [])) for number, line in enumerate(lines, 1)],
+        }
         return _list_page(upload_view, 400)
     flash(gettext("问卷 %(key)s 已保存（版本 %(version)d），创建调查时可以选用。", key=key, version=version_id), "success")
     return redirect(url_for("office.questionnaire", key=key))
