@@ -177,9 +177,7 @@ def _check_mp3(data: bytes) -> AudioInfo:
     try:
         audio = MP3(io.BytesIO(data))
     except MutagenError as exc:
-        raise RecordingError(
-            "无法读取 MP3 文件，请重新导出", f"cannot read the MP3 file ({exc})"
-        ) from None
+        raise RecordingError("无法读取 MP3 文件，请重新导出", f"cannot read the MP3 file ({exc})") from None
     info = audio.info
     return AudioInfo("mp3", float(info.length), int(info.sample_rate), int(info.channels), None)
 

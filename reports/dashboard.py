@@ -24,7 +24,7 @@ from campaigns.models import FINAL_TARGET_STATES, CallAttempt, FollowUp, Round, 
 from campaigns.phones import mask
 from campaigns.rounds import RoundError, round_status_report
 from reports.followups import DEFAULT_OVERDUE_DAYS, overdue_condition
-from reports.rates import DEFAULT_MIN_SAMPLE, RatesReport, ReportError, Ref, village_rates
+from reports.rates import DEFAULT_MIN_SAMPLE, RatesReport, Ref, ReportError, village_rates
 from reports.rows import INLINE, Row
 
 RECENT_CALLS = 15
@@ -70,7 +70,9 @@ class RoundProgress(Row):
     recent_calls: list[RecentCall]
 
 
-def round_progress(session: Session, round_id: int, *, recent: int = RECENT_CALLS, tz: ZoneInfo | None = None) -> RoundProgress:
+def round_progress(
+    session: Session, round_id: int, *, recent: int = RECENT_CALLS, tz: ZoneInfo | None = None
+) -> RoundProgress:
     """A round's progress and its ``recent`` latest calls.
 
     Raises:

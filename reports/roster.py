@@ -113,7 +113,9 @@ def household_page(
         .where(*conditions)
     )
     if before is not None:
-        rows = list(session.execute(stmt.where(Household.id < before).order_by(Household.id.desc()).limit(per_page + 1)))
+        rows = list(
+            session.execute(stmt.where(Household.id < before).order_by(Household.id.desc()).limit(per_page + 1))
+        )
         more_before = len(rows) > per_page
         rows = list(reversed(rows[:per_page]))
         more_after = True  # the page ``before`` came from

@@ -62,7 +62,7 @@ def test_every_problem_is_placed_on_its_line() -> None:
 
     with pytest.raises(QuestionnaireError) as raised:
         store_office_questionnaire(None, text, "bad.yaml")  # type: ignore[arg-type]  # fails before storing
-    placed = dict((problem, line) for line, problem in problem_lines(text, raised.value.problems))
+    placed = {problem: line for line, problem in problem_lines(text, raised.value.problems)}
 
     unknown = next(p for p in placed if p.startswith("messages.intro_x"))
     assert lines[placed[unknown] - 1].strip().startswith("intro_x:")

@@ -7,7 +7,6 @@ import io
 import re
 
 import pytest
-import yaml
 from sqlalchemy import select
 
 from campaigns import audit
@@ -148,7 +147,7 @@ def test_a_questionnaire_with_problems_shows_each_beside_its_line(office, sessio
 
     html = response.get_data(as_text=True)
     assert response.status_code == 400
-    line = re.search(rf'<li id="line-{bad_line}" class="has-problem">.*?</li>', html, re.S).group(0)
+    line = re.search(rf'<li id="line-{bad_line}" class="has-problem">.*?</li>', html, re.DOTALL).group(0)
     assert "rate: safety" in line and re.search(rf'<div class="problem" data-line="{bad_line}">[^<]*unknown rate', line)
     assert uploads(sessions, audit.QUESTIONNAIRE_UPLOAD) == []
     assert "wuli" not in office.get("/rounds/new").get_data(as_text=True)
@@ -157,7 +156,7 @@ def test_a_questionnaire_with_problems_shows_each_beside_its_line(office, sessio
 @pytest.mark.parametrize(
     ("data", "name", "words"),
     [
-        ("key: [unclosed\n".encode(), "x.yaml", "not valid YAML"),
+        (b"key: [unclosed\n", "x.yaml", "not valid YAML"),
         (DEFAULT.encode("gbk"), "default.yaml", "UTF-8"),
         (b"key: x", "x.txt", ".yaml"),
     ],
@@ -202,5 +201,3 @@ def township_for_people(sessions, people):
         village = make_village(session, name="五里村")
         for number in range(3):
             make_household(session, village=village, cadre=session.merge(people.lin), phone=f"+86137000000{number:02d}")
-
-

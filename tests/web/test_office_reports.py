@@ -41,7 +41,7 @@ def test_the_report_page_shows_the_township_rates_and_a_chart_per_rate(office, t
     labels = report.round.rate_labels
     assert len(labels) == 5
     for key, label in labels.items():
-        assert f'<div class="rate-tile' in html and f'data-rate="{key}"' in html and label in html
+        assert '<div class="rate-tile' in html and f'data-rate="{key}"' in html and label in html
         assert re.search(rf'<figure class="chart-figure" data-rate="{key}">\s*<div class="chart"><h3>', html)
     assert html.count("<svg") == len(labels)
     assert html.count('class="target"') == len(labels)  # each chart's target line

@@ -70,9 +70,9 @@ def test_a_gbk_file_with_one_bad_row_shows_that_row_and_imports_nothing(office, 
 
     html = response.get_data(as_text=True)
     assert response.status_code == 400
-    errors = re.findall(r'<tr class="row-error" data-line="(\d+)">(.*?)</tr>', html, re.S)
+    errors = re.findall(r'<tr class="row-error" data-line="(\d+)">(.*?)</tr>', html, re.DOTALL)
     assert [line for line, _ in errors] == ["5"]
-    cells = re.findall(r"<td[^>]*>(.*?)</td>", errors[0][1], re.S)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", errors[0][1], re.DOTALL)
     assert cells[0] == "5" and cells[1] == "电话" and "12345" in cells[2] and "号码" in cells[3]
     assert 'id="roster-confirm"' not in html  # nothing to confirm
     assert households(sessions) == 0
@@ -197,9 +197,13 @@ def test_a_file_over_the_size_limit_gets_a_chinese_413_page(make_app, people) ->
 
     boundary = "sanlvboundary"
     body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n{token}\r\n'
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.csv"\r\n\r\n'
-    ).encode() + b"x" * (1024 * 1024 + 10) + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="csrf_token"\r\n\r\n{token}\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.csv"\r\n\r\n'
+        ).encode()
+        + b"x" * (1024 * 1024 + 10)
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
 
     # Written out: the test client would spool a form this size to a temporary file it then leaves open.
     response = client.post("/roster/upload", data=body, content_type=f"multipart/form-data; boundary={boundary}")

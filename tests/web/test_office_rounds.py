@@ -96,7 +96,9 @@ def test_a_round_is_created_with_every_option(office, sessions) -> None:
         max_concurrent="4",
         starts_at="2030-05-01T09:00",
         ends_at="2030-05-31T20:30",
-        **{"retry_busy": "10m", "target_security": "90", "target_participation": "80%"},
+        retry_busy="10m",
+        target_security="90",
+        target_participation="80%",
         exclude_unsure="1",
         machine_detection="1",
     )
@@ -224,7 +226,7 @@ def test_launch_pause_resume_cancel_through_the_forms(app, office, sessions) -> 
 def test_the_cancel_button_carries_its_question_for_javascript(office, township) -> None:
     html = office.get(f"/rounds/{township.round_id}").get_data(as_text=True)
 
-    form = re.search(r'<form method="post" action="/rounds/\d+/cancel"[^>]*>.*?</form>', html, re.S).group(0)
+    form = re.search(r'<form method="post" action="/rounds/\d+/cancel"[^>]*>.*?</form>', html, re.DOTALL).group(0)
     assert "data-confirm=" in form and 'name="confirmed" value=""' in form and 'id="round-cancel"' in form
 
 

@@ -25,6 +25,7 @@ bp = Blueprint("office", __name__)
 WRITERS = ("admin", "office")
 READERS = ("admin", "office", "supervisor")
 
+
 @bp.app_context_processor
 def _report_text():
     # Figures read as the reports print them: rounded down (a rate just under its target never reads as met).
@@ -35,4 +36,4 @@ nav_entry("office.rounds", _l("调查"), order=30)
 nav_entry("office.roster", _l("名单"), order=40)
 nav_entry("office.questionnaires", _l("问卷与录音"), order=50)
 
-from web.office import home, questionnaires, reports, roster, rounds  # noqa: E402,F401  (they add bp's routes)
+from web.office import home, questionnaires, reports, roster, rounds  # noqa: F401  (they add bp's routes)

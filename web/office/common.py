@@ -29,7 +29,7 @@ def int_arg(name: str) -> int | None:
     return int(raw)
 
 
-def duration_text(seconds: int | float | None) -> str:
+def duration_text(seconds: float | None) -> str:
     """``5400`` -> ``1 小时 30 分``; None -> ``—`` (a draft or paused round has no ETA)."""
     if seconds is None:
         return "—"

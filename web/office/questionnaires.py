@@ -77,12 +77,17 @@ def questionnaire_upload():
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        return _list_page({"name": name, "error": gettext("问卷文件必须是 UTF-8 编码，请另存为 UTF-8 后重新上传。")}, 400)
+        return _list_page(
+            {"name": name, "error": gettext("问卷文件必须是 UTF-8 编码，请另存为 UTF-8 后重新上传。")}, 400
+        )
     try:
         with session_scope(runtime().sessions) as session:
             version = store_office_questionnaire(session, text, name)
             audit_request(
-                session, audit.QUESTIONNAIRE_UPLOAD, object_type="questionnaire", object_id=version.key,
+                session,
+                audit.QUESTIONNAIRE_UPLOAD,
+                object_type="questionnaire",
+                object_id=version.key,
                 detail={"file": name, "version": version.id},
             )
             key, version_id = version.key, version.id
@@ -102,7 +107,9 @@ def questionnaire_upload():
             "lines": [(number, line, by_line.get(number, [])) for number, line in enumerate(lines, 1)],
         }
         return _list_page(upload_view, 400)
-    flash(gettext("问卷 %(key)s 已保存（版本 %(version)d），创建调查时可以选用。", key=key, version=version_id), "success")
+    flash(
+        gettext("问卷 %(key)s 已保存（版本 %(version)d），创建调查时可以选用。", key=key, version=version_id), "success"
+    )
     return redirect(url_for("office.questionnaire", key=key))
 
 

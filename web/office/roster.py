@@ -34,8 +34,7 @@ from reports.roster import (
 )
 from web.i18n import current_language
 from web.layout import paginate
-from web.office import WRITERS, bp
-from web.office import uploads
+from web.office import WRITERS, bp, uploads
 from web.office.common import int_arg, runtime, settings
 from web.security import audit_request, roles
 
@@ -225,7 +224,10 @@ def dnc_add():
         with session_scope(runtime().sessions) as session:
             entry = dnc.add(session, form["phone"], form["reason"])
             audit_request(
-                session, audit.DNC_ADD, object_type="phone", object_id=mask(entry.phone),
+                session,
+                audit.DNC_ADD,
+                object_type="phone",
+                object_id=mask(entry.phone),
                 detail={"reason": entry.reason},
             )
             shown = mask(entry.phone)
@@ -258,7 +260,10 @@ def dnc_remove(ref: str):
             shown = {"phone": mask(entry.phone), "reason": entry.reason, "created_at": entry.created_at}
             dnc.remove(session, entry.phone, reason)
             audit_request(
-                session, audit.DNC_REMOVE, object_type="phone", object_id=shown["phone"],
+                session,
+                audit.DNC_REMOVE,
+                object_type="phone",
+                object_id=shown["phone"],
                 detail={"reason": reason, "was": shown["reason"]},
             )
     except dnc.DncError as exc:

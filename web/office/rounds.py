@@ -31,7 +31,7 @@ from reports.rates import ReportError
 from web.i18n import localtime
 from web.labels import label
 from web.layout import paginate
-from web.office import READERS, WRITERS, bp
+from web.office import WRITERS, bp
 from web.office.common import duration_text, runtime, settings
 from web.security import audit_request, roles
 
@@ -236,9 +236,10 @@ def _read_form() -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
         errors["sample"] = str(FIELD_HINTS["sample"])
     if "sample_n" in errors:
         errors["sample"] = errors.pop("sample_n")
-    options["retry"] = ",".join(
-        f"{outcome}={form[f'retry_{outcome}']}" for outcome in RETRY_OUTCOMES if form[f"retry_{outcome}"]
-    ) or None
+    options["retry"] = (
+        ",".join(f"{outcome}={form[f'retry_{outcome}']}" for outcome in RETRY_OUTCOMES if form[f"retry_{outcome}"])
+        or None
+    )
     # Targets are entered as percentages; the command line takes 95% or 0.95.
     options["targets"] = [
         f"{key}={value if value.endswith('%') else value + '%'}"
@@ -272,7 +273,9 @@ def round_create():
     except RoundError as exc:
         field = _field_of(str(exc))
         return _form_page(form, {field: f"{FIELD_HINTS[field]} （{exc}）"}, 400)
-    flash(gettext("调查“%(name)s”已创建（编号 %(id)d），检查无误后即可启动。", name=options.name, id=round_id), "success")
+    flash(
+        gettext("调查“%(name)s”已创建（编号 %(id)d），检查无误后即可启动。", name=options.name, id=round_id), "success"
+    )
     return redirect(url_for("office.round_page", round_id=round_id))
 
 
