@@ -63,6 +63,7 @@ def seed(settings: Settings) -> int:
         options = RoundOptions.from_cli(settings, name="2026年下半年三率调查", sample="village:60", seed=3, cps=2.0)
         running = create_round(session, options)
         change_round(session, running.id, "launch")
+        running.created_at = now - timedelta(minutes=40)
         running.launched_at = now - timedelta(minutes=25)
         targets = session.scalars(select(RoundTarget).where(RoundTarget.round_id == running.id)).all()
         for index, target in enumerate(targets):
@@ -114,7 +115,7 @@ def shoot(base: str, out: Path, running_id: int) -> None:
             ("office-home.png", "/", False),
             ("roster.png", "/roster/households", False),
             ("round-new.png", "/rounds/new", False),
-            ("round-progress.png", f"/rounds/{running_id}", False),
+            ("round-progress.png", f"/rounds/{running_id}", True),  # the latest calls are below the fold
             ("report.png", "/rounds/1/report", False),
             ("questionnaire.png", "/questionnaires/default", False),
         ]
