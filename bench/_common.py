@@ -1,7 +1,9 @@
 """Helpers shared by the dialler benchmarks (bench/dial_rate.py, bench/round_create.py): scratch databases
 migrated with the real Alembic migrations, bulk-loaded rosters, a private redis-server, worker processes.
 
-Nothing here is a benchmark by itself; it is imported by them.
+Nothing here is a benchmark by itself; it is imported by them, first (``from _common import ...``): importing
+it puts the repository root on ``sys.path``, so that ``tests.support`` (the testing package the suite uses too)
+imports whatever the current directory.
 """
 
 from __future__ import annotations
@@ -17,15 +19,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import text
+from sqlalchemy import text  # noqa: E402 - after the path above
 
-from campaigns.db import make_engine
-from campaigns.migrate import upgrade
-from tests.support.ports import free_port  # noqa: F401 - the benchmarks' free_port
-from tests.support.redis_server import RedisServer, RedisServerError
-from tests.support.workers import start_workers, stop_workers  # noqa: F401 - the benchmarks' workers
+from campaigns.db import make_engine  # noqa: E402
+from campaigns.migrate import upgrade  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402, F401 - the benchmarks' free_port
+from tests.support.redis_server import RedisServer, RedisServerError  # noqa: E402
+from tests.support.workers import start_workers, stop_workers  # noqa: E402, F401 - the benchmarks' workers
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 NOW = datetime(2026, 3, 2, 1, 0)  # naive UTC, as the UTCDateTime columns store it

@@ -32,6 +32,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
 from _common import (
     DEFAULT_POSTGRES_URL,
     ROOT,
@@ -40,6 +41,7 @@ from _common import (
     start_workers,
     stop_workers,
 )
+from rq import Worker
 
 from campaigns.db import make_engine, make_session_factory, session_scope
 from campaigns.models import Household, Village
@@ -134,9 +136,6 @@ def _max_in_window(times: list[float], width: float) -> int:
 
 
 def _wait_for_workers(redis_url: str, count: int) -> None:
-    import redis
-    from rq import Worker
-
     conn = redis.Redis.from_url(redis_url)
     deadline = time.monotonic() + 60
     while Worker.count(connection=conn) < count:

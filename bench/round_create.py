@@ -34,19 +34,18 @@ import time
 import tracemalloc
 
 from _common import DEFAULT_POSTGRES_URL, load_roster, scratch_database
+from sqlalchemy import text
 
+from campaigns.clock import now
 from campaigns.db import make_engine, make_session_factory, session_scope
+from campaigns.questionnaire import builtin_questionnaire, store_version
+from campaigns.rounds import RoundOptions, change_round, create_round
 
 BASELINE_RUNS = 3
 
 
 def measure(url: str, sample: str) -> dict:
     """Run in a fresh process: the baseline, then create+launch; returns the figures."""
-    from sqlalchemy import text
-
-    from campaigns.clock import now
-    from campaigns.rounds import RoundOptions, change_round, create_round
-
     engine = make_engine(url)
     sessions = make_session_factory(engine)
     with engine.begin() as conn:  # connect and warm the database file's pages once, for both runs alike
@@ -105,11 +104,6 @@ def measure(url: str, sample: str) -> dict:
 
 def _baseline_round(engine, sessions) -> int:
     """A round row for the baseline to write targets for (with the questionnaire version a round needs)."""
-    from sqlalchemy import text
-
-    from campaigns.clock import now
-    from campaigns.questionnaire import builtin_questionnaire, store_version
-
     with session_scope(sessions) as session:
         version_id = store_version(session, builtin_questionnaire()).id
     with engine.begin() as conn:

@@ -48,7 +48,7 @@ class Settings:
     twilio_http_timeout: float = 10.0
     # Seconds a resident's phone rings before the call counts as not answered.
     ring_timeout: int = 30
-    # Voice for <Say>; DESIGN: Mandarin TTS, configurable.
+    # Voice for <Say>: Mandarin TTS, configurable.
     tts_language: str = "cmn-CN"
     tts_voice: str = "Polly.Zhiyu"
     # Prefix of queue names and Redis keys, so two deployments (or the demo) can share one Redis.

@@ -4,14 +4,15 @@ A fresh SQLite file; a synthetic township roster written as a GBK CSV (what Exce
 and imported through the real importer; the real Flask app served over HTTP on loopback; real RQ worker
 processes placing calls through the simulated phone network; then the village rates table.
 
-Redis: the one at REDIS_URL when it answers, otherwise an in-process stand-in (fakeredis) served on
-loopback so that the worker processes can reach it.
+Redis: the one at REDIS_URL when it answers, otherwise an in-process stand-in (fakeredis, from the ``demo``
+extra), with the RQ workers as threads of this process.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import os
 import random
 import secrets
@@ -23,6 +24,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,6 +37,7 @@ from rq.timeouts import TimerDeathPenalty
 from campaigns.db import session_scope
 from campaigns.errors import SanlvError
 from campaigns.migrate import upgrade
+from campaigns.roster import import_roster
 from campaigns.rounds import (
     RoundOptions,
     change_round,
@@ -44,6 +47,10 @@ from campaigns.rounds import (
 from campaigns.runtime import Runtime, set_runtime
 from campaigns.schedule import parse_retry
 from campaigns.settings import Settings, SettingsError, load_settings
+from reports.format import render_rates_table
+from reports.rates import village_rates
+from workers.lifecycle import after_round_change
+from workers.queues import QUEUES, clear_namespace, queue_name, set_redis_connection
 from workers.runner import InProcessWorker
 
 VILLAGES = ["东山村", "西溪村", "南坪村", "北岭村", "上洋村", "下坂村", "溪口村", "桥头村", "后垄村", "新厝村",
@@ -93,6 +100,24 @@ def write_roster(path: Path, households: int, villages: int, seed: int) -> None:
             writer.writerow([village, head, phone, cadre, cadre_phone])
 
 
+def _inprocess_redis(redis_url: str) -> Callable[[], redis.Redis]:
+    """A new in-process Redis stand-in: returns a function that opens a connection to it.
+
+    fakeredis is imported here, only when no Redis answers: it comes with the ``demo`` extra, which a
+    production install leaves out.
+    """
+    try:
+        import fakeredis
+    except ImportError:
+        raise DemoError(
+            f"{redis_url} 上没有 Redis 应答,而进程内替身 fakeredis 未安装:请安装 sanlv[demo](pip install "
+            f"'sanlv[demo]')或启动 Redis / no Redis answered at {redis_url} and its in-process stand-in, "
+            "fakeredis, is not installed: install sanlv[demo] (pip install 'sanlv[demo]') or start Redis"
+        ) from None
+    server = fakeredis.FakeServer()
+    return functools.partial(fakeredis.FakeRedis, server=server)
+
+
 def _real_redis(settings: Settings) -> bool:
     try:
         conn = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=1, socket_timeout=2)
@@ -112,16 +137,14 @@ class _ThreadWorker(InProcessWorker):
         pass
 
 
-def _start_inprocess_workers(settings: Settings, server, count: int) -> list[threading.Thread]:
-    """``count`` RQ workers and an RQ scheduler as threads of this process, all on the fakeredis server."""
-    import fakeredis
-
-    from workers.queues import QUEUES, queue_name
-
+def _start_inprocess_workers(
+    settings: Settings, connect: Callable[[], redis.Redis], count: int
+) -> list[threading.Thread]:
+    """``count`` RQ workers and an RQ scheduler as threads of this process, on the Redis ``connect`` opens."""
     names = [queue_name(settings, name) for name in QUEUES]
     threads = []
     for index in range(count):
-        conn = fakeredis.FakeRedis(server=server)
+        conn = connect()
         worker = _ThreadWorker([Queue(name, connection=conn) for name in names], connection=conn, name=f"demo-{index}")
         thread = threading.Thread(
             target=worker.work, kwargs={"logging_level": "WARNING"}, name=f"rq-worker-{index}", daemon=True
@@ -130,7 +153,7 @@ def _start_inprocess_workers(settings: Settings, server, count: int) -> list[thr
         threads.append(thread)
 
     def schedule() -> None:
-        scheduler = RQScheduler(names, connection=fakeredis.FakeRedis(server=server))
+        scheduler = RQScheduler(names, connection=connect())
         while True:
             scheduler.acquire_locks()
             scheduler.enqueue_scheduled_jobs()
@@ -200,17 +223,13 @@ def run_demo(
     for leftover in workdir.glob("sanlv-demo.db*"):
         leftover.unlink()
     with contextlib.ExitStack() as stack:
-        fake_server = None
+        connect_inprocess: Callable[[], redis.Redis] | None = None
         if _real_redis(base):
             redis_url, redis_note = base.redis_url, f"Redis at {base.redis_url}"
         else:
-            import fakeredis
-
-            from workers.queues import set_redis_connection
-
-            fake_server = fakeredis.FakeServer()
+            connect_inprocess = _inprocess_redis(base.redis_url)
             redis_url = "redis://fakeredis.invalid:6379/0"  # never dialled: the connection is registered below
-            set_redis_connection(redis_url, fakeredis.FakeRedis(server=fake_server))
+            set_redis_connection(redis_url, connect_inprocess())
             redis_note = (
                 f"no Redis answered at {base.redis_url}: using an in-process stand-in (fakeredis), "
                 "with the RQ workers as threads of this process"
@@ -237,8 +256,6 @@ def run_demo(
 
         roster = workdir / "roster-gbk.csv"
         write_roster(roster, households, villages, seed)
-        from campaigns.roster import import_roster
-
         with session_scope(runtime.sessions) as session:
             result = import_roster(session, roster)
         click.echo(f"sanlv demo: 名单 {roster.name}: {result.summary()}")
@@ -270,14 +287,11 @@ def run_demo(
             env.pop(name, None)
         log_path = workdir / "processes.log"
         log_file = stack.enter_context(log_path.open("ab"))
-        from workers.lifecycle import after_round_change
-        from workers.queues import clear_namespace
-
         stack.callback(clear_namespace, settings)
         web = _start_web(env, port, log_file)
         stack.callback(_stop, web)
         workers: list[subprocess.Popen] = []
-        if fake_server is None:
+        if connect_inprocess is None:
             for _ in range(max(1, worker_count)):
                 worker = subprocess.Popen(
                     [sys.executable, "-m", "web", "worker"], env=env, stdout=log_file, stderr=subprocess.STDOUT
@@ -287,7 +301,7 @@ def run_demo(
             kind = f"{len(workers)} 个 RQ 工作进程"
         else:
             os.environ["SANLV_SIM_SEED"] = str(seed)
-            _start_inprocess_workers(settings, fake_server, max(1, worker_count))
+            _start_inprocess_workers(settings, connect_inprocess, max(1, worker_count))
             kind = f"{max(1, worker_count)} 个 RQ 工作线程"
         click.echo(f"sanlv demo: 网页服务 {settings.public_base_url} (gunicorn) · {kind} · 日志 {log_path}")
 
@@ -313,9 +327,6 @@ def run_demo(
 
     click.echo(f"sanlv demo: 第 {round_id} 轮调查结束,用时 {elapsed:.1f} 秒。")
     click.echo("")
-    from reports.format import render_rates_table
-    from reports.rates import village_rates
-
     with runtime.sessions() as session:
         click.echo(render_rates_table(village_rates(session, round_id)))
     runtime.dispose()

@@ -9,9 +9,9 @@ says otherwise.
 
 Two kinds of residents:
 
-* :class:`ScriptedResident` follows a script a test stored in Redis under ``sanlv:sim:script:{E164}`` (see
-  :func:`set_script` for the format). A stored list is consumed one object per call (the calls the resident
-  makes to our number included); the last one repeats.
+* :class:`ScriptedResident` follows a script a test stored in Redis under ``{namespace}:sim:script:{E164}``
+  (see :func:`set_script` for the format; the namespace is ``SANLV_NAMESPACE``). A stored list is consumed
+  one object per call (the calls the resident makes to our number included); the last one repeats.
 * :class:`PopulationResident` draws its behaviour from a :class:`VillageProfile` derived deterministically
   from the village name, so villages differ visibly but a given seed always gives the same round. Opinions
   are seeded by (seed, phone): the same person answers the same way on every attempt, so a resumed
@@ -29,21 +29,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from campaigns.models import Household, Village
+from campaigns.settings import Settings
+from sim.store import BUSY, FAILED, NO_ANSWER, sim_key
+from workers.queues import redis_connection
 
 log = logging.getLogger("sanlv.simulator")
 
-SCRIPT_KEY = "sanlv:sim:script:{phone}"
-
-# Outcomes of a call that reaches the network. "machine" and "fax" answer the call but never press a key.
+# Outcomes of a call that reaches the network (busy, no-answer and failed are also the call's final status).
+# "machine" and "fax" answer the call but never press a key.
 ANSWER = "answer"
-BUSY = "busy"
-NO_ANSWER = "no-answer"
-FAILED = "failed"
 MACHINE = "machine"
 FAX = "fax"
 CALL_OUTCOMES = (ANSWER, BUSY, NO_ANSWER, FAILED, MACHINE, FAX)
@@ -153,8 +151,14 @@ def validate_script(script: Any) -> dict[str, Any]:
     return dict(script)
 
 
-def set_script(connection: redis.Redis, phone: str, script: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> None:
-    """Store the script for calls to ``phone``: one object for every call, or a list consumed one per call.
+def script_key(settings: Settings, phone: str) -> str:
+    """Where the script for calls to ``phone`` is stored (in the deployment's namespace)."""
+    return sim_key(settings, "script", phone)
+
+
+def set_script(settings: Settings, phone: str, script: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> None:
+    """Store the script for calls to ``phone`` (in the namespace of ``settings``): one object for every call,
+    or a list consumed one per call.
 
     Script object (every field optional)::
 
@@ -184,12 +188,12 @@ def set_script(connection: redis.Redis, phone: str, script: Mapping[str, Any] | 
         if not script:
             raise ValueError("a script list must not be empty")
         payload = [validate_script(item) for item in script]
-    connection.set(SCRIPT_KEY.format(phone=phone), json.dumps(payload, ensure_ascii=False))
+    redis_connection(settings).set(script_key(settings, phone), json.dumps(payload, ensure_ascii=False))
 
 
-def clear_script(connection: redis.Redis, phone: str) -> None:
+def clear_script(settings: Settings, phone: str) -> None:
     """Forget the script for ``phone``: its calls go back to the village population."""
-    connection.delete(SCRIPT_KEY.format(phone=phone))
+    redis_connection(settings).delete(script_key(settings, phone))
 
 
 def _script_head(raw: bytes | str | None) -> tuple[dict[str, Any] | None, Any]:
@@ -207,14 +211,14 @@ def _script_head(raw: bytes | str | None) -> tuple[dict[str, Any] | None, Any]:
 
 
 def take_script(
-    connection: redis.Redis, phone: str, *, only_outcomes: Sequence[str] | None = None
+    settings: Settings, phone: str, *, only_outcomes: Sequence[str] | None = None
 ) -> dict[str, Any] | None:
     """Consume the next script object for ``phone`` (atomically), or None if there is none.
 
     With ``only_outcomes``, the head is consumed only if its outcome is one of them (used by the provider to
     fail a create request without eating the script of the call that follows).
     """
-    key = SCRIPT_KEY.format(phone=phone)
+    key = script_key(settings, phone)
     taken: dict[str, Any] | None = None
 
     def consume(pipe: Any) -> None:
@@ -228,7 +232,7 @@ def take_script(
             pipe.multi()
             pipe.set(key, json.dumps(rest, ensure_ascii=False))
 
-    connection.transaction(consume, key)
+    redis_connection(settings).transaction(consume, key)
     return taken
 
 
@@ -453,7 +457,7 @@ def village_of(sessions: sessionmaker[Session], phone: str) -> str | None:
 
 
 def resident_for_call(
-    connection: redis.Redis,
+    settings: Settings,
     phone: str,
     attempt: int | str,
     *,
@@ -463,7 +467,7 @@ def resident_for_call(
     """The resident who picks up this call: the next scripted one if a test stored a script, else one drawn
     from the village population of the household (a generic village when the number is not in the roster).
     """
-    script = take_script(connection, phone)
+    script = take_script(settings, phone)
     if script is not None:
         return ScriptedResident(script)
     village = village_of(sessions, phone) if sessions is not None else None

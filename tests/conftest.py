@@ -26,7 +26,7 @@ from campaigns.settings import Settings
 from sim.cli import register as register_simulator
 from web.wiring import wire
 
-for _name in ("TWILIO_REGION", "TWILIO_EDGE"):  # they rewrite the Twilio client's host (shared/TWILIO.md)
+for _name in ("TWILIO_REGION", "TWILIO_EDGE"):  # they rewrite the Twilio client's host: tests talk to the stand-in
     os.environ.pop(_name, None)
 
 # As the ``sanlv`` script does at start-up: the dialler hears of round changes; the simulator is a provider.

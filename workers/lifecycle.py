@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from campaigns.settings import Settings
-from workers import jobs
+from workers.dispatch import kick_dispatch
+from workers.placing import cancel_round_calls
 from workers.queues import enqueue
 
 
 def after_round_change(settings: Settings, round_id: int, command: str) -> None:
     """Called after a round's launch, pause, resume or cancel is committed."""
     if command in ("launch", "resume"):
-        jobs.kick_dispatch(settings, round_id)
+        kick_dispatch(settings, round_id)
     elif command == "cancel":
-        enqueue(settings, jobs.cancel_round_calls, round_id, job_id=f"cancel-round-{round_id}")
+        enqueue(settings, cancel_round_calls, round_id, job_id=f"cancel-round-{round_id}")

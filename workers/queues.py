@@ -1,19 +1,25 @@
-"""Queues and the one enqueue helper. Work is enqueued only after the transaction that justifies it commits."""
+"""Queues: their names, the Redis connection, the one enqueue helper, transport retries and what Redis knows
+of a job. Work is enqueued only after the transaction that justifies it commits.
+
+The leaf of the dialler: it imports no other ``workers`` module, so every other one (and the simulated
+network) can import it.
+"""
 
 from __future__ import annotations
 
 import logging
 import random
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
 from rq import Queue, Retry
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import NoSuchJobError, SchedulerNotFound
 from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
+from rq.scheduler import RQScheduler
+from rq.scripts import release_lock
 
 from campaigns.settings import Settings
 
@@ -40,6 +46,7 @@ def redis_key(settings: Settings, *parts: object) -> str:
     """A namespaced Redis key for sanlv's own bookkeeping."""
     return ":".join([settings.namespace, *map(str, parts)])
 
+
 _connections: dict[str, redis.Redis] = {}
 
 
@@ -58,41 +65,6 @@ def redis_connection(settings: Settings) -> redis.Redis:
     return conn
 
 
-_EXTEND = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
-_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-
-
-class Lease:
-    """A short-lived, owned Redis key: "someone is working on this now". It expires unless kept alive.
-
-    A job holds one while it works on something; whoever finds the key missing (and the job not waiting in a
-    queue) knows the worker that held it is gone.
-    """
-
-    def __init__(self, conn: redis.Redis, key: str):
-        self.conn = conn
-        self.key = key
-        self.token = uuid.uuid4().hex
-
-    def acquire(self, seconds: float) -> bool:
-        """Take the lease unless someone else holds it."""
-        return bool(self.conn.set(self.key, self.token, nx=True, px=int(seconds * 1000)))
-
-    def extend(self, seconds: float) -> bool:
-        """Keep the lease for ``seconds`` from now; False if it is no longer ours (it expired, Redis lost it)."""
-        return bool(self.conn.eval(_EXTEND, 1, self.key, self.token, int(seconds * 1000)))
-
-    def release(self) -> None:
-        try:
-            self.conn.eval(_RELEASE, 1, self.key, self.token)
-        except redis.RedisError as exc:  # it expires by itself
-            log.warning("event=lease_release_failed key=%s error=%r", self.key, exc)
-
-
-def lease_held(conn: redis.Redis, key: str) -> bool:
-    return bool(conn.exists(key))
-
-
 # rq's scheduler heartbeats every second but holds its lock for a minute: a worker killed with its scheduler
 # would leave scheduled work (dispatch ticks, retries) waiting that long.
 SCHEDULER_SILENT = timedelta(seconds=10)
@@ -105,10 +77,6 @@ def free_dead_scheduler_locks(settings: Settings) -> list[str]:
     Returns:
         The queues whose lock was released.
     """
-    from rq.exceptions import SchedulerNotFound
-    from rq.scheduler import RQScheduler
-    from rq.scripts import release_lock
-
     conn = redis_connection(settings)
     freed = []
     for name in QUEUES:

@@ -23,7 +23,7 @@ In one long-lived process the connections and caches stay warm. What the work-ho
   killed a work-horse (timeout + 60 s); the process supervisor restarts it.
 - crash recovery does not depend on how a job runs: a worker that dies in a job (SIGKILL, a crash, the
   watchdog) is one whose leases stop being renewed, and the sweeper releases or adopts its claims from the
-  database (workers.jobs).
+  database (workers.sweeper).
 - a warm shutdown (SIGTERM) still finishes the current job first; a second signal interrupts it, as killing
   a work-horse did, and the create-started mark makes that safe.
 """
@@ -38,13 +38,18 @@ import threading
 import time
 from collections.abc import Callable
 
+import phonenumbers
 import redis
 from rq import Queue, SimpleWorker
 from rq.job import Job
+from twilio.rest import Client
 
+from campaigns.phones import mask
 from campaigns.runtime import get_runtime
 from campaigns.settings import Settings
+from workers.dispatch import rebuild_dispatch
 from workers.queues import QUEUES, queue_name, redis_connection
+from workers.sweeper import schedule_sweep
 
 log = logging.getLogger("sanlv.worker")
 
@@ -61,13 +66,6 @@ STUCK_EXIT_CODE = 70  # EX_SOFTWARE: the worker ended itself, stuck in a job
 def reconnect_delay(failures: int) -> float:
     """Seconds to wait before reconnecting after ``failures`` consecutive Redis failures (capped)."""
     return min(30.0, 0.5 * 2 ** max(0, failures - 1))
-
-
-def rebuild_dispatch(settings: Settings) -> list[int]:
-    """Restart the dispatch chain of every running round whose chain is gone (see workers.jobs)."""
-    from workers.jobs import rebuild_dispatch as rebuild
-
-    return rebuild(settings)
 
 
 class Watchdog(threading.Thread):
@@ -159,8 +157,6 @@ class SanlvWorker(InProcessWorker):
 
     def run_maintenance_tasks(self):
         super().run_maintenance_tasks()
-        from workers.jobs import schedule_sweep
-
         schedule_sweep(get_runtime().settings)
 
     def request_stop(self, signum, frame):
@@ -191,19 +187,14 @@ class SanlvWorker(InProcessWorker):
 
 
 def preload() -> None:
-    """Import what jobs use before the first job, so that no job (the first call of a round) pays for imports."""
-    import phonenumbers
+    """Load what jobs use lazily before the first job, so that no job (the first call of a round) pays for it.
 
-    import workers.jobs  # noqa: F401 - loaded before the first job
-
+    The job modules themselves are imported with this one.
+    """
     if get_runtime().settings.telephony == "twilio":
-        from twilio.rest import Client
-
         # The client imports its REST resources on first use (about 0.1 s): here, not in the first call's slot.
         # No connection is opened: building the client and its resource objects sends nothing.
         Client("AC" + "0" * 32, "preload").api.v2010.account.calls  # noqa: B018
-    from campaigns.phones import mask
-
     phonenumbers.parse("+8613800000000", None)  # loads the region metadata once
     mask("+8613800000000")  # and compiles the patterns that masking numbers in log lines uses
 

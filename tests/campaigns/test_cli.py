@@ -221,7 +221,7 @@ def test_the_lifecycle_through_the_cli(
     assert launched.stdout == f"round {round_id}: running\n"
     assert stored_round(sessions, int(round_id))[0].status == RoundStatus.RUNNING
     # Work follows the commit: the dispatcher's first tick is waiting in Redis.
-    assert jobs_waiting(redis_conn, env) == ["workers.jobs.dispatch_round"]
+    assert jobs_waiting(redis_conn, env) == ["workers.dispatch.dispatch_round"]
 
     redis_conn.flushdb()
     paused = sanlv("round", "pause", round_id)
@@ -233,7 +233,7 @@ def test_the_lifecycle_through_the_cli(
     resumed = sanlv("round", "resume", round_id)
 
     assert resumed.stdout == f"round {round_id}: running\n"
-    assert jobs_waiting(redis_conn, env) == ["workers.jobs.dispatch_round"]
+    assert jobs_waiting(redis_conn, env) == ["workers.dispatch.dispatch_round"]
 
     redis_conn.flushdb()
     cancelled = sanlv("round", "cancel", round_id)
@@ -243,7 +243,7 @@ def test_the_lifecycle_through_the_cli(
     round_, counts = stored_round(sessions, int(round_id))
     assert round_.status == RoundStatus.CANCELLED
     assert counts == {"cancelled": 5}
-    assert jobs_waiting(redis_conn, env) == ["workers.jobs.cancel_round_calls"]
+    assert jobs_waiting(redis_conn, env) == ["workers.placing.cancel_round_calls"]
 
 
 @pytest.mark.parametrize(

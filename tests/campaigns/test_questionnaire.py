@@ -1,4 +1,4 @@
-"""Questionnaires: the built-in default against DESIGN.md, validation of broken files, stored versions, the CLI."""
+"""Questionnaires: the built-in default against the documented questionnaire (README), validation of broken files, stored versions, the CLI."""
 
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ DEFAULT_ORDER = [
     "visit",
 ]
 
-# DESIGN.md's table: step -> the keys a resident may press (labels where DESIGN fixes them).
-DESIGN_OPTIONS: dict[str, dict[str, str | None]] = {
+# The documented questionnaire: step -> the keys a resident may press (labels where the documentation fixes them).
+DOCUMENTED_OPTIONS: dict[str, dict[str, str | None]] = {
     "consent": {"1": None, "2": None},
     "screen": {"1": None, "2": None},
     "security": {"1": "安全", "2": "基本安全", "3": "不太安全", "4": "不安全", "0": "说不清"},
@@ -81,7 +81,7 @@ def test_the_default_asks_designs_steps_in_order() -> None:
 @pytest.mark.parametrize("step_key", DEFAULT_ORDER)
 def test_each_default_step_has_designs_keys(step_key: str) -> None:
     step = builtin_questionnaire().step(step_key)
-    expected = DESIGN_OPTIONS[step_key]
+    expected = DOCUMENTED_OPTIONS[step_key]
 
     assert set(step.options) == set(expected)
     for digit, label in expected.items():
@@ -495,7 +495,7 @@ def test_show_json_is_exactly_the_contract_shape() -> None:
         assert question["prompt"] == step.prompt
         assert question["options"] == dict(step.options)
         assert all(isinstance(k, str) and isinstance(v, str) for k, v in question["options"].items())
-    assert shown["questions"][2]["options"] == DESIGN_OPTIONS["security"]
+    assert shown["questions"][2]["options"] == DOCUMENTED_OPTIONS["security"]
     assert shown == to_show_json(questionnaire)
 
 

@@ -40,15 +40,12 @@ from campaigns.questionnaire import (
     store_version,
 )
 from campaigns.settings import Settings
-from sim.network import (
-    SimulatorProvider,
-    answers_from_transcript,
-    read_transcript,
-)
+from sim.network import SimulatorProvider
 from sim.residents import set_script
+from sim.store import answers_from_transcript, read_transcript
 from tests.factories import make_household, make_round
-from workers.jobs import place_call
-from workers.queues import SIMULATOR_QUEUE, queue, redis_connection
+from workers.placing import place_call
+from workers.queues import SIMULATOR_QUEUE, queue
 from workers.runner import InProcessWorker
 
 Q = builtin_questionnaire()
@@ -65,7 +62,7 @@ class Network:
 
     @property
     def provider(self) -> SimulatorProvider:
-        return SimulatorProvider(self.settings, redis_connection(self.settings))
+        return SimulatorProvider(self.settings)
 
     def round(self, **over: Any) -> int:
         """A running round, open all day, dialling fast."""
@@ -108,7 +105,7 @@ class Network:
 
     def transcripts(self, phone: str = PHONE) -> list[list[dict[str, Any]]]:
         """Every call's transcript between us and ``phone``, oldest call first."""
-        return [read_transcript(self.conn, c.sid) for c in self.provider.household_calls(phone, self.started)]
+        return [read_transcript(self.settings, c.sid) for c in self.provider.household_calls(phone, self.started)]
 
     def meant(self, phone: str = PHONE) -> dict[str, str]:
         """What the resident answered over all calls: the last valid key pressed at each question."""
@@ -162,7 +159,7 @@ def test_invalid_keys_silence_and_star_store_what_the_resident_meant(network: Ne
     round_id = network.round()
     target_id = network.target(round_id)
     set_script(
-        network.conn,
+        network.settings,
         PHONE,
         {"answers": {"security": ["7", "3"], "concern": ["*", "2"], "awareness": ["", "1"], "satisfaction": ["#", "", "4"]}},
     )
@@ -197,7 +194,7 @@ def test_invalid_keys_silence_and_star_store_what_the_resident_meant(network: Ne
 def test_the_unanswered_question_is_asked_on_the_next_call_and_the_interview_completes(network: Network) -> None:
     round_id = network.round()
     target_id = network.target(round_id)
-    set_script(network.conn, PHONE, [{"answers": {"awareness": ["", ""]}}, {"answers": {"awareness": "2"}}])
+    set_script(network.settings, PHONE, [{"answers": {"awareness": ["", ""]}}, {"answers": {"awareness": "2"}}])
 
     network.dial(round_id)
     assert "awareness" not in network.stored()
@@ -235,7 +232,7 @@ def test_the_unanswered_question_is_asked_on_the_next_call_and_the_interview_com
 def test_refusal_ineligibility_and_nine(network: Network, script, status, state, answers) -> None:
     round_id = network.round()
     target_id = network.target(round_id)
-    set_script(network.conn, PHONE, script)
+    set_script(network.settings, PHONE, script)
 
     network.dial(round_id)
 
@@ -252,12 +249,12 @@ def test_refusal_ineligibility_and_nine(network: Network, script, status, state,
 def test_nine_after_the_rates_still_completes(network: Network) -> None:
     round_id = network.round()
     target_id = network.target(round_id)
-    set_script(network.conn, PHONE, {"answers": {"security": "4", "concern": "1", "visit": "9"}})
+    set_script(network.settings, PHONE, {"answers": {"security": "4", "concern": "1", "visit": "9"}})
 
     network.dial(round_id)
 
     assert "visit" not in network.stored()
-    assert network.response(target_id).status is ResponseStatus.COMPLETED  # DESIGN: 9 at visit has completed
+    assert network.response(target_id).status is ResponseStatus.COMPLETED  # 9 at the visit question comes after completion
     assert network.target_row(target_id).state is TargetState.COMPLETED
     with network.sessions() as session:
         assert session.get(DoNotCall, PHONE) is not None
@@ -271,7 +268,7 @@ def test_a_resident_who_hangs_up_and_calls_back_resumes_where_they_left(network:
     target_id = network.target(round_id)
     first = {"hangup_at_step": "participation", "call_back": True, "answers": {"security": "3", "concern": "4"}}
     second = {"answers": {"participation": "2", "satisfaction": "3", "visit": "1"}}
-    set_script(network.conn, PHONE, [first, second])
+    set_script(network.settings, PHONE, [first, second])
 
     network.dial(round_id)
 
@@ -303,7 +300,7 @@ def test_a_resident_who_hangs_up_and_calls_back_resumes_where_they_left(network:
 def test_a_call_back_that_drops_again_leaves_the_target_to_be_retried(network: Network) -> None:
     round_id = network.round()
     target_id = network.target(round_id)
-    set_script(network.conn, PHONE, [{"hangup_at_step": "awareness", "call_back": True},
+    set_script(network.settings, PHONE, [{"hangup_at_step": "awareness", "call_back": True},
                                      {"hangup_at_step": "satisfaction"}, {}])
 
     network.dial(round_id)
@@ -324,7 +321,7 @@ def test_an_unknown_caller_hears_a_polite_message(network: Network) -> None:
     network.round()
     sid = network.call_in("+8613999999999")
 
-    transcript = read_transcript(network.conn, sid)
+    transcript = read_transcript(network.settings, sid)
     assert said(transcript) == [Q.messages["unknown_caller"]]
     assert {"hangup": "twiml"} in transcript
     with network.sessions() as session:
@@ -334,13 +331,13 @@ def test_an_unknown_caller_hears_a_polite_message(network: Network) -> None:
 def test_a_caller_whose_interview_is_over_hears_a_polite_message(network: Network) -> None:
     round_id = network.round()
     target_id = network.target(round_id)
-    set_script(network.conn, PHONE, {})
+    set_script(network.settings, PHONE, {})
     network.dial(round_id)
     assert network.target_row(target_id).state is TargetState.COMPLETED
 
     sid = network.call_in()
 
-    assert said(read_transcript(network.conn, sid)) == [Q.messages["already_done"]]
+    assert said(read_transcript(network.settings, sid)) == [Q.messages["already_done"]]
     with network.sessions() as session:
         assert session.scalar(select(func.count()).select_from(CallAttempt)) == 1
         assert session.scalar(select(func.count()).select_from(KeyPress)) == 7
@@ -354,7 +351,7 @@ def test_a_caller_of_a_finished_round_is_unknown(network: Network) -> None:
 
     sid = network.call_in()
 
-    assert said(read_transcript(network.conn, sid)) == [Q.messages["unknown_caller"]]
+    assert said(read_transcript(network.settings, sid)) == [Q.messages["unknown_caller"]]
 
 
 def test_a_caller_we_are_dialling_right_now_is_asked_to_wait(network: Network) -> None:
@@ -365,7 +362,7 @@ def test_a_caller_we_are_dialling_right_now_is_asked_to_wait(network: Network) -
 
     sid = network.call_in()
 
-    assert said(read_transcript(network.conn, sid)) == [Q.messages["call_later"]]
+    assert said(read_transcript(network.settings, sid)) == [Q.messages["call_later"]]
     with network.sessions() as session:
         assert session.scalars(select(CallAttempt.id)).all() == [claim.attempt_id]
     assert network.target_row(target_id).state is TargetState.DIALING
@@ -379,7 +376,7 @@ def test_a_caller_in_a_paused_round_resumes_and_the_latest_round_wins(network: N
         new_round = make_round(session, windows=[["00:00", "24:00"]], status=RoundStatus.PAUSED)
         new = RoundTarget(round_id=new_round.id, household_id=household.id, phone=PHONE)
         session.add_all([old, new])
-    set_script(network.conn, PHONE, {})
+    set_script(network.settings, PHONE, {})
 
     network.call_in()
 
@@ -395,7 +392,7 @@ def test_a_caller_in_a_paused_round_resumes_and_the_latest_round_wins(network: N
 def test_an_answering_machine_is_hung_up_on_and_retried_later(network: Network, outcome: str) -> None:
     round_id = network.round(machine_detection=True)
     target_id = network.target(round_id)
-    set_script(network.conn, PHONE, [{"outcome": outcome}, {}])
+    set_script(network.settings, PHONE, [{"outcome": outcome}, {}])
 
     [attempt_id] = network.dial(round_id)
 
@@ -421,8 +418,8 @@ def test_without_detection_a_person_is_interviewed_and_no_answered_by_is_sent(ne
     network.target(round_id)
     other_round = network.round()
     network.target(other_round, "+8613800000002")
-    set_script(network.conn, PHONE, {})
-    set_script(network.conn, "+8613800000002", {})
+    set_script(network.settings, PHONE, {})
+    set_script(network.settings, "+8613800000002", {})
 
     [with_amd] = network.dial(round_id)
     [without] = network.dial(other_round)
@@ -451,7 +448,7 @@ def test_read_back_confirms_and_re_choosing_replaces_the_answer_with_history(net
     round_id = readback_round(network)
     target_id = network.target(round_id)
     set_script(
-        network.conn,
+        network.settings,
         PHONE,
         {"answers": {"security": ["3", "1"], "security.confirm": ["2", "1"], "awareness.confirm": ["7", "1"]}},
     )

@@ -55,7 +55,7 @@ def test_worker_burst_runs_queued_jobs_and_exits(env, redis_url, sessions):
         round_ = make_round(session, windows=[["00:00", "24:00"]])
         round_.status = RoundStatus.RUNNING
         round_id = round_.id
-    enqueue(settings, "workers.jobs.dispatch_round", round_id)
+    enqueue(settings, "workers.dispatch.dispatch_round", round_id)
     result = subprocess.run(
         [sys.executable, "-m", "web", "worker", "--burst"],
         env={**os.environ, "SANLV_NAMESPACE": "burst-test"}, capture_output=True, timeout=60,

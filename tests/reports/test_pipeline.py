@@ -18,7 +18,6 @@ from tests.support.workers import (
     stop_workers,
     wait_for_completion,
 )
-from workers.queues import redis_connection
 
 # phone -> (village, script). Steps a script leaves out are answered positively, and "visit" with 2 (no).
 RESIDENTS = {
@@ -42,7 +41,6 @@ def worker_processes(live_server, tmp_path):
 
 def test_reports_of_a_round_run_through_the_simulator(live_server, worker_processes, sessions) -> None:
     settings = live_server
-    connection = redis_connection(settings)
     with session_scope(sessions) as session:
         villages = {name: make_village(session, name=name) for name in ("东村", "西村")}
         cadres = {name: make_cadre(session, name=f"{name}干部") for name in villages}
@@ -50,7 +48,7 @@ def test_reports_of_a_round_run_through_the_simulator(live_server, worker_proces
             make_household(
                 session, village=villages[village], cadre=cadres[village], phone=phone, name=f"户{phone[-1]}"
             )
-            set_script(connection, phone, script)
+            set_script(settings, phone, script)
     round_id = launch_round(settings, sessions, "流水线", max_concurrent=10, max_attempts=2)
     wait_for_completion(sessions, round_id, worker_processes, timeout=90)
 

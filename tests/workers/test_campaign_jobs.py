@@ -39,19 +39,21 @@ from tests.support.twilio_standin import (  # noqa: F401
     stand_in_settings,
     twilio_standin,
 )
-from workers import jobs
+from workers import dispatch, placing, sweeper
+from workers.leases import Lease, attempt_lease_key
 from workers.limiter import PACING_MARGIN, reserve_slot, slot_interval, take_cap
 from workers.queues import (
     DIALER_QUEUE,
     SIMULATOR_QUEUE,
-    Lease,
     backoff_intervals,
     free_dead_scheduler_locks,
     namespaced_job_id,
     queue,
     queue_name,
     redis_connection,
+    redis_key,
 )
+from workers.runner import reconnect_delay
 from workers.telephony.base import RateLimitedError
 
 T0 = (datetime.now(UTC) - timedelta(hours=2)).replace(microsecond=0)
@@ -101,7 +103,7 @@ def target_of(sessions, round_id: int) -> RoundTarget:
 
 def after_recovery_waits(settings) -> datetime:
     """A moment when a claim of T0 is old enough to look at and a create mark of T0 can no longer be live."""
-    return T0 + max(jobs.CLAIM_GRACE, jobs.create_settle_time(settings, 50)) + timedelta(seconds=1)
+    return T0 + max(sweeper.CLAIM_GRACE, placing.create_settle_time(settings, 50)) + timedelta(seconds=1)
 
 
 def mark_create_started(sessions, attempt_id: int, when: datetime = T0) -> None:
@@ -119,7 +121,7 @@ def test_a_rerun_after_the_worker_died_mid_create_adopts_the_call(twilio_env, se
     mark_create_started(sessions, attempt_id)
     sid = standin.add_call("+8613800000001", status="queued")  # the create the dead worker sent
 
-    assert jobs.place_call(attempt_id) == "adopted"
+    assert placing.place_call(attempt_id) == "adopted"
 
     assert standin.created == 0  # no second create request
     attempt = attempt_of(sessions, attempt_id)
@@ -132,13 +134,13 @@ def test_a_rerun_waits_while_an_earlier_create_may_still_be_on_its_way(twilio_en
     _round_id, attempt_id = claimed(sessions)
     mark_create_started(sessions, attempt_id)
 
-    with pytest.raises(jobs.CreateMayBeInFlight):
-        jobs.place_call(attempt_id)
+    with pytest.raises(placing.CreateMayBeInFlight):
+        placing.place_call(attempt_id)
     assert standin.created == 0
 
     # Later than any slot wait plus the HTTP timeout: the earlier request is over and made no call.
-    clock(T0 + jobs.create_settle_time(settings, 50) + timedelta(seconds=1))
-    assert jobs.place_call(attempt_id).startswith("CA")
+    clock(T0 + placing.create_settle_time(settings, 50) + timedelta(seconds=1))
+    assert placing.place_call(attempt_id).startswith("CA")
     assert standin.created == 1
 
 
@@ -147,7 +149,7 @@ def test_a_create_that_timed_out_is_looked_up_and_adopted(twilio_env, sessions):
     _round_id, attempt_id = claimed(sessions)
     standin.delay_next(3.0)  # the call is created, the reply comes after the client's 2 s timeout
 
-    assert jobs.place_call(attempt_id) == "adopted"
+    assert placing.place_call(attempt_id) == "adopted"
 
     assert standin.created == 1
     assert attempt_of(sessions, attempt_id).call_sid == standin.calls[0]["sid"]  # type: ignore[union-attr]
@@ -156,14 +158,14 @@ def test_a_create_that_timed_out_is_looked_up_and_adopted(twilio_env, sessions):
 def test_a_run_finding_the_attempt_leased_does_nothing(twilio_env, sessions):
     settings, standin = twilio_env
     _round_id, attempt_id = claimed(sessions)
-    other = Lease(redis_connection(settings), jobs.lease_key(settings, attempt_id))
+    other = Lease(redis_connection(settings), attempt_lease_key(settings, attempt_id))
     assert other.acquire(30)
 
-    assert jobs.place_call(attempt_id) == "in flight"
+    assert placing.place_call(attempt_id) == "in flight"
 
     assert standin.created == 0
     other.release()
-    assert jobs.place_call(attempt_id).startswith("CA")
+    assert placing.place_call(attempt_id).startswith("CA")
 
 
 def test_a_rate_limited_create_takes_its_mark_back_and_is_retried_later(twilio_env, sessions):
@@ -172,12 +174,12 @@ def test_a_rate_limited_create_takes_its_mark_back_and_is_retried_later(twilio_e
     standin.fail_next(status=429)
 
     with pytest.raises(RateLimitedError):
-        jobs.place_call(attempt_id)
+        placing.place_call(attempt_id)
 
     attempt = attempt_of(sessions, attempt_id)
     assert attempt is not None
     assert (attempt.status, attempt.error_code, attempt.placed_at) == (CallStatus.CLAIMED, None, None)
-    assert jobs.place_call(attempt_id).startswith("CA")
+    assert placing.place_call(attempt_id).startswith("CA")
     assert standin.created == 1
 
 
@@ -189,9 +191,9 @@ def test_pause_while_a_call_waits_for_its_slot_places_nothing(twilio_env, sessio
         round_ = session.get(Round, round_id)
         make_target(session, round_, make_household(session, phone="+8613800000002"))
         [second] = claim_due_targets(session, round_, T0, 1)
-    assert jobs.place_call(first).startswith("CA")
+    assert placing.place_call(first).startswith("CA")
     results: list[str] = []
-    waiting = threading.Thread(target=lambda: results.append(jobs.place_call(second.attempt_id)))
+    waiting = threading.Thread(target=lambda: results.append(placing.place_call(second.attempt_id)))
     waiting.start()
     time.sleep(1.0)
     with sessions.begin() as session:
@@ -220,7 +222,7 @@ def test_a_call_outside_the_window_at_its_slot_is_not_placed(twilio_env, session
         session.get(Round, round_id).windows = [window]  # type: ignore[union-attr]
     clock(T0.replace(second=0) + timedelta(minutes=1))  # the window has just closed
 
-    assert jobs.place_call(attempt_id) == "released"
+    assert placing.place_call(attempt_id) == "released"
     assert standin.created == 0
     assert target_of(sessions, round_id).state == TargetState.PENDING
 
@@ -231,9 +233,9 @@ def test_a_call_outside_the_window_at_its_slot_is_not_placed(twilio_env, session
 def test_the_sweeper_releases_a_claim_whose_worker_is_gone(twilio_env, sessions, clock):
     _settings, standin = twilio_env
     round_id, attempt_id = claimed(sessions)
-    clock(T0 + jobs.CLAIM_GRACE + timedelta(seconds=1))
+    clock(T0 + sweeper.CLAIM_GRACE + timedelta(seconds=1))
 
-    assert "released=1" in jobs.sweep()
+    assert "released=1" in sweeper.sweep()
 
     assert attempt_of(sessions, attempt_id) is None
     target = target_of(sessions, round_id)
@@ -244,12 +246,12 @@ def test_the_sweeper_releases_a_claim_whose_worker_is_gone(twilio_env, sessions,
 def test_the_sweeper_leaves_young_claims_and_claims_with_a_waiting_job(twilio_env, sessions, clock):
     settings, _standin = twilio_env
     _round_id, young = claimed(sessions, phone="+8613800000001")
-    assert "released=0" in jobs.sweep()  # claimed just now
+    assert "released=0" in sweeper.sweep()  # claimed just now
 
     _round_id, queued = claimed(sessions, phone="+8613800000002")
-    jobs.enqueue_place_call(settings, queued)
-    clock(T0 + jobs.CLAIM_GRACE + timedelta(seconds=1))
-    assert "released=1" in jobs.sweep()
+    placing.enqueue_place_call(settings, queued)
+    clock(T0 + sweeper.CLAIM_GRACE + timedelta(seconds=1))
+    assert "released=1" in sweeper.sweep()
 
     assert attempt_of(sessions, young) is None
     assert attempt_of(sessions, queued) is not None  # its job waits in the queue: a worker will run it
@@ -258,13 +260,13 @@ def test_the_sweeper_leaves_young_claims_and_claims_with_a_waiting_job(twilio_en
 def test_the_sweeper_leaves_a_claim_whose_worker_holds_the_lease(twilio_env, sessions, clock):
     settings, _standin = twilio_env
     _round_id, attempt_id = claimed(sessions)
-    lease = Lease(redis_connection(settings), jobs.lease_key(settings, attempt_id))
+    lease = Lease(redis_connection(settings), attempt_lease_key(settings, attempt_id))
     assert lease.acquire(30)
-    clock(T0 + jobs.CLAIM_GRACE + timedelta(seconds=1))
+    clock(T0 + sweeper.CLAIM_GRACE + timedelta(seconds=1))
 
-    assert "released=0" in jobs.sweep()
+    assert "released=0" in sweeper.sweep()
     lease.release()
-    assert "released=1" in jobs.sweep()
+    assert "released=1" in sweeper.sweep()
 
 
 def test_the_sweeper_adopts_the_call_of_a_worker_that_died_mid_create(twilio_env, sessions, clock):
@@ -274,7 +276,7 @@ def test_the_sweeper_adopts_the_call_of_a_worker_that_died_mid_create(twilio_env
     sid = standin.add_call("+8613800000001", status="ringing")
     clock(after_recovery_waits(settings))
 
-    assert "adopted=1" in jobs.sweep()
+    assert "adopted=1" in sweeper.sweep()
 
     attempt = attempt_of(sessions, attempt_id)
     assert attempt is not None and (attempt.call_sid, attempt.status) == (sid, CallStatus.RINGING)
@@ -285,12 +287,12 @@ def test_the_sweeper_adopts_the_call_of_a_worker_that_died_mid_create(twilio_env
 def test_the_sweeper_waits_out_a_create_that_may_be_on_its_way_then_releases_it(twilio_env, sessions, clock):
     settings, standin = twilio_env
     round_id, attempt_id = claimed(sessions)
-    mark_create_started(sessions, attempt_id, when=T0 + jobs.CLAIM_GRACE)
-    clock(T0 + jobs.CLAIM_GRACE + timedelta(seconds=1))
-    assert jobs.sweep().startswith("rebuilt=1 released=0 adopted=0")  # its request may be on its way
+    mark_create_started(sessions, attempt_id, when=T0 + sweeper.CLAIM_GRACE)
+    clock(T0 + sweeper.CLAIM_GRACE + timedelta(seconds=1))
+    assert sweeper.sweep().startswith("rebuilt=1 released=0 adopted=0")  # its request may be on its way
 
-    clock(T0 + jobs.CLAIM_GRACE + jobs.create_settle_time(settings, 50) + timedelta(seconds=1))
-    assert "released=1" in jobs.sweep()  # looked up: no call was created
+    clock(T0 + sweeper.CLAIM_GRACE + placing.create_settle_time(settings, 50) + timedelta(seconds=1))
+    assert "released=1" in sweeper.sweep()  # looked up: no call was created
 
     assert attempt_of(sessions, attempt_id) is None
     assert target_of(sessions, round_id).state == TargetState.PENDING
@@ -306,7 +308,7 @@ def test_a_call_adopted_for_a_cancelled_round_is_cancelled(twilio_env, sessions,
         change_round(session, round_id, "cancel")
     clock(after_recovery_waits(settings))
 
-    assert "adopted=1" in jobs.sweep()
+    assert "adopted=1" in sweeper.sweep()
 
     assert standin.call(sid)["status"] == "canceled"
 
@@ -324,12 +326,12 @@ def test_the_sweeper_settles_calls_with_no_final_status_in_any_round(twilio_env,
         for round_ in session.scalars(select(Round)):
             round_.status = status
     standin.set_call_status(sid, "no-answer")
-    stuck_after = timedelta(seconds=settings.ring_timeout) + jobs.STUCK_AFTER
+    stuck_after = timedelta(seconds=settings.ring_timeout) + sweeper.STUCK_AFTER
 
     clock(T0 + stuck_after - timedelta(seconds=1))
-    assert "settled=0" in jobs.sweep()
+    assert "settled=0" in sweeper.sweep()
     clock(T0 + stuck_after + timedelta(seconds=1))
-    assert "settled=2" in jobs.sweep()
+    assert "settled=2" in sweeper.sweep()
 
     assert attempt_of(sessions, attempt_id).status == CallStatus.NO_ANSWER  # type: ignore[union-attr]
     # Twilio does not know the other call (404): it cannot be live; it counts as failed.
@@ -349,7 +351,7 @@ def test_the_sweeper_leaves_a_long_interview_alone(twilio_env, sessions, clock):
         attempt.call_sid, attempt.status = sid, CallStatus.IN_PROGRESS
     clock(T0 + timedelta(hours=1))
 
-    jobs.sweep()
+    sweeper.sweep()
 
     assert attempt_of(sessions, attempt_id).status == CallStatus.IN_PROGRESS  # type: ignore[union-attr]
 
@@ -359,10 +361,10 @@ def test_the_sweeper_ends_a_paused_rounds_pending_targets_at_its_deadline(twilio
         round_ = make_round(session, status=RoundStatus.PAUSED, ends_at=T0 + timedelta(hours=1))
         target = make_target(session, round_)
         round_id, target_id = round_.id, target.id
-    assert "expired=0" in jobs.sweep()
+    assert "expired=0" in sweeper.sweep()
 
     clock(T0 + timedelta(hours=1))
-    assert "expired=1" in jobs.sweep()
+    assert "expired=1" in sweeper.sweep()
 
     with sessions() as session:
         stored = session.get(RoundTarget, target_id)
@@ -372,12 +374,12 @@ def test_the_sweeper_ends_a_paused_rounds_pending_targets_at_its_deadline(twilio
 
 def test_an_overlapping_sweep_skips(twilio_env):
     settings, _standin = twilio_env
-    lock = redis_connection(settings).lock(jobs.redis_key(settings, "sweep-lock"), timeout=30, blocking=False)
+    lock = redis_connection(settings).lock(redis_key(settings, "sweep-lock"), timeout=30, blocking=False)
     assert lock.acquire()
 
-    assert jobs.sweep() == "skipped: another sweep is running"
+    assert sweeper.sweep() == "skipped: another sweep is running"
     lock.release()
-    assert jobs.sweep().startswith("rebuilt=")
+    assert sweeper.sweep().startswith("rebuilt=")
 
 
 def test_the_sweeper_restarts_a_running_rounds_lost_dispatch_chain(twilio_env, sessions):
@@ -387,18 +389,18 @@ def test_the_sweeper_restarts_a_running_rounds_lost_dispatch_chain(twilio_env, s
         make_round(session, status=RoundStatus.PAUSED)
     conn = redis_connection(settings)
 
-    assert jobs.sweep().startswith("rebuilt=1")
-    chain = conn.get(jobs._chain_key(settings, running))
+    assert sweeper.sweep().startswith("rebuilt=1")
+    chain = conn.get(dispatch.chain_key(settings, running))
     assert chain is not None
-    assert jobs.sweep().startswith("rebuilt=0")  # its chain's job is waiting
+    assert sweeper.sweep().startswith("rebuilt=0")  # its chain's job is waiting
 
     # A chain whose job has "run" for minutes lost its worker (SIGKILL): it is restarted.
     job = Job.fetch(chain.decode(), connection=conn)
     job.set_status("started")
     job.started_at = datetime.now(UTC) - timedelta(minutes=5)
     job.save()
-    assert jobs.sweep().startswith("rebuilt=1")
-    assert conn.get(jobs._chain_key(settings, running)) != chain
+    assert sweeper.sweep().startswith("rebuilt=1")
+    assert conn.get(dispatch.chain_key(settings, running)) != chain
 
 
 def test_a_claim_whose_scheduled_retry_is_overdue_has_no_live_job(twilio_env, sessions, clock):
@@ -408,10 +410,10 @@ def test_a_claim_whose_scheduled_retry_is_overdue_has_no_live_job(twilio_env, se
     dialer = queue(settings)
     real_now = datetime.now(UTC)
     for attempt_id, at in ((soon, real_now + timedelta(seconds=30)), (overdue, real_now - timedelta(seconds=20))):
-        dialer.enqueue_at(at, jobs.place_call, attempt_id, job_id=namespaced_job_id(settings, f"place-call-{attempt_id}"))
-    clock(T0 + jobs.CLAIM_GRACE + timedelta(seconds=1))
+        dialer.enqueue_at(at, placing.place_call, attempt_id, job_id=namespaced_job_id(settings, f"place-call-{attempt_id}"))
+    clock(T0 + sweeper.CLAIM_GRACE + timedelta(seconds=1))
 
-    assert "released=1" in jobs.sweep()  # no scheduler has run the overdue one: nothing will
+    assert "released=1" in sweeper.sweep()  # no scheduler has run the overdue one: nothing will
 
     assert attempt_of(sessions, soon) is not None
     assert attempt_of(sessions, overdue) is None
@@ -437,28 +439,28 @@ def test_workers_schedule_one_sweep_at_a_time(twilio_env):
     settings, _standin = twilio_env
     conn = redis_connection(settings)
     for _ in range(3):
-        jobs.schedule_sweep(settings)
+        sweeper.schedule_sweep(settings)
 
     queued = [job_id.decode() for job_id in conn.lrange(f"rq:queue:{settings.namespace}-dialer", 0, -1)]
     assert len(queued) == 1 and queued[0].startswith(namespaced_job_id(settings, "sweep-"))
 
-    jobs.sweep()  # a sweep that starts lets the next one be queued
-    jobs.schedule_sweep(settings)
+    sweeper.sweep()  # a sweep that starts lets the next one be queued
+    sweeper.schedule_sweep(settings)
     assert conn.llen(f"rq:queue:{settings.namespace}-dialer") == 2
 
 
 def test_a_sweep_lock_left_by_a_dead_worker_frees_itself(twilio_env):
     settings, _standin = twilio_env
     conn = redis_connection(settings)
-    key = jobs.redis_key(settings, "sweep-lock")
+    key = redis_key(settings, "sweep-lock")
     dead = conn.lock(key, timeout=1, blocking=False)
     assert dead.acquire()  # and its holder dies without releasing it
 
-    assert jobs.sweep() == "skipped: another sweep is running"
+    assert sweeper.sweep() == "skipped: another sweep is running"
     time.sleep(1.1)
-    assert jobs.sweep().startswith("rebuilt=")
+    assert sweeper.sweep().startswith("rebuilt=")
     # A sweep holds its lock for at most half a minute at a time (it renews it as it works).
-    assert conn.lock(key, timeout=jobs.SWEEP_LOCK_SECONDS, blocking=False).acquire()
+    assert conn.lock(key, timeout=sweeper.SWEEP_LOCK_SECONDS, blocking=False).acquire()
     assert 0 < conn.pttl(key) <= 30_000
 
 
@@ -473,8 +475,8 @@ def test_dispatch_keeps_a_short_backlog_of_claims(twilio_env, sessions):
             make_target(session, round_)
         round_id = round_.id
 
-    assert jobs.dispatch_round(round_id) == f"claimed={int(2 * jobs.BACKLOG_SECONDS)}"  # seconds of dialling at 2/s
-    assert jobs.dispatch_round(round_id) == "claimed=0"  # none of them placed yet
+    assert dispatch.dispatch_round(round_id) == f"claimed={int(2 * dispatch.BACKLOG_SECONDS)}"  # seconds of dialling at 2/s
+    assert dispatch.dispatch_round(round_id) == "claimed=0"  # none of them placed yet
 
 
 def test_dispatch_outside_the_windows_cancels_calls_queued_at_the_provider(twilio_env, sessions, clock):
@@ -486,11 +488,11 @@ def test_dispatch_outside_the_windows_cancels_calls_queued_at_the_provider(twili
         attempt.call_sid, attempt.status = sid, CallStatus.QUEUED
         session.get(Round, round_id).blocked_dates = [T0.astimezone(settings.tz).date().isoformat()]  # type: ignore[union-attr]
 
-    jobs.dispatch_round(round_id)
+    dispatch.dispatch_round(round_id)
     queued = redis_connection(settings).lrange(f"rq:queue:{settings.namespace}-dialer", 0, -1)
     assert namespaced_job_id(settings, f"cancel-queued-{round_id}").encode() in queued
 
-    assert jobs.cancel_round_calls(round_id, True) == 1
+    assert placing.cancel_round_calls(round_id, True) == 1
     assert standin.call(sid)["status"] == "canceled"
 
 
@@ -500,7 +502,7 @@ def test_dispatch_ends_the_round_at_its_deadline(twilio_env, sessions, clock):
         make_target(session, round_)
         round_id = round_.id
 
-    assert jobs.dispatch_round(round_id) == "completed"
+    assert dispatch.dispatch_round(round_id) == "completed"
 
     with sessions() as session:
         assert session.get(Round, round_id).status == RoundStatus.COMPLETED  # type: ignore[union-attr]
@@ -551,7 +553,7 @@ def test_backoff_intervals_grow_with_jitter_and_a_cap():
 def test_each_place_call_job_gets_its_own_retry_intervals(twilio_env):
     settings, _standin = twilio_env
     for attempt_id in range(1, 9):
-        jobs.enqueue_place_call(settings, attempt_id)
+        placing.enqueue_place_call(settings, attempt_id)
     conn = redis_connection(settings)
     intervals = {
         tuple(Job.fetch(namespaced_job_id(settings, f"place-call-{n}"), connection=conn).retry_intervals)
@@ -563,6 +565,4 @@ def test_each_place_call_job_gets_its_own_retry_intervals(twilio_env):
 
 
 def test_reconnect_backoff_doubles_up_to_half_a_minute():
-    from workers.runner import reconnect_delay
-
     assert [reconnect_delay(n) for n in range(1, 9)] == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]

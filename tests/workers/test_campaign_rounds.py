@@ -61,7 +61,7 @@ from tests.support.twilio_standin import (
     stand_in_settings,
 )
 from tests.support.workers import stop_workers
-from workers import jobs
+from workers import dispatch, placing
 from workers.lifecycle import after_round_change
 from workers.queues import queue, redis_connection
 
@@ -465,7 +465,7 @@ def test_no_dial_outside_the_windows_and_retries_follow_the_schedule(clocked_cam
 
     # 14:29:57: still closed for three seconds; then everyone due is called.
     c.set_clock(local(14, 29, 57))
-    jobs.kick_dispatch(c.settings, round_id)  # the dispatcher naps up to 30 s while closed; wake it now
+    dispatch.kick_dispatch(c.settings, round_id)  # the dispatcher naps up to 30 s while closed; wake it now
     c.wait_for("the afternoon calls", lambda: c.standin.created >= closed_calls + len(numbers), timeout=30)
     c.wait_for("their ends", lambda: all(life.ended for life in c.carrier.lives.values()), timeout=15)
 
@@ -484,7 +484,7 @@ def test_no_dial_outside_the_windows_and_retries_follow_the_schedule(clocked_cam
     assert max(second_retries) <= local(16, 31).astimezone(UTC)
 
     c.set_clock(local(16, 29, 58))
-    jobs.kick_dispatch(c.settings, round_id)
+    dispatch.kick_dispatch(c.settings, round_id)
     final = c.wait_until_final(round_id, timeout=60)
 
     assert final["status"] == "completed"
@@ -617,7 +617,7 @@ def test_a_duplicated_job_places_one_call(campaign: Campaign):
     dialer = queue(c.settings)
     # The same place_call delivered five times (e.g. re-enqueued by hand, a retry racing a re-run).
     for n in range(5):
-        dialer.enqueue(jobs.place_call, claim.attempt_id, job_id=f"{c.settings.namespace}-dup-{n}")
+        dialer.enqueue(placing.place_call, claim.attempt_id, job_id=f"{c.settings.namespace}-dup-{n}")
     c.start_workers(3)
 
     c.wait_for("the jobs to run", lambda: dialer.count == 0 and c.standin.created >= 1, timeout=30)

@@ -26,7 +26,7 @@ from tests.support.twilio_standin import (  # noqa: F401
     stand_in_settings,
     twilio_standin,
 )
-from workers import jobs
+from workers import dispatch, placing
 from workers.queues import redis_connection
 
 
@@ -53,7 +53,7 @@ def claimed_attempt(sessions, *, windows=(("00:00", "24:00"),), phone="+86138000
 def test_place_call_sends_the_right_request_to_twilio(twilio_env, sessions):
     settings, standin = twilio_env
     attempt_id = claimed_attempt(sessions)
-    sid = jobs.place_call(attempt_id)
+    sid = placing.place_call(attempt_id)
     [request] = standin.create_requests
     assert request.value("To") == "+8613800000001"
     assert request.value("From") == "+861012345678"
@@ -69,8 +69,8 @@ def test_place_call_sends_the_right_request_to_twilio(twilio_env, sessions):
 def test_a_duplicated_job_places_one_call(twilio_env, sessions):
     _settings, standin = twilio_env
     attempt_id = claimed_attempt(sessions)
-    jobs.place_call(attempt_id)
-    assert jobs.place_call(attempt_id) == "already handled"
+    placing.place_call(attempt_id)
+    assert placing.place_call(attempt_id) == "already handled"
     assert standin.created == 1
 
 
@@ -78,7 +78,7 @@ def test_invalid_number_is_final_and_marked_on_the_household(twilio_env, session
     _settings, standin = twilio_env
     attempt_id = claimed_attempt(sessions)
     standin.fail_next(status=400, code=21211)
-    assert jobs.place_call(attempt_id) == "invalid number"
+    assert placing.place_call(attempt_id) == "invalid number"
     with sessions() as session:
         target = session.scalar(select(RoundTarget))
         household = session.get(Household, target.household_id)
@@ -91,13 +91,13 @@ def test_ambiguous_5xx_is_looked_up_and_adopted_not_retried(twilio_env, sessions
     _settings, standin = twilio_env
     attempt_id = claimed_attempt(sessions)
     standin.fail_next(status=500, create_anyway=True)
-    assert jobs.place_call(attempt_id) == "adopted"
+    assert placing.place_call(attempt_id) == "adopted"
     assert standin.created == 1
     with sessions() as session:
         attempt = session.get(CallAttempt, attempt_id)
         assert attempt.call_sid == standin.calls[0]["sid"]
     # A re-run of the job (RQ retry) changes nothing and calls nobody.
-    assert jobs.place_call(attempt_id) == "already handled"
+    assert placing.place_call(attempt_id) == "already handled"
     assert standin.created == 1
 
 
@@ -106,9 +106,9 @@ def test_ambiguous_5xx_without_a_call_is_raised_for_retry_then_placed_once(twili
     attempt_id = claimed_attempt(sessions)
     standin.fail_next(status=503, create_anyway=False)
     with pytest.raises(Exception, match="503|ambiguous|Service"):
-        jobs.place_call(attempt_id)
+        placing.place_call(attempt_id)
     assert standin.created == 0
-    jobs.place_call(attempt_id)  # the RQ retry: looks up first, finds nothing, places the call
+    placing.place_call(attempt_id)  # the RQ retry: looks up first, finds nothing, places the call
     assert standin.created == 1
 
 
@@ -117,11 +117,11 @@ def test_rate_limited_create_is_raised_for_rq_retry_and_places_nothing(twilio_en
     attempt_id = claimed_attempt(sessions)
     standin.fail_next(status=429)
     with pytest.raises(Exception, match="429|Too Many"):
-        jobs.place_call(attempt_id)
+        placing.place_call(attempt_id)
     assert standin.created == 0
     with sessions() as session:
         assert session.get(CallAttempt, attempt_id).status is CallStatus.CLAIMED
-    jobs.place_call(attempt_id)
+    placing.place_call(attempt_id)
     assert standin.created == 1
 
 
@@ -131,7 +131,7 @@ def test_paused_round_releases_the_claim_instead_of_dialling(twilio_env, session
     with sessions.begin() as session:
         round_id = session.get(CallAttempt, attempt_id).round_id
         change_round(session, round_id, "pause")
-    assert jobs.place_call(attempt_id) == "already handled"  # pause released it already
+    assert placing.place_call(attempt_id) == "already handled"  # pause released it already
     assert standin.created == 0
     with sessions() as session:
         target = session.scalar(select(RoundTarget))
@@ -146,7 +146,7 @@ def test_no_call_outside_the_window(twilio_env, sessions):
     with sessions.begin() as session:
         round_id = session.get(CallAttempt, attempt_id).round_id
         session.get(Round, round_id).blocked_dates = [today]  # a holiday: no window is open today
-    assert jobs.place_call(attempt_id) == "released"
+    assert placing.place_call(attempt_id) == "released"
     assert standin.created == 0
 
 
@@ -159,7 +159,7 @@ def test_dispatch_claims_within_concurrency_and_enqueues_place_calls(twilio_env,
             session.add(RoundTarget(round_id=round_.id, household_id=household.id, phone=household.phone))
         round_.status = RoundStatus.RUNNING
         round_id = round_.id
-    assert jobs.dispatch_round(round_id).startswith("claimed=3")
+    assert dispatch.dispatch_round(round_id).startswith("claimed=3")
     with sessions() as session:
         states = session.scalars(select(RoundTarget.state)).all()
     assert states.count(TargetState.DIALING) == 3
@@ -167,7 +167,7 @@ def test_dispatch_claims_within_concurrency_and_enqueues_place_calls(twilio_env,
     queued = redis_connection(settings).lrange(f"rq:queue:{settings.namespace}-dialer", 0, -1)
     assert sum(b"place-call" in job for job in queued) == 3
     # The next tick finds no capacity: nothing more is claimed while three calls are live.
-    assert jobs.dispatch_round(round_id).startswith("claimed=0")
+    assert dispatch.dispatch_round(round_id).startswith("claimed=0")
 
 
 def test_stale_dispatch_chain_stops(twilio_env, sessions, redis_conn):
@@ -176,7 +176,7 @@ def test_stale_dispatch_chain_stops(twilio_env, sessions, redis_conn):
         round_ = make_round(session, windows=[["00:00", "24:00"]])
         round_.status = RoundStatus.RUNNING
         round_id = round_.id
-    first = jobs.kick_dispatch(settings, round_id)
-    second = jobs.kick_dispatch(settings, round_id)
+    first = dispatch.kick_dispatch(settings, round_id)
+    second = dispatch.kick_dispatch(settings, round_id)
     assert first != second
-    assert redis_connection(settings).get(jobs._chain_key(settings, round_id)).decode() == second
+    assert redis_connection(settings).get(dispatch.chain_key(settings, round_id)).decode() == second

@@ -16,18 +16,14 @@ from campaigns.models import Answer, Household, Response, RoundTarget, Village
 from campaigns.questionnaire import builtin_questionnaire
 from campaigns.roster import import_roster
 from reports.rates import village_rates
-from sim.network import (
-    SimulatorProvider,
-    answers_from_transcript,
-    read_transcript,
-)
+from sim.network import SimulatorProvider
+from sim.store import answers_from_transcript, read_transcript
 from tests.support.workers import (
     launch_round,
     start_workers,
     stop_workers,
     wait_for_completion,
 )
-from workers.queues import redis_connection
 
 Q = builtin_questionnaire()
 VILLAGES = ["东山村", "西溪村", "南坪村"]
@@ -64,7 +60,7 @@ def test_round_report_equals_what_residents_answered(live_server, workers, sessi
     assert status["targets"]["pending"] == status["targets"]["dialing"] == status["targets"]["in_call"] == 0
 
     # What the residents meant, from the simulated network's transcripts (merged across calls: resume).
-    provider = SimulatorProvider(settings, redis_connection(settings))
+    provider = SimulatorProvider(settings)
     options = {step.key: set(step.options) for step in Q.steps}
     meant: dict[str, dict[str, str]] = {}
     with sessions() as session:
@@ -72,7 +68,7 @@ def test_round_report_equals_what_residents_answered(live_server, workers, sessi
     for phone in phones:
         merged: dict[str, str] = {}
         for call in provider.find_calls(phone, started):
-            merged.update(answers_from_transcript(read_transcript(redis_connection(settings), call.sid), options))
+            merged.update(answers_from_transcript(read_transcript(settings, call.sid), options))
         meant[phone] = merged
 
     # Every stored answer is exactly what the resident pressed.

@@ -37,7 +37,7 @@ CALL_SID = re.compile(r"^CA[0-9a-f]{32}$")
 
 @pytest.fixture(autouse=True)
 def _no_region_or_edge(monkeypatch: pytest.MonkeyPatch) -> None:
-    # They rewrite the client's host (shared/TWILIO.md); one test sets them on purpose.
+    # The twilio client builds its host from them (api.{edge}.{region}.twilio.com); one test sets them on purpose.
     monkeypatch.delenv("TWILIO_REGION", raising=False)
     monkeypatch.delenv("TWILIO_EDGE", raising=False)
 

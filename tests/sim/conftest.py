@@ -1,0 +1,39 @@
+"""Fixtures of the simulated phone network's tests: the fake IVR over HTTP, an HTTP session, no simulation
+options leaking in from the environment."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+import requests
+from werkzeug.serving import make_server
+
+from campaigns.settings import Settings
+from tests.sim.fake_ivr import FakeIvr
+
+
+@pytest.fixture(autouse=True)
+def _no_sim_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SANLV_SIM_SEED", raising=False)
+    monkeypatch.delenv("SANLV_SIM_SPEED", raising=False)
+
+
+@pytest.fixture
+def ivr() -> Iterator[FakeIvr]:
+    fake = FakeIvr(token=Settings().webhook_token)
+    server = make_server("127.0.0.1", 0, fake.app(), threaded=True)
+    fake.base = f"http://127.0.0.1:{server.port}"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield fake
+    server.shutdown()
+    thread.join(timeout=5)
+    server.server_close()
+
+
+@pytest.fixture
+def http() -> Iterator[requests.Session]:
+    with requests.Session() as session:
+        yield session
