@@ -25,7 +25,7 @@ from campaigns.db import session_scope
 from campaigns.models import Cadre, Round, RoundStatus, Village
 from campaigns.questionnaire import RATE_KEYS, builtin_keys, builtin_questionnaire, latest_versions
 from campaigns.rounds import RoundError, RoundOptions, change_round, create_round, round_changed
-from campaigns.schedule import DEFAULT_RETRY, DEFAULT_WINDOWS, RETRY_OUTCOMES
+from campaigns.schedule import RETRY_OUTCOMES
 from reports.dashboard import round_progress
 from reports.rates import ReportError
 from web.i18n import localtime
@@ -127,20 +127,21 @@ def _rate_labels() -> dict[str, str]:
 
 def _default_form() -> dict[str, Any]:
     defaults = builtin_questionnaire().rates
+    options = RoundOptions(name="")  # the command line's defaults
     return {
         "name": "",
         "questionnaire": "default",
         "sample_kind": "all",
         "sample_n": "",
         "seed": "",
-        "windows": ",".join(f"{start}-{end}" for start, end in DEFAULT_WINDOWS),
+        "windows": ",".join(f"{start}-{end}" for start, end in options.windows),
         "blocked": "",
-        "max_attempts": str(RoundOptions.__dataclass_fields__["max_attempts"].default),
-        "cps": f"{RoundOptions.__dataclass_fields__['cps'].default:g}",
-        "max_concurrent": str(RoundOptions.__dataclass_fields__["max_concurrent"].default),
+        "max_attempts": str(options.max_attempts),
+        "cps": f"{options.cps:g}",
+        "max_concurrent": str(options.max_concurrent),
         "starts_at": "",
         "ends_at": "",
-        **{f"retry_{outcome}": _duration_field(DEFAULT_RETRY[outcome]) for outcome in RETRY_OUTCOMES},
+        **{f"retry_{outcome}": _duration_field(options.retry[outcome]) for outcome in RETRY_OUTCOMES},
         **{f"target_{key}": "" for key in RATE_KEYS},
         "target_defaults": {key: f"{defaults[key].target * 100:g}" for key in RATE_KEYS if key in defaults},
         "exclude_unsure": False,
