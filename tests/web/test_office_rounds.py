@@ -160,6 +160,16 @@ def test_a_bad_option_is_shown_beside_its_field(office, sessions, changes, field
             assert f'value="{value}"' in html, name
 
 
+def test_a_word_where_a_number_goes_and_a_bad_window_are_shown_together(office) -> None:
+    response = create(office, max_attempts="zero", windows="09:00-25:00")
+
+    errors = dict(
+        re.findall(r'<p class="field-error" id="([\w-]+)-error">([^<]*)</p>', response.get_data(as_text=True))
+    )
+    assert response.status_code == 400
+    assert set(errors) == {"max_attempts", "windows"} and "25:00" in errors["windows"]
+
+
 def test_a_round_without_a_roster_is_refused_at_the_top(app, people) -> None:
     client = app.test_client()
     sign_in(client, "office1")

@@ -260,10 +260,15 @@ def _field_of(message: str) -> str:
 @roles(*WRITERS)
 def round_create():
     form, raw, errors = _read_form()
+    try:
+        # Also when a field could not be read (it is left out): the options' first problem shows beside it too.
+        options = RoundOptions.from_cli(settings(), **raw)
+    except RoundError as exc:
+        field = _field_of(str(exc))
+        errors.setdefault(field, f"{FIELD_HINTS[field]} （{exc}）")
     if errors:
         return _form_page(form, errors, 400)
     try:
-        options = RoundOptions.from_cli(settings(), **raw)
         with session_scope(runtime().sessions) as session:
             round_ = create_round(session, options)
             audit_request(
