@@ -6,7 +6,8 @@ Recorded (by whoever performs the action, in the same transaction as the action 
 - roster imports; round create, launch, pause, resume, cancel; follow-up changes (CLI and web);
 - every export written to a file (CLI) or downloaded (web);
 - every view of a list with full phone numbers (a cadre's own list);
-- user changes (CLI and the admin pages).
+- user changes (CLI and the admin pages);
+- do-not-call list changes, questionnaire and recording uploads (the office pages).
 
 The application only ever appends: :func:`record` is the one writer, and the ``AuditEntry`` model refuses
 updates and deletes. Admins read it in the audit page; ``sanlv audit`` prints it.
@@ -42,6 +43,10 @@ USER_DISABLE = "user.disable"
 USER_PASSWORD = "user.password"
 USER_TOKEN = "user.token"
 USER_TOKENS_REVOKE = "user.tokens_revoke"
+DNC_ADD = "dnc.add"
+DNC_REMOVE = "dnc.remove"
+QUESTIONNAIRE_UPLOAD = "questionnaire.upload"
+RECORDING_UPLOAD = "recording.upload"
 
 ROUND_ACTIONS = {
     "launch": ROUND_LAUNCH,
@@ -69,6 +74,10 @@ ACTION_LABELS = {
     USER_PASSWORD: "修改密码",
     USER_TOKEN: "发放 API 令牌",
     USER_TOKENS_REVOKE: "吊销 API 令牌",
+    DNC_ADD: "加入免打扰",
+    DNC_REMOVE: "移出免打扰",
+    QUESTIONNAIRE_UPLOAD: "上传问卷",
+    RECORDING_UPLOAD: "上传录音",
 }
 
 

@@ -276,7 +276,13 @@ def round_group() -> None:
 
 @round_group.command("create")
 @click.option("--name", required=True)
-@click.option("--questionnaire", "questionnaire_ref", default="default", show_default=True)
+@click.option(
+    "--questionnaire",
+    "questionnaire_ref",
+    default="default",
+    show_default=True,
+    help="a built-in key, a YAML/JSON file, or version:N (a stored version, e.g. one uploaded on the web pages)",
+)
 @click.option("--sample", default="all", show_default=True, help="all | village:N | cadre:N")
 @click.option("--seed", type=int)
 @click.option("--window", "windows", default=None, help="e.g. 09:00-11:30,14:30-20:30")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from campaigns.errors import SanlvError
@@ -417,11 +417,27 @@ def load_questionnaire_file(path: Path | str) -> Questionnaire:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise QuestionnaireError(str(path), [f"cannot read the file: {exc}"]) from None
+    return load_questionnaire_text(text, str(path))
+
+
+def load_questionnaire_text(text: str, source: str) -> Questionnaire:
+    """Parse and validate the text of a questionnaire file (JSON when ``source`` ends in ``.json``, else YAML).
+
+    Raises:
+        QuestionnaireError: listing every problem found, each with its location.
+    """
+    is_json = source.lower().endswith(".json")
     try:
-        content = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        content = json.loads(text) if is_json else yaml.safe_load(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise QuestionnaireError(str(path), [f"not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: {exc}"]) from None
-    return parse_questionnaire(content, str(path))
+        raise QuestionnaireError(source, [f"not valid {'JSON' if is_json else 'YAML'}: {exc}"]) from None
+    return parse_questionnaire(content, source)
+
+
+def builtin_keys() -> list[str]:
+    """The keys of the questionnaires shipped with sanlv, sorted."""
+    folder = resources.files("campaigns") / "questionnaires"
+    return sorted(item.name.removesuffix(".yaml") for item in folder.iterdir() if item.name.endswith(".yaml"))
 
 
 def builtin_questionnaire(key: str = "default") -> Questionnaire:
@@ -437,6 +453,130 @@ def resolve_questionnaire(ref: str) -> Questionnaire:
     if ref.endswith((".yaml", ".yml", ".json")) or "/" in ref:
         return load_questionnaire_file(ref)
     return builtin_questionnaire(ref)
+
+
+STORED_REF = re.compile(r"^version:(\d{1,9})$")
+
+
+def resolve_in(session: Session, ref: str) -> Questionnaire:
+    """As :func:`resolve_questionnaire`, and ``version:N``: the questionnaire stored as version N (one an office
+    uploaded through the web pages, or any version a round was created with).
+
+    Raises:
+        QuestionnaireError: no such built-in questionnaire, file or stored version, or an invalid file.
+    """
+    match = STORED_REF.match(ref.strip())
+    if match is None:
+        return resolve_questionnaire(ref)
+    version = session.get(QuestionnaireVersion, int(match.group(1)))
+    if version is None:
+        raise QuestionnaireError(ref, [f"no stored questionnaire version {match.group(1)}"])
+    return from_version(version)
+
+
+def latest_versions(session: Session) -> list[QuestionnaireVersion]:
+    """The newest stored version of each questionnaire key that is not a built-in one, by key.
+
+    These are the offices' own questionnaires: uploaded through the web pages, or used by a round created from
+    a file on the command line.
+    """
+    newest = (
+        select(QuestionnaireVersion.key, func.max(QuestionnaireVersion.id).label("id"))
+        .group_by(QuestionnaireVersion.key)
+        .subquery()
+    )
+    versions = session.scalars(
+        select(QuestionnaireVersion)
+        .join(newest, newest.c.id == QuestionnaireVersion.id)
+        .where(QuestionnaireVersion.key.not_in(builtin_keys()))
+        .order_by(QuestionnaireVersion.key)
+    )
+    return list(versions)
+
+
+def by_key(session: Session, key: str) -> tuple[Questionnaire, str]:
+    """The questionnaire an office means by ``key``, and the reference a round is created with: a built-in
+    questionnaire (``default``), else the newest stored version of that key (``version:N``).
+
+    Raises:
+        QuestionnaireError: no built-in questionnaire and no stored version has this key.
+    """
+    if key in builtin_keys():
+        return builtin_questionnaire(key), key
+    version = session.scalar(
+        select(QuestionnaireVersion)
+        .where(QuestionnaireVersion.key == key)
+        .order_by(QuestionnaireVersion.id.desc())
+        .limit(1)
+    )
+    if version is None:
+        raise QuestionnaireError(key, [f"no questionnaire with the key {key!r}"])
+    return from_version(version), f"version:{version.id}"
+
+
+def store_office_questionnaire(session: Session, text: str, source: str) -> QuestionnaireVersion:
+    """Validate an office's own questionnaire file and store it as a version rounds can be created with.
+
+    Raises:
+        QuestionnaireError: every problem of the file, each with its location; or its key is a built-in
+            questionnaire's (the office's file would be confused with it).
+    """
+    questionnaire = load_questionnaire_text(text, source)
+    if questionnaire.key in builtin_keys():
+        raise QuestionnaireError(
+            source, [f"key: {questionnaire.key!r} is the key of a built-in questionnaire; choose another key"]
+        )
+    return store_version(session, questionnaire)
+
+
+_LOCATION_PART = re.compile(r"\.?([^.\[\]\s]+)|\[(\d+)\]|\s*\([^)]*\)")
+
+
+def problem_lines(text: str, problems: Iterable[str]) -> list[tuple[int | None, str]]:
+    """Each problem of a YAML or JSON questionnaire text with the line (1-based) of the place it names.
+
+    A problem reads ``<location>: <what is wrong>``, the location a path such as ``steps[3] (security).options.9``
+    or ``messages.intro``. The line is that of the deepest part of the path the file has (a missing message
+    points at ``messages``); None when the text cannot be parsed or the problem names no place in it.
+    """
+    error_line = None
+    try:
+        root = yaml.compose(text)  # JSON is YAML too, so one parser gives both their lines
+    except yaml.YAMLError as exc:
+        root = None
+        mark = getattr(exc, "problem_mark", None)
+        error_line = mark.line + 1 if mark is not None else None
+    located: list[tuple[int | None, str]] = []
+    for problem in problems:
+        if problem.startswith("not valid "):
+            located.append((error_line, problem))
+            continue
+        path, sep, _rest = problem.partition(": ")
+        node = root if sep else None
+        line = None
+        for match in _LOCATION_PART.finditer(path):
+            name, index = match.group(1), match.group(2)
+            if node is None or (name is None and index is None):
+                continue
+            found = _child(node, name, index)
+            if found is None:
+                break
+            node, mark = found
+            line = mark.line + 1
+        located.append((line, problem))
+    return located
+
+
+def _child(node: yaml.Node, name: str | None, index: str | None) -> tuple[yaml.Node, yaml.Mark] | None:
+    """The part of ``node`` a location names, and where it is written (a mapping entry: its key's place)."""
+    if index is not None and isinstance(node, yaml.SequenceNode):
+        position = int(index)
+        return (node.value[position], node.value[position].start_mark) if position < len(node.value) else None
+    if name is not None and isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.value == name:
+                return value, key.start_mark
+    return None
 
 
 def store_version(session: Session, questionnaire: Questionnaire) -> QuestionnaireVersion:
@@ -511,6 +651,18 @@ def find_recording(folder: Path, prompt: PromptInfo) -> Path | None:
         if path.is_file():
             return path
     return None
+
+
+def recording_path(recordings_dir: Path | str, key: str, name: str) -> Path | None:
+    """The stored recording ``name`` of questionnaire ``key``, or None: only an audio file name inside that
+    questionnaire's folder is ever served (not a link out of it, not another file)."""
+    if not STEP_KEY.match(key) or not AUDIO_NAME.match(name):
+        return None
+    folder = (Path(recordings_dir) / key).resolve()
+    path = (folder / name).resolve()
+    if path.parent != folder or not path.is_file():
+        return None
+    return path
 
 
 def to_show_json(questionnaire: Questionnaire) -> dict[str, Any]:

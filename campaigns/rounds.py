@@ -34,7 +34,7 @@ from campaigns.models import (
 )
 from campaigns.questionnaire import (
     QuestionnaireError,
-    resolve_questionnaire,
+    resolve_in,
     store_version,
 )
 from campaigns.runtime import get_runtime
@@ -180,7 +180,7 @@ def create_round(session: Session, options: RoundOptions) -> Round:
     """Create a draft round and sample its targets (one per phone number; do-not-call and invalid excluded)."""
     options.validate()
     try:
-        questionnaire = resolve_questionnaire(options.questionnaire)
+        questionnaire = resolve_in(session, options.questionnaire)
     except QuestionnaireError as exc:
         raise RoundError(f"--questionnaire: {exc}") from None
     unknown = sorted(set(options.rate_targets) - set(questionnaire.rates))

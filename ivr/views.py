@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from pathlib import Path
 
 from flask import Blueprint, Response, abort, current_app, request, send_from_directory
 from sqlalchemy import select
@@ -24,7 +23,7 @@ from campaigns import interview
 from campaigns.calls import MACHINE_ANSWERS, apply_call_status
 from campaigns.db import session_scope
 from campaigns.models import CallAttempt
-from campaigns.questionnaire import AUDIO_NAME, STEP_KEY, Questionnaire
+from campaigns.questionnaire import Questionnaire, recording_path
 from campaigns.settings import Settings
 from ivr.twiml import render, say_and_hang_up
 
@@ -293,11 +292,8 @@ def inbound():
 @bp.get("/recordings/<key>/<name>")
 def recording(key: str, name: str):
     """A recorded prompt, for ``<Play>`` (Twilio fetches media unsigned). Only audio files in the folder."""
-    if not STEP_KEY.match(key) or not AUDIO_NAME.match(name):
+    path = recording_path(settings().recordings_dir, key, name)
+    if path is None:
         abort(404)
-    folder = (Path(settings().recordings_dir) / key).resolve()
-    path = (folder / name).resolve()
-    # Nothing outside the folder, not even through a link; send_from_directory checks the name again.
-    if path.parent != folder or not path.is_file():
-        abort(404)
-    return send_from_directory(folder, name, max_age=3600)
+    # send_from_directory checks the name again.
+    return send_from_directory(path.parent, path.name, max_age=3600)

@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import ColumnElement, and_, case, func, select
 from sqlalchemy.orm import Session
 
 from campaigns import clock
@@ -248,6 +248,11 @@ def is_overdue(status: FollowUpStatus | str, created_at: datetime, now: datetime
     return FollowUpStatus(status) == FollowUpStatus.PENDING and now - created_at > timedelta(days=overdue_days)
 
 
+def overdue_condition(now: datetime, overdue_days: int) -> ColumnElement[bool]:
+    """:func:`is_overdue` as a SQL condition on ``FollowUp``."""
+    return and_(FollowUp.status == FollowUpStatus.PENDING, FollowUp.created_at < now - timedelta(days=overdue_days))
+
+
 def iter_followup_items(
     session: Session,
     *,
@@ -304,9 +309,7 @@ def iter_followup_items(
     if statuses:
         stmt = stmt.where(FollowUp.status.in_(statuses))
     if overdue_only:
-        stmt = stmt.where(
-            FollowUp.status == FollowUpStatus.PENDING, FollowUp.created_at < now - timedelta(days=overdue_days)
-        )
+        stmt = stmt.where(overdue_condition(now, overdue_days))
     concerns = _ConcernLabels(session, questionnaire)
     for row in session.execute(stmt.execution_options(yield_per=1000)):
         (
@@ -496,13 +499,7 @@ def village_followups(
         .where(Answer.round_id == round_id, Answer.question == VISIT_STEP, Answer.digit.in_((VISIT_YES, VISIT_NO)))
         .group_by(Household.village_id, Answer.digit)
     )
-    overdue = case(
-        (
-            and_(FollowUp.status == FollowUpStatus.PENDING, FollowUp.created_at < now - timedelta(days=overdue_days)),
-            1,
-        ),
-        else_=0,
-    )
+    overdue = case((overdue_condition(now, overdue_days), 1), else_=0)
     items = (
         select(Household.village_id, FollowUp.status, func.count(), func.sum(overdue))
         .select_from(FollowUp)

@@ -98,7 +98,7 @@ def render_rates_html(
         f'<p class="notes">{BELOW_TARGET} 及红色底纹：未达目标；{TOO_FEW}：有效样本少于 {round_.min_sample} 个，'
         f"不足以判断；{NO_DATA}：无有效样本。圆括号内为肯定数/有效数，方括号内为 95% 置信区间（Wilson）。</p>",
         '<section class="page"><h2>三、各村三率与目标（图）</h2>',
-        *(_chart(report, key) for key in labels),
+        *(rate_chart(report, key) for key in labels),
         "</section>",
         "<h2>四、调查完成情况</h2>",
         html_table(tables.progress, tz),
@@ -142,25 +142,33 @@ def _row(columns: Sequence[Column], row: Any, tz: ZoneInfo | None, cls: str = ""
 
 def _td(column: Column, row: Any, tz: ZoneInfo | None) -> str:
     value = column.value(row)
-    text = _rate_text(value) if column.kind is Kind.RATE else reading_text(column, value, tz)
     classes = ([] if column.numeric else ["text"]) + ([column.alert_class] if column.is_alert(row) else [])
-    return _cell(text, cls=" ".join(classes))
+    if column.kind is not Kind.RATE:
+        return _cell(reading_text(column, value, tz), cls=" ".join(classes))
+    if value is not None and value.valid and value.meets_target:
+        classes.append("meets")  # for pages that colour every rate against its target; print marks the misses
+    return _cell_html(_rate_html(value), cls=" ".join(classes))
 
 
 def _cell(text: str, *, cls: str = "") -> str:
-    return f'<td class="{cls}">{escape(text)}</td>' if cls else f"<td>{escape(text)}</td>"
+    return _cell_html(escape(text), cls=cls)
 
 
-def _rate_text(figures: RateFigures | None, *, interval: bool = True) -> str:
+def _cell_html(html: str, *, cls: str = "") -> str:
+    return f'<td class="{cls}">{html}</td>' if cls else f"<td>{html}</td>"
+
+
+def _rate_html(figures: RateFigures | None) -> str:
+    """A rate's cell: ``96.0% (24/25) [80.4%–99.2%] ✗*``, the interval in its own element (a page may put it on
+    a line of its own)."""
     if figures is None or not figures.valid:
-        return NO_DATA
-    text = f"{percent(figures.positive, figures.valid)} ({figures.positive}/{figures.valid})"
-    if interval:
-        text += f" [{floor_percent(figures.ci_low)}–{floor_percent(figures.ci_high)}]"
+        return escape(NO_DATA)
+    text = escape(f"{percent(figures.positive, figures.valid)} ({figures.positive}/{figures.valid})")
+    text += f' <span class="ci">[{escape(floor_percent(figures.ci_low))}–{escape(floor_percent(figures.ci_high))}]</span>'
     if not figures.meets_target:
-        text += f" {BELOW_TARGET}"
+        text += f" {escape(BELOW_TARGET)}"
     if figures.too_few:
-        text += TOO_FEW
+        text += escape(TOO_FEW)
     return text
 
 
@@ -199,7 +207,7 @@ def _flag_summary(report: RatesReport) -> str:
     )
 
 
-def _chart(report: RatesReport, key: str) -> str:
+def rate_chart(report: RatesReport, key: str) -> str:
     """A horizontal bar chart of one rate by village (and the township), with the target line and intervals.
 
     The axis always runs from 0% to 100%, so bar lengths compare honestly.

@@ -7,7 +7,7 @@ What each registration brings (details in each module's docstring):
 - :mod:`web.i18n`: Simplified Chinese by default, English selectable; local times.
 - :mod:`web.layout`: the menu, pagination and template helpers the pages share (``templates/base.html``).
 - Blueprints: the Twilio webhooks (``ivr``), the JSON API (``web.api``), the home pages (``web.pages``), the
-  admin pages (``web.admin``).
+  admin pages (``web.admin``), the office pages (``web.office``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from ivr.views import bp as ivr_bp
 from web import i18n, layout, security
 from web.admin import bp as admin_bp
 from web.api import bp as api_bp
+from web.office import bp as office_bp
 from web.pages import bp as pages_bp
 from web.security.proxy import TrustedProxyFix
 from web.wiring import wire
@@ -57,6 +58,7 @@ def create_app(runtime: Runtime | None = None) -> Flask:
     app.register_blueprint(api_bp)
     app.register_blueprint(pages_bp)
     app.register_blueprint(admin_bp)
+    app.register_blueprint(office_bp)
 
     security.declare_public(app, TWILIO_WEBHOOKS, "Twilio's webhooks: every request is signature-checked", csrf=False)
     security.declare_public(app, TWILIO_MEDIA, "recorded prompts that Twilio fetches, unsigned, for <Play>")
@@ -78,6 +80,8 @@ def create_app(runtime: Runtime | None = None) -> Flask:
         description = exc.description
         if isinstance(exc, CSRFError):
             description = gettext("页面已过期或缺少安全令牌（CSRF），请返回、刷新页面后重试。")
+        elif exc.code == 413:
+            description = gettext("上传的文件超过了 %(mb)d MB 的上限。", mb=settings.max_upload_mb)
         return render_template("error.html", code=exc.code, name=exc.name, description=description), exc.code
 
     logging.getLogger("sanlv").setLevel(logging.INFO)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from flask_babel import lazy_gettext as _l
 
 from campaigns import audit
-from campaigns.models import FollowUpStatus, RoundStatus, UserRole
+from campaigns.models import CallStatus, FollowUpStatus, RoundStatus, TargetState, UserRole
 
 ROLE_LABELS = {
     UserRole.ADMIN: _l("管理员"),
@@ -37,6 +37,10 @@ ACTION_LABELS = {
     audit.USER_PASSWORD: _l("修改密码"),
     audit.USER_TOKEN: _l("发放 API 令牌"),
     audit.USER_TOKENS_REVOKE: _l("吊销 API 令牌"),
+    audit.DNC_ADD: _l("加入免打扰"),
+    audit.DNC_REMOVE: _l("移出免打扰"),
+    audit.QUESTIONNAIRE_UPLOAD: _l("上传问卷"),
+    audit.RECORDING_UPLOAD: _l("上传录音"),
 }
 
 FOLLOWUP_STATUS_LABELS = {
@@ -54,14 +58,43 @@ ROUND_STATUS_LABELS = {
     RoundStatus.CANCELLED: _l("已取消"),
 }
 
+TARGET_STATE_LABELS = {
+    TargetState.PENDING: _l("待拨打"),
+    TargetState.DIALING: _l("拨号中"),
+    TargetState.IN_CALL: _l("通话中"),
+    TargetState.COMPLETED: _l("完成访问"),
+    TargetState.REFUSED: _l("拒绝"),
+    TargetState.INELIGIBLE: _l("不符合条件"),
+    TargetState.OPTED_OUT: _l("要求不再来电"),
+    TargetState.UNREACHABLE: _l("未能接通"),
+    TargetState.INVALID: _l("号码无效"),
+    TargetState.CANCELLED: _l("已取消"),
+}
+
+CALL_STATUS_LABELS = {
+    CallStatus.CLAIMED: _l("准备拨打"),
+    CallStatus.QUEUED: _l("排队中"),
+    CallStatus.INITIATED: _l("拨号中"),
+    CallStatus.RINGING: _l("振铃中"),
+    CallStatus.IN_PROGRESS: _l("通话中"),
+    CallStatus.COMPLETED: _l("已接通"),
+    CallStatus.BUSY: _l("忙线"),
+    CallStatus.NO_ANSWER: _l("无人接听"),
+    CallStatus.FAILED: _l("失败"),
+    CallStatus.CANCELED: _l("已取消"),
+    CallStatus.NOT_PLACED: _l("未拨出"),
+}
+
 
 def label(kind: str, value: object) -> str:
-    """The translated label of a role, audit action, follow-up status or round status (``value`` if unknown)."""
+    """The translated label of a role, audit action, follow-up, round, target or call status (``value`` if unknown)."""
     table = {
         "role": ROLE_LABELS,
         "action": ACTION_LABELS,
         "followup": FOLLOWUP_STATUS_LABELS,
         "round": ROUND_STATUS_LABELS,
+        "target": TARGET_STATE_LABELS,
+        "call": CALL_STATUS_LABELS,
     }[kind]
     key = getattr(value, "value", value)
     for known, text in table.items():

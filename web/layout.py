@@ -11,7 +11,7 @@ For page authors:
 - ``paginate(session, stmt)`` pages a SELECT by ``?page=N`` (400 on a bad number) and gives a :class:`Page`;
   ``url_with(page=3)`` is the current URL with some query parameters changed (filters are kept).
 - Template globals: ``nav_items()``, ``may_reach(endpoint, view_args)``, ``home_url()``, ``url_with(...)``,
-  ``label(kind, value)`` (kind: role, action, followup, round), ``language``; filters ``localtime`` and
+  ``label(kind, value)`` (kind: role, action, followup, round, target, call), ``language``; filters ``localtime`` and
   ``localdate`` (web.i18n).
 """
 

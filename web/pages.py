@@ -1,6 +1,6 @@
 """The signed-in home page of each role. The office, supervisor and cadre pages grow from here.
 
-- ``/``: the office home (admin, office); any other role is sent to its own home.
+- ``/``: the office home (admin, office; ``web.office.home``); any other role is sent to its own home.
 - ``/supervisor``: the supervisors' home (admin, supervisor).
 - ``/my``: a cadre's own follow-ups, full phone numbers (cadre only; every view is audited).
 """
@@ -16,6 +16,7 @@ from campaigns.db import session_scope
 from campaigns.models import FollowUpStatus, Round, UserRole
 from reports.followups import cadre_list
 from web.layout import nav_entry
+from web.office.home import render_home
 from web.security import audit_request, current_user, home_url, roles, signed_in
 
 bp = Blueprint("pages", __name__)
@@ -38,9 +39,7 @@ def _runtime():
 def home():
     if current_user.role not in OFFICE_ROLES:
         return redirect(home_url())
-    with _runtime().sessions() as session:
-        rounds = session.scalars(select(Round).order_by(Round.created_at.desc(), Round.id.desc()).limit(10)).all()
-    return render_template("home.html", rounds=rounds)
+    return render_home()
 
 
 @bp.get("/supervisor")

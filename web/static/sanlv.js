@@ -9,6 +9,12 @@
     var question = form && form.getAttribute && form.getAttribute("data-confirm");
     if (question && !window.confirm(question)) {
       event.preventDefault();
+      return;
+    }
+    // A form whose server asks on a page of its own without JavaScript learns that the question was asked.
+    var confirmed = question && form.querySelector('input[name="confirmed"]');
+    if (confirmed) {
+      confirmed.value = "yes";
     }
   }, true);
 
