@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from twilio.request_validator import RequestValidator
 
 from campaigns import interview
-from campaigns.calls import MACHINE_ANSWERS, apply_call_status
+from campaigns.calls import MACHINE_ANSWERS, apply_call_status, heard_from
 from campaigns.db import session_scope
 from campaigns.models import CallAttempt
 from campaigns.questionnaire import Questionnaire, recording_path
@@ -192,6 +192,7 @@ def voice():
             reject(exc.status, str(exc), attempt=attempt_id, sid=call_sid)
 
     def write(session, call: interview.Call) -> interview.Prompt | Questionnaire:
+        heard_from(session, attempt_id)
         if answered_by in MACHINE_ANSWERS:
             # Not reached: hang up at once; the status callback settles the attempt as "machine" (retried).
             interview.machine_answered(session, call, answered_by)
@@ -230,6 +231,7 @@ def gather():
         return press.replay if press.nothing_to_write else press
 
     def write(session, press: interview.Press) -> interview.Prompt:
+        heard_from(session, attempt_id)
         return interview.store_press(session, press)
 
     return twiml(render_prompt(in_transaction(write, read), attempt_id))
@@ -251,6 +253,7 @@ def status():
     def work(session) -> None:
         # Locked: callbacks for one call may arrive together; SequenceNumber decides which one counts.
         attempt = _attempt(session, lock=True, attempt_required=False)
+        heard_from(session, attempt.id)
         try:
             apply_call_status(
                 session, attempt, call_status, sequence, duration=duration, answered_by=answered_by, error_code=error_code
