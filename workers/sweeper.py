@@ -35,6 +35,7 @@ from campaigns.runtime import Runtime, get_runtime
 from campaigns.settings import Settings
 from workers.dispatch import rebuild_dispatch
 from workers.leases import attempt_lease_key, lease_held
+from workers.metrics import SWEEPER_SETTLED, count
 from workers.placing import adopt_existing, cancel_late_call, create_settle_time, round_stopped
 from workers.queues import enqueue, free_dead_scheduler_locks, job_waiting, redis_connection, redis_key
 from workers.telephony import get_provider
@@ -183,6 +184,7 @@ def _settle_unsettled_calls(rt: Runtime, keepalive: Callable[[], None]) -> int:
                 continue
             # The provider does not know the call: it cannot be live. Count it as failed (it is retried).
             status, duration, answered_by = CallStatus.FAILED.value, None, None
+        settled_as = None
         with session_scope(rt.sessions) as session:
             attempt = session.get(CallAttempt, call.attempt_id, with_for_update=True)
             if attempt is None or attempt.status in FINAL_CALL_STATUSES:
@@ -193,14 +195,16 @@ def _settle_unsettled_calls(rt: Runtime, keepalive: Callable[[], None]) -> int:
                 log.warning("event=quiet_unknown_status attempt=%s status=%s", call.attempt_id, status)
                 continue
             if attempt.status in FINAL_CALL_STATUSES:
-                settled += 1
-                quiet_for = (clock.now() - call.heard_at).total_seconds()
-                log.info(
-                    "event=quiet_call_settled attempt=%s sid=%s round=%s status=%s quiet_for=%.0f",
-                    call.attempt_id, call.call_sid, call.round_id, status, quiet_for,
-                )  # fmt: skip
+                settled_as = attempt.status.value
             else:
                 heard_from(session, call.attempt_id)
+        if settled_as is not None:
+            settled += 1
+            count(settings, SWEEPER_SETTLED, settled_as)
+            log.info(
+                "event=quiet_call_settled attempt=%s sid=%s round=%s status=%s quiet_for=%.0f",
+                call.attempt_id, call.call_sid, call.round_id, settled_as, (now - call.heard_at).total_seconds(),
+            )  # fmt: skip
     return settled
 
 
