@@ -42,6 +42,7 @@ from tests.support.workers import ROOT, kill_tree, start_workers, stop_workers
 from tests.workers.test_campaign_rounds import ANSWERED, Carrier, phones
 from workers import sweeper
 from workers.lifecycle import after_round_change
+from workers.metrics import DIALS, SWEEPER_SETTLED, read_counters
 from workers.runner import MAINTENANCE_SECONDS
 
 SECRET = "restart-test-" + "k" * 32
@@ -220,6 +221,10 @@ def test_calls_left_live_by_a_web_restart_settle_within_the_quiet_limit(deployme
     # The rest of the round runs on the restarted server and the round completes.
     wait_for("the round to complete", lambda: standin.created == 8 and all_final(sessions, round_id), 90, logs)
     assert carrier.overlapping_calls() == []
+    # What the workers published for Prometheus: every call placed, the four settled by the sweeper.
+    counted = read_counters(settings)
+    assert counted[DIALS] == {str(round_id): 8}
+    assert counted[SWEEPER_SETTLED] == {"completed": 4}
 
     # With the default questionnaire and ring timeout, the same path settles within about two minutes.
     default_quiet = sweeper.quiet_limit(Settings(), builtin_questionnaire())
