@@ -44,7 +44,7 @@ from campaigns.runtime import Runtime
 from campaigns.schedule import is_open
 from web import security
 from workers.metrics import read_counters
-from workers.queues import QUEUES, queue_name, redis_connection
+from workers.queues import DIALER_QUEUE, QUEUES, queue_name, redis_connection
 
 log = logging.getLogger("sanlv.web")
 
@@ -73,7 +73,7 @@ class Readiness:
 def live_workers(rt: Runtime) -> int:
     """Workers on the dialler's queue whose heartbeat is recent (rq drops expired registrations itself)."""
     conn = redis_connection(rt.settings)
-    dialer = Queue(queue_name(rt.settings, QUEUES[-1]), connection=conn)
+    dialer = Queue(queue_name(rt.settings, DIALER_QUEUE), connection=conn)
     now = datetime.now(UTC)
     alive = 0
     for worker in Worker.all(queue=dialer):
@@ -182,7 +182,9 @@ class StateCollector(Collector):
                     .group_by(CallAttempt.round_id)
                 ).all()
             ) if rounds else {}  # fmt: skip
-        calls = CounterMetricFamily("sanlv_calls", "Calls that ended, by outcome (their final status).", labels=["outcome"])
+        calls = CounterMetricFamily(
+            "sanlv_calls", "Calls that ended, by outcome (their final status).", labels=["outcome"]
+        )
         for status, count in outcomes:
             calls.add_metric([status.value], count)
         yield calls

@@ -193,9 +193,7 @@ def test_calls_left_live_by_a_web_restart_settle_within_the_quiet_limit(deployme
 
     def all_settled() -> bool:
         with sessions() as session:
-            rows = session.execute(
-                select(CallAttempt.id, CallAttempt.status).where(CallAttempt.id.in_(phantoms))
-            ).all()
+            rows = session.execute(select(CallAttempt.id, CallAttempt.status).where(CallAttempt.id.in_(phantoms))).all()
         for attempt_id, status in rows:
             if status in FINAL_CALL_STATUSES and attempt_id not in settled_at:
                 settled_at[attempt_id] = time.monotonic()
