@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
@@ -20,6 +21,7 @@ from campaigns import clock
 from campaigns.calls import (
     CREATING,
     OpenClaim,
+    QuietCall,
     apply_call_status,
     expire_deadline,
     heard_from,
@@ -47,6 +49,7 @@ log = logging.getLogger("sanlv.jobs")
 # minutes after it ended. A live call is never quiet (no webhook about it) for longer than its questionnaire's
 # longest silence, or the ring timeout before it is answered; this much longer and the provider is asked.
 QUIET_MARGIN = timedelta(seconds=15)
+LOOKUP_THREADS = 8  # provider look-ups of quiet calls at a time
 # Recovery bound (docs/architecture.md): work claimed by a worker that died is released within 2 minutes. A
 # claim is looked at once it is this old, its place_call job is not waiting in a queue, and no worker holds its
 # lease.
@@ -157,7 +160,8 @@ def _settle_unsettled_calls(rt: Runtime, keepalive: Callable[[], None]) -> int:
     """Calls not final and quiet for longer than their questionnaire allows: ask the provider how they are.
 
     An ended call is settled as the provider reports it; a live one counts as heard of now, so it is asked
-    about again only after another quiet spell.
+    about again only after another quiet spell. The look-ups overlap (LOOKUP_THREADS at a time), so that a
+    restart that left a whole round's calls live settles them all about as soon as one.
     """
     settings = rt.settings
     now = clock.now()
@@ -173,39 +177,51 @@ def _settle_unsettled_calls(rt: Runtime, keepalive: Callable[[], None]) -> int:
         return 0
     provider = get_provider(settings)
     settled = 0
-    for call in quiet:
-        keepalive()
-        try:
-            info = provider.fetch_call(call.call_sid)
-            status, duration, answered_by = info.status, info.duration, info.extra.get("answered_by")
-        except TelephonyError as exc:
-            if exc.status != 404:
-                log.warning("event=quiet_lookup_failed attempt=%s sid=%s error=%r", call.attempt_id, call.call_sid, exc)
-                continue
-            # The provider does not know the call: it cannot be live. Count it as failed (it is retried).
-            status, duration, answered_by = CallStatus.FAILED.value, None, None
-        settled_as = None
-        with session_scope(rt.sessions) as session:
-            attempt = session.get(CallAttempt, call.attempt_id, with_for_update=True)
-            if attempt is None or attempt.status in FINAL_CALL_STATUSES:
-                continue
-            try:
-                apply_call_status(session, attempt, status, None, duration=duration, answered_by=answered_by)
-            except ValueError:
-                log.warning("event=quiet_unknown_status attempt=%s status=%s", call.attempt_id, status)
-                continue
-            if attempt.status in FINAL_CALL_STATUSES:
-                settled_as = attempt.status.value
-            else:
-                heard_from(session, call.attempt_id)
-        if settled_as is not None:
-            settled += 1
-            count(settings, SWEEPER_SETTLED, settled_as)
-            log.info(
-                "event=quiet_call_settled attempt=%s sid=%s round=%s status=%s quiet_for=%.0f",
-                call.attempt_id, call.call_sid, call.round_id, settled_as, (now - call.heard_at).total_seconds(),
-            )  # fmt: skip
+    with ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="sanlv-sweep") as pool:
+        answers = pool.map(lambda call: _look_up(provider, call), quiet)
+        for call, found in zip(quiet, answers, strict=True):
+            keepalive()
+            if found is not None and _settle_quiet_call(rt, call, *found, now=now):
+                settled += 1
     return settled
+
+
+def _look_up(provider: TelephonyProvider, call: QuietCall) -> tuple[str, int | None, str | None] | None:
+    """How the provider says the call is: (status, duration, answered_by); None if it could not be asked."""
+    try:
+        info = provider.fetch_call(call.call_sid)
+    except TelephonyError as exc:
+        if exc.status != 404:
+            log.warning("event=quiet_lookup_failed attempt=%s sid=%s error=%r", call.attempt_id, call.call_sid, exc)
+            return None
+        # The provider does not know the call: it cannot be live. Count it as failed (it is retried).
+        return CallStatus.FAILED.value, None, None
+    return info.status, info.duration, info.extra.get("answered_by")
+
+
+def _settle_quiet_call(
+    rt: Runtime, call: QuietCall, status: str, duration: int | None, answered_by: str | None, *, now: datetime
+) -> bool:
+    """Apply what the provider said. True if that settled the call; a live call counts as heard of now."""
+    with session_scope(rt.sessions) as session:
+        attempt = session.get(CallAttempt, call.attempt_id, with_for_update=True)
+        if attempt is None or attempt.status in FINAL_CALL_STATUSES:
+            return False
+        try:
+            apply_call_status(session, attempt, status, None, duration=duration, answered_by=answered_by)
+        except ValueError:
+            log.warning("event=quiet_unknown_status attempt=%s status=%s", call.attempt_id, status)
+            return False
+        if attempt.status not in FINAL_CALL_STATUSES:
+            heard_from(session, call.attempt_id)
+            return False
+        settled_as = attempt.status.value
+    count(rt.settings, SWEEPER_SETTLED, settled_as)
+    log.info(
+        "event=quiet_call_settled attempt=%s sid=%s round=%s status=%s quiet_for=%.0f",
+        call.attempt_id, call.call_sid, call.round_id, settled_as, (now - call.heard_at).total_seconds(),
+    )  # fmt: skip
+    return True
 
 
 def _apply_deadlines(rt: Runtime) -> int:

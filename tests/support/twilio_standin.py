@@ -175,6 +175,7 @@ class TwilioStandIn:
         self._faults: deque[_Fault] = deque()
         self._recorded: list[RecordedRequest] = []
         self._create_times: list[float] = []
+        self.fetch_delay = 0.0  # seconds each look-up of one call takes to answer (a slow Twilio)
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._app = self._make_app()
@@ -415,6 +416,8 @@ class TwilioStandIn:
 
         @app.get(f"{prefix}/Calls/<sid>.json")
         def fetch_call(account_sid: str, sid: str) -> tuple[Response, int]:
+            if self.fetch_delay:
+                self._stopping.wait(self.fetch_delay)
             with self._lock:
                 call = self._calls.get(sid)
                 if call is None:
