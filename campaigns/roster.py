@@ -807,3 +807,15 @@ def import_roster(
             ):
                 session.expire(obj)
     return result
+
+
+def read_cells(path: str | Path) -> list[tuple[int, list[str]]]:
+    """Every non-empty row of a CSV (UTF-8, UTF-8 with BOM, GBK) or XLSX file as (line, cells as text).
+
+    The same reading rules as a roster (encodings, delimiters, Excel's numbers), for other lists the office
+    keeps in spreadsheets (``sanlv dnc import``). Raises RosterError (kind ``file``) for an unreadable file.
+    """
+    path = Path(path)
+    sheet = _read_sheet(path, path.name)
+    rows = [(line, [_cell_text(cell) for cell in cells]) for line, cells in sheet.rows]
+    return [(line, cells) for line, cells in rows if any(cells)]
