@@ -11,7 +11,7 @@ interview, and a target still waiting in any round is finished as ``opted_out`` 
 (campaigns.calls).
 
 Numbers are stored in E.164 (:func:`campaigns.phones.normalise`), so ``138 1234 5678``, ``+86 13812345678``
-and ``13812345678`` are one entry, and each entry carries the keyed hash of its number (campaigns.privacy).
+and ``13812345678`` are one entry, and each entry carries the keyed hash of its number (campaigns.hashing).
 Services take a Session and never commit; the caller owns the transaction (and records the change in the audit
 log in it).
 """
@@ -30,7 +30,7 @@ from campaigns.calls import finish_listed_targets
 from campaigns.errors import SanlvError
 from campaigns.models import DncAction, DncSource, DoNotCall, DoNotCallEvent
 from campaigns.phones import PhoneNumberError, mask, normalise
-from campaigns.privacy import phone_hash
+from campaigns.hashing import phone_hash
 from campaigns.roster import RosterError, RowProblem, _header_key, read_cells
 
 REASON_MAX_LENGTH = 200  # DoNotCall.reason is String(200)
@@ -65,6 +65,11 @@ def _reason(text: str | None) -> str:
             f"原因不能超过 {REASON_MAX_LENGTH} 字 / the reason is longer than {REASON_MAX_LENGTH} characters", "reason"
         )
     return reason
+
+
+def check_reason(text: str | None) -> str:
+    """``text`` as a reason (whitespace collapsed); DncError (field ``reason``) if it is empty or too long."""
+    return _reason(text)
 
 
 def _entry_of(session: Session, number: str) -> DoNotCall | None:

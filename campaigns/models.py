@@ -228,7 +228,7 @@ class DncAction(enum.StrEnum):
 class DoNotCall(Base):
     """Numbers never to dial again, in any round (campaigns.dnc).
 
-    ``phone_hash`` is a keyed hash (HMAC-SHA256, campaigns.privacy) of the E.164 number. A number whose
+    ``phone_hash`` is a keyed hash (HMAC-SHA256, campaigns.hashing) of the E.164 number. A number whose
     household was forgotten keeps only the hash (``phone`` is NULL): a roster that brings it back is matched
     by the hash, and the number goes back on the list in clear so the claim can exclude it.
     """
@@ -265,7 +265,7 @@ class DoNotCallEvent(Base):
 
 
 class HashKey(Base):
-    """A generated secret for keyed hashes (campaigns.privacy), made once per database and never shown."""
+    """A generated secret for keyed hashes (campaigns.hashing), made once per database and never shown."""
 
     __tablename__ = "hash_keys"
 
