@@ -174,6 +174,8 @@ def roster_group() -> None:
 )  # fmt: skip
 def roster_import(file: Path, dry_run: bool, skip_invalid: bool, replace: bool) -> None:
     """Import FILE: CSV (UTF-8, UTF-8 with BOM, GBK) or XLSX, Chinese or English headers."""
+    if replace and skip_invalid:
+        raise SanlvError("--replace needs the full roster: it cannot be combined with --skip-invalid")
     rt = runtime_or_exit()
     try:
         with session_scope(rt.sessions) as session:
