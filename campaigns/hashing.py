@@ -8,17 +8,15 @@ is small enough to try them all).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from campaigns.models import HashKey
+from campaigns.models import PHONE_HASH_KEY, HashKey, keyed_phone_hash
 
-PHONE_KEY = "phone"  # the name of the key that hashes phone numbers
+PHONE_KEY = PHONE_HASH_KEY
 
 
 def hash_key(session: Session, name: str = PHONE_KEY) -> bytes:
@@ -41,4 +39,4 @@ def hash_key(session: Session, name: str = PHONE_KEY) -> bytes:
 
 def phone_hash(session: Session, e164: str) -> str:
     """The keyed hash (hex) of an E.164 number."""
-    return hmac.new(hash_key(session), e164.encode(), hashlib.sha256).hexdigest()
+    return keyed_phone_hash(hash_key(session), e164)

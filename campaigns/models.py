@@ -7,6 +7,9 @@ in the service modules, never by assigning a status ad hoc in a handler.
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -272,6 +275,26 @@ class HashKey(Base):
     name: Mapped[str] = mapped_column(String(50), primary_key=True)
     key: Mapped[str] = mapped_column(String(128))  # hex
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+PHONE_HASH_KEY = "phone"  # the HashKey that hashes phone numbers
+
+
+def keyed_phone_hash(key: bytes, e164: str) -> str:
+    """HMAC-SHA256 (hex) of an E.164 number: the one definition of ``do_not_call.phone_hash``."""
+    return hmac.new(key, e164.encode(), hashlib.sha256).hexdigest()
+
+
+@event.listens_for(DoNotCall, "before_insert")
+def _dnc_phone_hash(_mapper, connection, entry: DoNotCall) -> None:
+    # An entry added without its hash (campaigns.dnc always gives one) gets it here, so none is ever without.
+    if entry.phone_hash is None and entry.phone:
+        keys = HashKey.__table__
+        key = connection.scalar(select(keys.c.key).where(keys.c.name == PHONE_HASH_KEY))
+        if key is None:
+            key = secrets.token_hex(32)
+            connection.execute(keys.insert().values(name=PHONE_HASH_KEY, key=key, created_at=utcnow()))
+        entry.phone_hash = keyed_phone_hash(bytes.fromhex(key), entry.phone)
 
 
 class QuestionnaireVersion(Base):
