@@ -40,6 +40,7 @@ from campaigns.models import (
     CallAttempt,
     CallDirection,
     CallStatus,
+    DoNotCall,
     Household,
     PhoneStatus,
     Response,
@@ -87,11 +88,47 @@ def live_calls(session: Session, round_id: int) -> int:
     )
 
 
+def listed(phone_column=RoundTarget.phone):
+    """True where the number in ``phone_column`` is on the do-not-call list (a correlated EXISTS)."""
+    return select(DoNotCall.id).where(DoNotCall.phone == phone_column).exists()
+
+
+DNC_OUTCOME = "do-not-call"
+
+
+def finish_listed_targets(session: Session, phone: str | None = None, round_id: int | None = None) -> int:
+    """Targets still waiting (``pending``) whose number is on the do-not-call list end as ``opted_out``.
+
+    With ``phone``: that number's targets in every round (the moment it is listed). With ``round_id``: that
+    round's (the dispatcher, once nothing else is due). Targets being dialled or in a call are left to the
+    placing step and to the call's end, which check the list too.
+    """
+    now = clock.now()
+    stmt = update(RoundTarget).where(RoundTarget.state == TargetState.PENDING)
+    if phone is not None:
+        stmt = stmt.where(RoundTarget.phone == phone)
+    if round_id is not None:
+        stmt = stmt.where(RoundTarget.round_id == round_id, listed())
+    result = session.execute(
+        stmt.values(
+            state=TargetState.OPTED_OUT, last_outcome=DNC_OUTCOME, final_at=now, updated_at=now, next_attempt_at=None
+        ).execution_options(synchronize_session=False)
+    )
+    count = result.rowcount or 0
+    if count:
+        log.info("event=dnc_targets_finished round=%s count=%s", round_id if round_id is not None else "any", count)
+    return count
+
+
 def claim_due_targets(session: Session, round_: Round, now: datetime, limit: int) -> list[Claim]:
     """Claim up to ``limit`` due pending targets with one conditional UPDATE, and a ``claimed`` attempt each.
 
     A target claimed by another dispatcher in the meantime is skipped (it no longer matches the UPDATE), so a
     duplicated or re-run job never creates a second attempt; nor can two attempts get the same number.
+
+    Numbers on the do-not-call list are never claimed, whenever they were added: both the candidates' query
+    and the conditional UPDATE exclude them. Once nothing else is due, the round's listed targets end as
+    ``opted_out`` (so the round can complete).
     """
     if limit <= 0:
         return []
@@ -103,11 +140,13 @@ def claim_due_targets(session: Session, round_: Round, now: datetime, limit: int
             RoundTarget.state == TargetState.PENDING,
             due,
             RoundTarget.attempts < round_.max_attempts,
+            ~listed(),
         )
         .order_by(RoundTarget.next_attempt_at.is_not(None), RoundTarget.next_attempt_at, RoundTarget.id)
         .limit(limit)
     ).all()
     if not candidates:
+        finish_listed_targets(session, round_id=round_.id)
         return []
     # One conditional UPDATE for them all: a target another dispatcher took meanwhile no longer matches.
     claimed = session.execute(
@@ -117,6 +156,7 @@ def claim_due_targets(session: Session, round_: Round, now: datetime, limit: int
             RoundTarget.state == TargetState.PENDING,
             due,
             RoundTarget.attempts < round_.max_attempts,
+            ~listed(),
         )
         .values(state=TargetState.DIALING, attempts=RoundTarget.attempts + 1, claimed_at=now, updated_at=now)
         .returning(RoundTarget.id, RoundTarget.phone, RoundTarget.attempts)
@@ -156,10 +196,17 @@ def begin_create(session: Session, attempt_id: int, started: datetime | None, no
 
     Returns:
         True if this caller may send the create request now; False if the attempt was released, placed or
-        re-marked, or its round is no longer running (paused, cancelled) — then nothing may be sent.
+        re-marked, its round is no longer running (paused, cancelled), or its number is on the do-not-call list
+        by now — then nothing may be sent.
     """
     round_running = (
         select(Round.id).where(Round.id == CallAttempt.round_id, Round.status == RoundStatus.RUNNING).exists()
+    )
+    number_listed = (
+        select(DoNotCall.id)
+        .join(RoundTarget, RoundTarget.phone == DoNotCall.phone)
+        .where(RoundTarget.id == CallAttempt.target_id)
+        .exists()
     )
     result = session.execute(
         update(CallAttempt)
@@ -169,6 +216,7 @@ def begin_create(session: Session, attempt_id: int, started: datetime | None, no
             CallAttempt.call_sid.is_(None),
             _create_started_is(started),
             round_running,
+            ~number_listed,
         )
         .values(error_code=CREATING, error_message=None, placed_at=now)
         .execution_options(synchronize_session=False)
@@ -244,6 +292,12 @@ def release_claim(session: Session, attempt_id: int, reason: str, started: datet
         update(RoundTarget)
         .where(RoundTarget.id == target_id, RoundTarget.state == TargetState.PENDING, cancelled.exists())
         .values(state=TargetState.CANCELLED, final_at=now, updated_at=now, last_outcome="cancelled")
+    )
+    # A claim given back because its number was listed meanwhile ends here: it is never claimed again.
+    session.execute(
+        update(RoundTarget)
+        .where(RoundTarget.id == target_id, RoundTarget.state == TargetState.PENDING, listed())
+        .values(state=TargetState.OPTED_OUT, final_at=now, updated_at=now, last_outcome=DNC_OUTCOME)
     )
     return True
 
@@ -474,6 +528,10 @@ def settle_attempt(session: Session, attempt: CallAttempt, now: datetime, outcom
     outcome = outcome or outcome_of(attempt, response)
     if round_.status == RoundStatus.CANCELLED:
         finish_target(session, target, TargetState.CANCELLED, "cancelled", now)
+        return
+    if target.phone is not None and session.scalar(select(listed(literal(target.phone)))):
+        # Listed while the call was on: no retry, in this round or any other.
+        finish_target(session, target, TargetState.OPTED_OUT, DNC_OUTCOME, now)
         return
     plan = plan_retry(
         now,

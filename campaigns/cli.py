@@ -168,23 +168,32 @@ def roster_group() -> None:
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Check every row and report what would change; write nothing.")
 @click.option("--skip-invalid", is_flag=True, help="Import the good rows and list the skipped ones.")
-def roster_import(file: Path, dry_run: bool, skip_invalid: bool) -> None:
+@click.option(
+    "--replace", is_flag=True,
+    help="FILE is the full roster: retire the households it does not list (never sampled again, history kept).",
+)  # fmt: skip
+def roster_import(file: Path, dry_run: bool, skip_invalid: bool, replace: bool) -> None:
     """Import FILE: CSV (UTF-8, UTF-8 with BOM, GBK) or XLSX, Chinese or English headers."""
+    if replace and skip_invalid:
+        raise SanlvError("--replace needs the full roster: it cannot be combined with --skip-invalid")
     rt = runtime_or_exit()
     try:
         with session_scope(rt.sessions) as session:
-            result = import_roster(session, file, dry_run=dry_run, skip_invalid=skip_invalid)
+            result = import_roster(session, file, dry_run=dry_run, skip_invalid=skip_invalid, replace=replace)
             if dry_run:
                 session.rollback()
             else:
                 audit.record(session, cli_actor(), audit.ROSTER_IMPORT, object_type="file", object_id=file.name,
-                             detail={"path": str(file), "summary": result.summary(), "skipped": len(result.skipped)})
+                             detail={"path": str(file), "summary": result.summary(), "skipped": len(result.skipped),
+                                     "retired": len(result.retired)})
     except RosterError as exc:
         for problem in exc.problems:  # every bad row, then the one-line summary
             click.echo(problem.describe(), err=True)
         raise
     for problem in result.skipped:
         click.echo(f"skipped: {problem.describe()}", err=True)
+    for household in result.retired:
+        click.echo(f"{'would retire' if dry_run else 'retired'}: {household}")
     click.echo(result.summary(dry_run=dry_run))
 
 

@@ -73,11 +73,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from campaigns import clock
+from campaigns import clock, dnc
 from campaigns.calls import adopt_call_sid, finish_from_response, mark_answered
 from campaigns.errors import SanlvError
 from campaigns.flow import (
@@ -102,7 +101,6 @@ from campaigns.models import (
     CallAttempt,
     CallDirection,
     CallStatus,
-    DoNotCall,
     KeyPress,
     QuestionnaireVersion,
     Response,
@@ -560,12 +558,8 @@ def _store_answer(db: Connection, call: Call, answer: tuple[str, str], now: date
 
 
 def add_to_do_not_call(session: Session, phone: str, round_id: int | None, reason: str) -> None:
-    if session.get(DoNotCall, phone) is None:
-        try:
-            with session.begin_nested():
-                session.add(DoNotCall(phone=phone, reason=reason, round_id=round_id))
-        except IntegrityError:
-            pass
+    # The keypad's reason is the list's own (campaigns.dnc.KEYPAD_REASON); ``reason`` is kept for callers.
+    dnc.add_from_keypad(session, phone, round_id)
 
 
 # --- inbound calls ---------------------------------------------------------------------------------------
@@ -591,6 +585,10 @@ def begin_inbound_call(session: Session, call_sid: str, caller: str) -> InboundR
         phone = normalise(caller)
     except PhoneNumberError:
         log.info("event=inbound_unknown_caller sid=%s reason=unparsable_number", call_sid)
+        return InboundReply(_greeting_questionnaire(session), message="unknown_caller")
+    if dnc.is_listed(session, phone):
+        # A number on the do-not-call list takes no interview; the caller hears what any unknown caller hears.
+        log.info("event=inbound_do_not_call sid=%s", call_sid)
         return InboundReply(_greeting_questionnaire(session), message="unknown_caller")
 
     rows = session.execute(

@@ -7,6 +7,9 @@ in the service modules, never by assigning a status ad hoc in a handler.
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -199,6 +202,9 @@ class Household(Base):
     cadre_id: Mapped[int | None] = mapped_column(ForeignKey("cadres.id"), index=True)
     phone_status: Mapped[PhoneStatus] = mapped_column(_enum(PhoneStatus, "phone_status"), default=PhoneStatus.OK)
     phone_status_reason: Mapped[str | None] = mapped_column(String(200))
+    # Set when a full roster (``roster import --replace``) no longer lists the number: never sampled again,
+    # its history kept. A later roster that lists it again clears it.
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -206,15 +212,89 @@ class Household(Base):
     cadre: Mapped[Cadre | None] = relationship(back_populates="households")
 
 
+class DncSource(enum.StrEnum):
+    """How a number came onto the do-not-call list."""
+
+    KEYPAD = "keypad"  # the resident pressed 9 during a survey
+    OFFICE = "office"  # the office added it (web page or ``sanlv dnc add``; also ``sanlv household forget``)
+    IMPORT = "import"  # a list imported with ``sanlv dnc import``
+
+
+class DncAction(enum.StrEnum):
+    """What happened to a number on the do-not-call list (its history)."""
+
+    ADDED = "added"  # put on the list
+    REMOVED = "removed"  # taken off: the resident asked to take part after all
+    FORGOTTEN = "forgotten"  # the number itself was erased (``household forget``); only its keyed hash is kept
+
+
 class DoNotCall(Base):
-    """Numbers never to dial again, in any round (a resident pressed 9, or the office added them)."""
+    """Numbers never to dial again, in any round (campaigns.dnc).
+
+    ``phone_hash`` is a keyed hash (HMAC-SHA256, campaigns.hashing) of the E.164 number. A number whose
+    household was forgotten keeps only the hash (``phone`` is NULL): a roster that brings it back is matched
+    by the hash, and the number goes back on the list in clear so the claim can exclude it.
+    """
 
     __tablename__ = "do_not_call"
 
-    phone: Mapped[str] = mapped_column(String(20), primary_key=True)  # E.164
+    id: Mapped[int] = mapped_column(primary_key=True)
+    phone: Mapped[str | None] = mapped_column(String(20), unique=True)  # E.164; NULL once forgotten
+    phone_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    source: Mapped[DncSource] = mapped_column(_enum(DncSource, "dnc_source"), default=DncSource.OFFICE)
     reason: Mapped[str] = mapped_column(String(200))
     round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"))
+    actor: Mapped[str | None] = mapped_column(String(100))  # who added it ("cli:alice", a username); None: keypad
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DoNotCallEvent(Base):
+    """The history of the do-not-call list: every addition, removal and erasure, by whom, why and when.
+
+    Rows name the number by its keyed hash, and by its mask (first 3 and last 4 digits) until it is forgotten.
+    """
+
+    __tablename__ = "do_not_call_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    phone_hash: Mapped[str] = mapped_column(String(64), index=True)
+    phone_masked: Mapped[str | None] = mapped_column(String(20))
+    action: Mapped[DncAction] = mapped_column(_enum(DncAction, "dnc_action"))
+    source: Mapped[DncSource | None] = mapped_column(_enum(DncSource, "dnc_event_source"))
+    reason: Mapped[str] = mapped_column(String(200))
+    actor: Mapped[str | None] = mapped_column(String(100))
+    round_id: Mapped[int | None] = mapped_column(Integer)  # no foreign key: history outlives nothing it names
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class HashKey(Base):
+    """A generated secret for keyed hashes (campaigns.hashing), made once per database and never shown."""
+
+    __tablename__ = "hash_keys"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128))  # hex
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+PHONE_HASH_KEY = "phone"  # the HashKey that hashes phone numbers
+
+
+def keyed_phone_hash(key: bytes, e164: str) -> str:
+    """HMAC-SHA256 (hex) of an E.164 number: the one definition of ``do_not_call.phone_hash``."""
+    return hmac.new(key, e164.encode(), hashlib.sha256).hexdigest()
+
+
+@event.listens_for(DoNotCall, "before_insert")
+def _dnc_phone_hash(_mapper, connection, entry: DoNotCall) -> None:
+    # An entry added without its hash (campaigns.dnc always gives one) gets it here, so none is ever without.
+    if entry.phone_hash is None and entry.phone:
+        keys = HashKey.__table__
+        key = connection.scalar(select(keys.c.key).where(keys.c.name == PHONE_HASH_KEY))
+        if key is None:
+            key = secrets.token_hex(32)
+            connection.execute(keys.insert().values(name=PHONE_HASH_KEY, key=key, created_at=utcnow()))
+        entry.phone_hash = keyed_phone_hash(bytes.fromhex(key), entry.phone)
 
 
 class QuestionnaireVersion(Base):
@@ -256,6 +336,8 @@ class Round(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     launched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When ``data retain`` pseudonymised the round's phone-level data (campaigns.privacy); None: not yet.
+    retained_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     questionnaire: Mapped[QuestionnaireVersion] = relationship()
     targets: Mapped[list[RoundTarget]] = relationship(back_populates="round")
@@ -279,10 +361,13 @@ class RoundTarget(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), index=True)
-    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
+    # None once the target is anonymous (campaigns.privacy: the household was forgotten, or the round's
+    # phone-level data was retained); ``cadre_id`` then keeps the cadre the household had, for the reports.
+    household_id: Mapped[int | None] = mapped_column(ForeignKey("households.id"), index=True)
     # Denormalised for the reports (see "Report figures" below): the household's village, kept equal to it.
     village_id: Mapped[int] = mapped_column(ForeignKey("villages.id"))
-    phone: Mapped[str] = mapped_column(String(20))  # E.164 at sampling time
+    phone: Mapped[str | None] = mapped_column(String(20))  # E.164 at sampling time; None once anonymous
+    cadre_id: Mapped[int | None] = mapped_column(ForeignKey("cadres.id"))  # set only when anonymised
     state: Mapped[TargetState] = mapped_column(_enum(TargetState, "target_state"), default=TargetState.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # outbound calls placed or being placed
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # None: due now
@@ -294,7 +379,7 @@ class RoundTarget(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     round: Mapped[Round] = relationship(back_populates="targets")
-    household: Mapped[Household] = relationship()
+    household: Mapped[Household | None] = relationship()
     call_attempts: Mapped[list[CallAttempt]] = relationship(back_populates="target", order_by="CallAttempt.id")
     response: Mapped[Response | None] = relationship(back_populates="target", uselist=False)
 
@@ -406,7 +491,7 @@ class FollowUp(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), index=True)
     response_id: Mapped[int] = mapped_column(ForeignKey("responses.id"), unique=True)
-    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
+    household_id: Mapped[int | None] = mapped_column(ForeignKey("households.id"), index=True)  # None: retained
     cadre_id: Mapped[int | None] = mapped_column(ForeignKey("cadres.id"), index=True)
     negatives: Mapped[list[str]] = mapped_column(JSON)  # rate keys answered negatively
     concern: Mapped[str | None] = mapped_column(String(5))  # the `concern` key pressed, if asked

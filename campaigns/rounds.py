@@ -217,9 +217,10 @@ def create_round(session: Session, options: RoundOptions) -> Round:
 
 
 def _callable_households():
-    """Households that may be called: a valid number that is not on the do-not-call list."""
+    """Households that may be called: a valid number, still on the roster, not on the do-not-call list."""
     return and_(
         Household.phone_status == PhoneStatus.OK,
+        Household.retired_at.is_(None),
         ~select(DoNotCall.phone).where(DoNotCall.phone == Household.phone).exists(),
     )
 

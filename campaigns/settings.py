@@ -66,6 +66,9 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
     # The largest request body the web app reads (roster and recording uploads), in megabytes.
     max_upload_mb: int = 20
+    # Days after a round finished before ``sanlv data retain`` pseudonymises its phone-level data (None: the
+    # command needs --older-than).
+    retention_days: int | None = None
 
     @property
     def max_content_length(self) -> int:
@@ -215,6 +218,8 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         values["trusted_proxies"] = _addresses("SANLV_TRUSTED_PROXIES", proxies)
     if upload := get("SANLV_MAX_UPLOAD_MB"):
         values["max_upload_mb"] = _positive_number("SANLV_MAX_UPLOAD_MB", upload, int)
+    if retention := get("SANLV_RETENTION_DAYS"):
+        values["retention_days"] = _positive_number("SANLV_RETENTION_DAYS", retention, int)
 
     telephony = get("SANLV_TELEPHONY")
     if telephony is None:

@@ -14,6 +14,7 @@ import click
 
 from campaigns.cli import COMMAND_GROUPS as CAMPAIGN_GROUPS
 from campaigns.cli import SanlvGroup, runtime_or_exit
+from campaigns.privacy_cli import PRIVACY_GROUPS
 from reports.cli import report_group
 from sim import cli as sim_cli
 from web.app import create_app
@@ -44,5 +45,5 @@ def web_command(host: str, port: int, worker_count: int, dev: bool) -> None:
     serve_gunicorn(host, port, worker_count, trusted_proxies=rt.settings.trusted_proxies)
 
 
-for _command in (*CAMPAIGN_GROUPS, worker_command, report_group, web_command, sim_cli.demo_command):
+for _command in (*CAMPAIGN_GROUPS, *PRIVACY_GROUPS, worker_command, report_group, web_command, sim_cli.demo_command):
     main.add_command(_command)

@@ -8,10 +8,13 @@ workers' sweeper rebuilds every running round's dispatch from the database, only
 
 from __future__ import annotations
 
+from campaigns.privacy import on_forget
 from campaigns.rounds import on_round_change
 from workers.lifecycle import after_round_change
+from workers.privacy import forget_traces
 
 
 def wire() -> None:
-    """Register the dialler's round-change listener (idempotent)."""
+    """Register the dialler's round-change listener and its forget listener (idempotent)."""
     on_round_change(after_round_change)
+    on_forget(forget_traces)

@@ -18,7 +18,7 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import literal, select
 
 from campaigns import clock
 from campaigns.calls import (
@@ -26,6 +26,7 @@ from campaigns.calls import (
     CREATING,
     begin_create,
     create_not_sent,
+    listed,
     mark_ambiguous,
     mark_permanent_failure,
     mark_placed,
@@ -179,7 +180,9 @@ def _place_call(rt: Runtime, lease: Lease, attempt_id: int) -> str:
         # A long wait: just before the slot, does the round still dial (pause, cancel, deadline)? After a
         # short one, begin_create's own check is recent enough for "no call more than 3 s after a pause".
         with rt.sessions() as session:
-            reason = _why_not_dialling(session, round_id, clock.now() + timedelta(seconds=SLOT_LEAD), settings)
+            reason = _why_not_dialling(
+                session, round_id, clock.now() + timedelta(seconds=SLOT_LEAD), settings, request.to
+            )
         if reason is not None:
             with session_scope(rt.sessions) as session:
                 released = release_claim(session, attempt_id, f"not placed: {reason}", started=started)
@@ -252,7 +255,7 @@ def _take_back(rt: Runtime, attempt_id: int, started: datetime) -> None:
         create_not_sent(session, attempt_id, started)
 
 
-def _why_not_dialling(session, round_id: int, now: datetime, settings: Settings) -> str | None:
+def _why_not_dialling(session, round_id: int, now: datetime, settings: Settings, phone: str) -> str | None:
     row = session.execute(
         select(Round.status, Round.windows, Round.blocked_dates, Round.starts_at, Round.ends_at).where(
             Round.id == round_id
@@ -260,6 +263,8 @@ def _why_not_dialling(session, round_id: int, now: datetime, settings: Settings)
     ).one_or_none()
     if row is None or row.status != RoundStatus.RUNNING:
         return f"round {row.status.value if row else 'missing'}"
+    if session.scalar(select(listed(literal(phone)))):
+        return "do-not-call"  # listed while the call waited for its slot (release_claim ends the target)
     return _outside_schedule((row.windows, row.blocked_dates or [], row.starts_at, row.ends_at), now, settings)
 
 
