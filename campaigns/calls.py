@@ -629,6 +629,43 @@ def open_claims(session: Session, claimed_before: datetime) -> list[OpenClaim]:
     ]
 
 
+def heard_from(session: Session, attempt_id: int, now: datetime | None = None) -> None:
+    """A webhook about the attempt's call arrived (or the provider said it is still live): it is not quiet.
+
+    One UPDATE by primary key in the caller's transaction; the row need not have been read.
+    """
+    session.execute(
+        update(CallAttempt)
+        .where(CallAttempt.id == attempt_id)
+        .values(last_heard_at=now or clock.now())
+        .execution_options(synchronize_session=False)
+    )
+
+
+@dataclass(frozen=True)
+class QuietCall:
+    attempt_id: int
+    round_id: int
+    call_sid: str
+    heard_at: datetime  # the last webhook about it, else when it was placed (or claimed)
+
+
+def quiet_calls(session: Session, heard_before: datetime) -> list[QuietCall]:
+    """Calls (any round, any direction) with a CallSid and no final status, last heard of before the limit."""
+    # coalesce() takes its first argument's type (UTCDateTime): aware UTC out, naive UTC bound.
+    heard = func.coalesce(CallAttempt.last_heard_at, CallAttempt.placed_at, CallAttempt.created_at)
+    rows = session.execute(
+        select(CallAttempt.id, CallAttempt.round_id, CallAttempt.call_sid, heard)
+        .where(
+            CallAttempt.status.not_in(FINAL_CALL_STATUSES),
+            CallAttempt.call_sid.is_not(None),
+            heard < heard_before,
+        )
+        .order_by(CallAttempt.id)
+    ).all()
+    return [QuietCall(*row) for row in rows]
+
+
 def unsettled_attempts(session: Session, created_before: datetime) -> list[CallAttempt]:
     """Attempts (any round, any direction) with a CallSid and no final status, created before the limit."""
     return list(

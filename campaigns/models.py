@@ -408,6 +408,9 @@ class CallAttempt(Base):
     placed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When sanlv last heard of the call: a webhook about it, or the provider saying it is still live. The
+    # sweeper asks the provider about a call quiet for longer than its questionnaire allows.
+    last_heard_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     target: Mapped[RoundTarget] = relationship(back_populates="call_attempts")
 

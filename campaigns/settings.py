@@ -20,6 +20,7 @@ from sqlalchemy.exc import ArgumentError
 from campaigns.errors import SanlvError
 
 TELEPHONY_PROVIDERS = ("twilio", "simulator")
+LOG_FORMATS = ("text", "json")
 # The shortest SECRET_KEY the web app accepts, and keys that are examples, not secrets.
 SECRET_KEY_MIN_LENGTH = 32
 PLACEHOLDER_SECRET_KEYS = frozenset({"sanlv-demo-only", "change-me", "changeme", "secret", "...", "test-secret"})
@@ -69,6 +70,10 @@ class Settings:
     # Days after a round finished before ``sanlv data retain`` pseudonymises its phone-level data (None: the
     # command needs --older-than).
     retention_days: int | None = None
+    # Log lines: "text" (key=value) or "json" (one object per line); see campaigns.logs.
+    log_format: str = "text"
+    # host:port of the web server's second listener, which serves /metrics (and nothing else); None: no metrics.
+    metrics_bind: str | None = None
 
     @property
     def max_content_length(self) -> int:
@@ -140,6 +145,14 @@ def _addresses(name: str, value: str) -> tuple[str, ...]:
         except ValueError:
             raise SettingsError(f"{name}: {item!r} is not an IP address or network such as 10.0.0.0/8") from None
     return tuple(networks)
+
+
+def _bind(name: str, value: str) -> str:
+    """``host:port`` (an IPv6 host in brackets), the port from 1 to 65535."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise SettingsError(f"{name}={value!r} is not host:port, such as 0.0.0.0:9100")
+    return value
 
 
 def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")) -> Settings:
@@ -220,6 +233,13 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         values["max_upload_mb"] = _positive_number("SANLV_MAX_UPLOAD_MB", upload, int)
     if retention := get("SANLV_RETENTION_DAYS"):
         values["retention_days"] = _positive_number("SANLV_RETENTION_DAYS", retention, int)
+
+    if log_format := get("SANLV_LOG_FORMAT"):
+        if log_format not in LOG_FORMATS:
+            raise SettingsError(f"SANLV_LOG_FORMAT={log_format!r} must be one of: {', '.join(LOG_FORMATS)}")
+        values["log_format"] = log_format
+    if metrics_bind := get("SANLV_METRICS_BIND"):
+        values["metrics_bind"] = _bind("SANLV_METRICS_BIND", metrics_bind)
 
     telephony = get("SANLV_TELEPHONY")
     if telephony is None:

@@ -22,7 +22,7 @@ from werkzeug.exceptions import HTTPException
 from campaigns.runtime import Runtime, get_runtime
 from campaigns.settings import SettingsError
 from ivr.views import bp as ivr_bp
-from web import i18n, layout, security
+from web import i18n, layout, monitoring, security
 from web.admin import bp as admin_bp
 from web.api import bp as api_bp
 from web.office import bp as office_bp
@@ -54,6 +54,7 @@ def create_app(runtime: Runtime | None = None) -> Flask:
     i18n.init_app(app, settings)
     security.init_app(app, settings)
     layout.init_app(app)
+    monitoring.init_app(app)
     app.register_blueprint(ivr_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(pages_bp)

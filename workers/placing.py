@@ -40,6 +40,7 @@ from campaigns.schedule import is_open
 from campaigns.settings import Settings
 from workers.leases import Lease, attempt_lease_key
 from workers.limiter import reserve_slot, sleep_until, take_cap
+from workers.metrics import DIALS, count
 from workers.queues import enqueue, jittered_retry, redis_connection, redis_key
 from workers.telephony import get_provider
 from workers.telephony.base import (
@@ -232,6 +233,7 @@ def _place_call(rt: Runtime, lease: Lease, attempt_id: int) -> str:
         record_placed(session, attempt_id, info.sid, info.status, clock.now())
         stopped = round_stopped(session, round_id)
     log.info("event=call_placed attempt=%s sid=%s", attempt_id, info.sid)
+    count(settings, DIALS, round_id)
     if stopped:
         cancel_late_call(provider, round_id, info.sid)
     return info.sid
@@ -315,7 +317,9 @@ def adopt_existing(provider: TelephonyProvider, rt: Runtime, attempt_id: int, to
         if len(fresh) > 1:
             log.error("event=several_unknown_calls attempt=%s sids=%s", attempt_id, ",".join(c.sid for c in fresh))
         mark_placed(session, attempt, fresh[0].sid, fresh[0].status, clock.now())
+        round_id = attempt.round_id
     log.info("event=call_adopted attempt=%s sid=%s", attempt_id, fresh[0].sid)
+    count(rt.settings, DIALS, round_id)  # created by a request whose answer was lost: counted now
     return True
 
 

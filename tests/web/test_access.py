@@ -14,6 +14,7 @@ from web.security import rule_for
 PUBLIC_ENDPOINTS = {
     "static",  # the pages' stylesheet and script
     "healthz",  # health check
+    "readyz",  # readiness: names failing parts, nothing personal
     "auth.login",  # the sign-in form
     "ivr.voice",  # Twilio's webhooks: signature-checked
     "ivr.gather",
