@@ -260,22 +260,35 @@ def mark_placed(session: Session, attempt: CallAttempt, sid: str, status: str, n
     attempt.placed_at = now
 
 
-def record_placed(session: Session, attempt_id: int, sid: str, status: str, now: datetime) -> None:
-    """``mark_placed`` as one UPDATE, for the dialler's hot path (the attempt need not be loaded)."""
+def record_placed(
+    session: Session,
+    attempt_id: int,
+    sid: str,
+    status: str,
+    now: datetime,
+    *,
+    account: str | None = None,
+    from_number: str | None = None,
+) -> None:
+    """``mark_placed`` as one UPDATE, for the dialler's hot path (the attempt need not be loaded); also the
+    Twilio account the call went through and the caller ID it shows."""
     new = _parse_status(status) or CallStatus.QUEUED
     if new in FINAL_CALL_STATUSES:
         new = CallStatus.QUEUED
     session.execute(
         update(CallAttempt)
         .where(CallAttempt.id == attempt_id, CallAttempt.status == CallStatus.CLAIMED)
-        .values(status=new, call_sid=sid, placed_at=now, error_code=None, error_message=None)
+        .values(
+            status=new, call_sid=sid, placed_at=now, error_code=None, error_message=None,
+            account=account, from_number=from_number,
+        )
         .execution_options(synchronize_session=False)
     )
     # A status callback may have adopted the call first (and moved it on): only the sid is ours to set then.
     session.execute(
         update(CallAttempt)
         .where(CallAttempt.id == attempt_id, CallAttempt.call_sid.is_(None))
-        .values(call_sid=sid, placed_at=now)
+        .values(call_sid=sid, placed_at=now, account=account, from_number=from_number)
         .execution_options(synchronize_session=False)
     )
 
