@@ -369,9 +369,9 @@ class TwilioStandIn:
             return list(self._create_times)
 
     def create_times_of(self, account_sid: str) -> list[float]:
-        """``time.monotonic()`` at which each call of one account was created, in order."""
-        with self._lock:
-            return [at for at, sid in zip(self._create_times, self._create_accounts, strict=True) if sid == account_sid]
+        """``time.monotonic()`` at which each create request for one account *arrived* (before it was parsed or
+        answered: the closest this stand-in gets to the wire), in order."""
+        return [r.at for r in self.create_requests if r.username == account_sid and r.path.split("/")[3] == account_sid]
 
     def max_creates_in_window(self, seconds: float = 1.0, account_sid: str | None = None) -> int:
         """The most calls created within any ``seconds``-long window (the peak dial rate), of every account
