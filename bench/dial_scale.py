@@ -50,6 +50,7 @@ from _common import (
     stop_workers,
 )
 from rq import Worker
+from sqlalchemy import text
 
 from campaigns.db import make_engine, make_session_factory, session_scope
 from campaigns.rounds import RoundOptions, change_round, create_round
@@ -73,8 +74,10 @@ class Run:
     rss: list[list[int]] = field(default_factory=list)  # per sample: kB of each worker
     sample_times: list[float] = field(default_factory=list)  # seconds after the first create
     round_create_seconds: float = 0.0
+    per_second: list[int] = field(default_factory=list)  # creates in each second after the warm-up
     cpu_per_call_ms: float = 0.0  # worker CPU (user + system) per call created, after the warm-up
-    load: tuple[float, float] = (0.0, 0.0)  # the machine's 1-minute load average at the start and the end
+    load: tuple[float, float] = (0.0, 0.0)
+    redis_peak_mb: float = 0.0  # Redis's peak memory during the run (INFO memory: used_memory_peak)  # the machine's 1-minute load average at the start and the end
 
     @property
     def ratio(self) -> float:
@@ -119,6 +122,21 @@ def max_in_window(times: list[float], width: float = 1.0) -> int:
             low += 1
         peak = max(peak, high - low + 1)
     return peak
+
+
+def table_sizes(url: str) -> dict[str, int]:
+    """Bytes on disk of the tables a round fills (PostgreSQL only: tables with their indexes)."""
+    if not url.startswith("postgresql"):
+        return {}
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {
+                table: int(conn.execute(text(f"SELECT pg_total_relation_size('{table}')")).scalar() or 0)
+                for table in ("households", "round_targets", "call_attempts")
+            }
+    finally:
+        engine.dispose()
 
 
 def wait_for_workers(redis_url: str, count: int) -> None:
@@ -188,6 +206,9 @@ def dial(
         run.sample_times.append(time.monotonic() - first)
         run.rss.append([rss_kb(w.pid) for w in workers])
         cpu_used = sum(cpu_seconds(w.pid) for w in workers) - (cpu_start or 0.0)
+        conn = redis.Redis.from_url(settings.redis_url)
+        run.redis_peak_mb = int(conn.info("memory")["used_memory_peak"]) / 1e6
+        conn.close()
         run.load = (load_start, os.getloadavg()[0])
     finally:
         if round_id is not None:
@@ -200,6 +221,11 @@ def dial(
     run.created = len(creates)
     measured = [r for r in creates if r.at >= first + WARM_UP]
     run.rate = len(measured) / (seconds - WARM_UP)
+    run.per_second = [0] * int(seconds - WARM_UP)
+    for r in measured:
+        index = int(r.at - first - WARM_UP)
+        if index < len(run.per_second):
+            run.per_second[index] += 1
     run.cpu_per_call_ms = 1000 * cpu_used / len(measured) if measured else 0.0
     for account in accounts:
         if account.name in run.accounts:
@@ -251,6 +277,7 @@ def main() -> None:
                 f"{run.name}: round of {args.households} created and launched in {run.round_create_seconds:.1f} s",
                 flush=True,
             )
+        sizes = table_sizes(url)
     print()
     print(
         f"{'run':<9} {'accounts':>8} {'pool cps':>8} {'created':>8} {'rate/s':>7} {'ratio':>6} {'cpu/call':>9}"
@@ -265,6 +292,14 @@ def main() -> None:
         )
     print(f"(cpu/call: user + system CPU of the worker processes per call created, after the warm-up;"
           f" load: this machine's 1-minute load average, {os.cpu_count()} CPUs)")
+    for run in runs:
+        print(f"{run.name}: Redis peak memory {run.redis_peak_mb:.1f} MB")
+    if sizes:
+        print("database sizes after both runs (two rounds of every household): " + ", ".join(
+            f"{table} {size / 1e6:.1f} MB" for table, size in sizes.items()))
+    print()
+    for run in runs:
+        print(f"{run.name}: creates in each second after the warm-up: {' '.join(map(str, run.per_second))}")
     print()
     for run in runs:
         print(f"{run.name}: worker RSS (MB) every {SAMPLE_EVERY:g} s, one column per worker:")
