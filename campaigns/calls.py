@@ -314,22 +314,35 @@ def mark_placed(session: Session, attempt: CallAttempt, sid: str, status: str, n
     attempt.placed_at = now
 
 
-def record_placed(session: Session, attempt_id: int, sid: str, status: str, now: datetime) -> None:
-    """``mark_placed`` as one UPDATE, for the dialler's hot path (the attempt need not be loaded)."""
+def record_placed(
+    session: Session,
+    attempt_id: int,
+    sid: str,
+    status: str,
+    now: datetime,
+    *,
+    account: str | None = None,
+    from_number: str | None = None,
+) -> None:
+    """``mark_placed`` as one UPDATE, for the dialler's hot path (the attempt need not be loaded); also the
+    Twilio account the call went through and the caller ID it shows."""
     new = _parse_status(status) or CallStatus.QUEUED
     if new in FINAL_CALL_STATUSES:
         new = CallStatus.QUEUED
     session.execute(
         update(CallAttempt)
         .where(CallAttempt.id == attempt_id, CallAttempt.status == CallStatus.CLAIMED)
-        .values(status=new, call_sid=sid, placed_at=now, error_code=None, error_message=None)
+        .values(
+            status=new, call_sid=sid, placed_at=now, error_code=None, error_message=None,
+            account=account, from_number=from_number,
+        )
         .execution_options(synchronize_session=False)
     )
     # A status callback may have adopted the call first (and moved it on): only the sid is ours to set then.
     session.execute(
         update(CallAttempt)
         .where(CallAttempt.id == attempt_id, CallAttempt.call_sid.is_(None))
-        .values(call_sid=sid, placed_at=now)
+        .values(call_sid=sid, placed_at=now, account=account, from_number=from_number)
         .execution_options(synchronize_session=False)
     )
 
@@ -648,6 +661,7 @@ class QuietCall:
     round_id: int
     call_sid: str
     heard_at: datetime  # the last webhook about it, else when it was placed (or claimed)
+    account: str | None  # the Twilio account it went through (None: the single account)
 
 
 def quiet_calls(session: Session, heard_before: datetime) -> list[QuietCall]:
@@ -655,7 +669,7 @@ def quiet_calls(session: Session, heard_before: datetime) -> list[QuietCall]:
     # coalesce() takes its first argument's type (UTCDateTime): aware UTC out, naive UTC bound.
     heard = func.coalesce(CallAttempt.last_heard_at, CallAttempt.placed_at, CallAttempt.created_at)
     rows = session.execute(
-        select(CallAttempt.id, CallAttempt.round_id, CallAttempt.call_sid, heard)
+        select(CallAttempt.id, CallAttempt.round_id, CallAttempt.call_sid, heard, CallAttempt.account)
         .where(
             CallAttempt.status.not_in(FINAL_CALL_STATUSES),
             CallAttempt.call_sid.is_not(None),
@@ -664,18 +678,3 @@ def quiet_calls(session: Session, heard_before: datetime) -> list[QuietCall]:
         .order_by(CallAttempt.id)
     ).all()
     return [QuietCall(*row) for row in rows]
-
-
-def unsettled_attempts(session: Session, created_before: datetime) -> list[CallAttempt]:
-    """Attempts (any round, any direction) with a CallSid and no final status, created before the limit."""
-    return list(
-        session.scalars(
-            select(CallAttempt)
-            .where(
-                CallAttempt.status.not_in(FINAL_CALL_STATUSES),
-                CallAttempt.call_sid.is_not(None),
-                CallAttempt.created_at < created_before,
-            )
-            .order_by(CallAttempt.id)
-        )
-    )

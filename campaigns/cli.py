@@ -25,7 +25,7 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from campaigns import accounts, audit
+from campaigns import accounts, audit, callerids
 from campaigns.db import session_scope
 from campaigns.errors import SanlvError
 from campaigns.followups import STATUS_LABELS, mark_followup, sync_all_rounds
@@ -315,6 +315,8 @@ def round_group() -> None:
 @click.option(
     "--machine-detection", is_flag=True, help="Ask Twilio to detect answering machines; they are hung up and retried."
 )
+@click.option("--caller-id", default=None, help="A number of the caller-ID pool the calls show (a village's own wins).")
+@click.option("--accounts", default=None, help="Twilio accounts the round may dial through, e.g. a,b (default: all).")
 def round_create(**options) -> None:
     """Create a round and sample its targets; prints the new round's id."""
     rt = runtime_or_exit()
@@ -579,5 +581,52 @@ def _local(iso: str, tz) -> str:
     return datetime.fromisoformat(iso).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
 
 
-COMMAND_GROUPS = (db_group, roster_group, questionnaire_group, round_group, followup_group, user_group, audit_command)
+@click.group("callerid", cls=SanlvGroup)
+def callerid_group() -> None:
+    """The pool of caller IDs: local numbers shown to a village's or a round's residents."""
+
+
+@callerid_group.command("add")
+@click.argument("number")
+@click.option("--account", default=None, help="The Twilio account that owns the number (default: any).")
+@click.option("--label", default=None, help="A note for the office, e.g. 东村村委.")
+def callerid_add(number: str, account: str | None, label: str | None) -> None:
+    """Add a number to the pool."""
+    rt = runtime_or_exit()
+    with session_scope(rt.sessions) as session:
+        caller_id = callerids.add_caller_id(session, number, account=account, label=label, settings=rt.settings)
+        click.echo(caller_id.number)
+
+
+@callerid_group.command("list")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def callerid_list(fmt: str) -> None:
+    """The pool, with the villages and rounds each number is given to."""
+    rt = runtime_or_exit()
+    with rt.sessions() as session:
+        rows = callerids.list_caller_ids(session)
+    if fmt == "json":
+        echo_json([row.__dict__ for row in rows])
+        return
+    for row in rows:
+        given = [f"village {name}" for name in row.villages] + [f"round {rid}" for rid in row.rounds]
+        click.echo(f"{row.number}  account={row.account or '-'}  {row.label or ''}  {', '.join(given) or '-'}")
+
+
+@callerid_group.command("assign")
+@click.argument("number")
+@click.option("--village", default=None, help="The village (by name) whose calls show NUMBER.")
+@click.option("--round", "round_id", type=int, default=None, help="The round whose calls show NUMBER.")
+def callerid_assign(number: str, village: str | None, round_id: int | None) -> None:
+    """Give a village or a round a caller ID of the pool (NUMBER `none` takes it away)."""
+    rt = runtime_or_exit()
+    with session_scope(rt.sessions) as session:
+        what = callerids.assign_caller_id(
+            session, None if number.lower() == "none" else number, village=village, round_id=round_id
+        )
+    click.echo(f"{what}: {number}")
+
+
+COMMAND_GROUPS = (db_group, roster_group, questionnaire_group, round_group, followup_group, user_group, audit_command,
+                  callerid_group)
 

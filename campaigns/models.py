@@ -165,12 +165,31 @@ FINAL_RESPONSE_STATUSES = frozenset(
 )
 
 
+class CallerId(Base):
+    """A number calls may show (a local caller ID: residents answer local numbers more often).
+
+    Given to a village or a round (``sanlv callerid assign``); a call shows its village's, else its round's,
+    else its Twilio account's default number. ``account`` names the Twilio account that owns the number
+    (None: any account may show it, e.g. the deployment has one); a call showing it goes through that account.
+    """
+
+    __tablename__ = "caller_ids"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(String(20), unique=True)  # E.164
+    account: Mapped[str | None] = mapped_column(String(30))
+    label: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Village(Base):
     __tablename__ = "villages"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The local number this village's residents see (None: the round's, else the account's default).
+    caller_id_id: Mapped[int | None] = mapped_column(ForeignKey("caller_ids.id"))
 
     households: Mapped[list[Household]] = relationship(back_populates="village")
 
@@ -333,6 +352,10 @@ class Round(Base):
     rate_targets: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
     # Ask Twilio to detect answering machines; a machine answer hangs up and counts as not reached.
     machine_detection: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The number the round's calls show where their village has none (None: the account's default).
+    caller_id_id: Mapped[int | None] = mapped_column(ForeignKey("caller_ids.id"))
+    # Names of the Twilio accounts the round may dial through (empty: every configured account).
+    accounts: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     launched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -398,6 +421,10 @@ class CallAttempt(Base):
         _enum(CallDirection, "call_direction"), default=CallDirection.OUTBOUND
     )
     call_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # The Twilio account the call was placed through and the caller ID it showed (None: not placed, or placed
+    # before accounts were recorded; then every account is asked about it).
+    account: Mapped[str | None] = mapped_column(String(30))
+    from_number: Mapped[str | None] = mapped_column(String(20))
     status: Mapped[CallStatus] = mapped_column(_enum(CallStatus, "call_status"), default=CallStatus.CLAIMED)
     last_sequence_number: Mapped[int] = mapped_column(Integer, default=-1)
     answered_by: Mapped[str | None] = mapped_column(String(30))

@@ -95,13 +95,19 @@ def _validator(token: str) -> RequestValidator:
 
 
 def twilio_webhook(view):
-    """Refuse (403) any request whose X-Twilio-Signature is not valid for the public URL and its parameters."""
+    """Refuse (403) any request whose X-Twilio-Signature is not valid for the public URL and its parameters.
+
+    With several Twilio accounts, each signs with its own auth token: the token is the one of the account the
+    request's ``AccountSid`` names (itself covered by the signature), else the default account's.
+    """
 
     @functools.wraps(view)
     def wrapped(*args, **kwargs):
         signature = request.headers.get("X-Twilio-Signature", "")
         params = request.form if request.method == "POST" else {}
-        if not signature or not _validator(settings().webhook_token).validate(signed_url(), params, signature):
+        account_sid = request.form.get("AccountSid") if request.method == "POST" else request.args.get("AccountSid")
+        token = settings().webhook_token_for(account_sid)
+        if not signature or not _validator(token).validate(signed_url(), params, signature):
             log.warning("event=bad_signature path=%s remote=%s", request.path, request.remote_addr)
             abort(403)
         return view(*args, **kwargs)
