@@ -9,6 +9,8 @@ callback has finished when ``Network.run()`` returns.
 from __future__ import annotations
 
 import copy
+import csv
+import io
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,6 +43,8 @@ from campaigns.questionnaire import (
     store_version,
 )
 from campaigns.settings import Settings
+from reports.rates import village_rates
+from reports.render import render_bytes
 from sim.network import SimulatorProvider
 from sim.residents import set_script
 from sim.store import answers_from_transcript, read_transcript
@@ -432,6 +436,20 @@ def test_a_round_that_answers_on_inbound_calls_resumes_the_caller_and_marks_the_
     target = network.target_row(target_id)
     assert target.state is TargetState.COMPLETED and target.attempts == 1  # an inbound call uses no dialling budget
     assert target.call_backs == 0
+    # The reports count such responses per village (one column, every renderer).
+    other_id = network.target(round_id, "+8613800000002")
+    set_script(network.settings, "+8613800000002", {})
+    network.dial(round_id)
+    assert network.response(other_id).inbound is False
+    with network.sessions() as session:
+        report = village_rates(session, round_id, flags=False)
+    by_village = {v.village_id: (v.progress.completed, v.progress.completed_inbound) for v in report.villages}
+    assert by_village == {network.target_row(target_id).village_id: (1, 1), network.target_row(other_id).village_id: (1, 0)}
+    assert (report.total.progress.completed, report.total.progress.completed_inbound) == (2, 1)
+    csv_text = render_bytes(report, "csv").decode("utf-8-sig")
+    header, *rows = csv.reader(io.StringIO(csv_text))
+    column = header.index("其中呼入完成")
+    assert sorted(row[column] for row in rows) == ["0", "1", "1"]  # two villages and the township
 
 
 def test_an_inbound_interview_that_drops_again_leaves_the_target_to_be_retried(network: Network) -> None:
