@@ -86,11 +86,6 @@ class Settings:
         return key
 
     @property
-    def webhook_token(self) -> str:
-        """The key webhooks are signed with: Twilio's auth token, or the simulated network's fixed one."""
-        return self.twilio_auth_token or "sanlv-simulator"
-
-    @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 

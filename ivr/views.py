@@ -67,7 +67,8 @@ def twilio_webhook(view):
     def wrapped(*args, **kwargs):
         signature = request.headers.get("X-Twilio-Signature", "")
         params = request.form if request.method == "POST" else {}
-        if not signature or not _validator(settings().webhook_token).validate(signed_url(), params, signature):
+        token = current_app.extensions["sanlv"].webhook_token
+        if not signature or not _validator(token).validate(signed_url(), params, signature):
             log.warning("event=bad_signature path=%s remote=%s", request.path, request.remote_addr)
             abort(403)
         return view(*args, **kwargs)

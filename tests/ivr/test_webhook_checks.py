@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
 from campaigns.clock import set_clock_file
+from campaigns.runtime import get_runtime
 from campaigns.models import (
     Answer,
     AnswerChange,
@@ -90,7 +91,7 @@ def test_every_webhook_refuses_a_bad_signature(call, sessions, endpoint, forgery
     }[endpoint]
     params = base_params(Digits="2", CallStatus="completed", SequenceNumber="9", CallDuration="10")
     url = settings.public_base_url + path
-    signer = RequestValidator(settings.webhook_token)
+    signer = RequestValidator(get_runtime().webhook_token)
     headers = {
         "unsigned": {},
         "garbage": {"X-Twilio-Signature": "AAAAAAAAAAAAAAAAAAAAAAAAAAA="},
