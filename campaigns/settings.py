@@ -110,6 +110,16 @@ def _url(name: str, value: str, schemes: tuple[str, ...]) -> str:
     return value.rstrip("/")
 
 
+def _loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1): a URL that never leaves this machine."""
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _positive_number(name: str, value: str, kind: type) -> float | int:
     try:
         number = kind(value)
@@ -183,6 +193,12 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         if "_" in (urlsplit(public).hostname or ""):
             # Not a valid host name (RFC 1123); Twilio refuses to call such webhook URLs.
             raise SettingsError(f"PUBLIC_BASE_URL={public!r}: the host name must not contain '_'")
+        if urlsplit(public).scheme != "https" and not _loopback(urlsplit(public).hostname or ""):
+            # Residents' answers and signed callbacks travel to this URL: in clear text anyone on the way reads them.
+            raise SettingsError(
+                f"PUBLIC_BASE_URL={public!r} must start with https:// (plain http only for a loopback host such as"
+                " 127.0.0.1 or localhost)"
+            )
     if tz := get("SANLV_TIMEZONE"):
         try:
             ZoneInfo(tz)
