@@ -317,6 +317,14 @@ def round_group() -> None:
 )
 @click.option("--caller-id", default=None, help="A number of the caller-ID pool the calls show (a village's own wins).")
 @click.option("--accounts", default=None, help="Twilio accounts the round may dial through, e.g. a,b (default: all).")
+@click.option(
+    "--inbound",
+    default=None,
+    metavar="call-back|answer",
+    help="What a call from a household of the sample does: call-back (default: no answers are taken; the"
+    " office calls the number back at once, so only the number's holder answers) or answer (interview the"
+    " caller on the inbound call; such responses are counted apart in the reports).",
+)
 def round_create(**options) -> None:
     """Create a round and sample its targets; prints the new round's id."""
     rt = runtime_or_exit()

@@ -147,6 +147,13 @@ CALL_STATUS_ORDER = {
 }
 
 
+class InboundMode(enum.StrEnum):
+    """What a round does when a resident of its sample calls our number."""
+
+    CALL_BACK = "call-back"  # take no answers: say the office calls back, hang up, call the number back at once
+    ANSWER = "answer"  # interview the caller on the inbound call (caller ID can be spoofed; opted into)
+
+
 class CallDirection(enum.StrEnum):
     OUTBOUND = "outbound"  # we called the resident
     INBOUND = "inbound"  # the resident called our number back
@@ -356,6 +363,8 @@ class Round(Base):
     caller_id_id: Mapped[int | None] = mapped_column(ForeignKey("caller_ids.id"))
     # Names of the Twilio accounts the round may dial through (empty: every configured account).
     accounts: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # What an inbound call from a household of the sample does (see InboundMode).
+    inbound: Mapped[InboundMode] = mapped_column(_enum(InboundMode, "inbound_mode"), default=InboundMode.CALL_BACK)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     launched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -399,6 +408,10 @@ class RoundTarget(Base):
     final_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Denormalised for the reports: the status of the target's response, None while it has none.
     response_status: Mapped[ResponseStatus | None] = mapped_column(_enum(ResponseStatus, "target_response_status"))
+    # Call-backs the household asked for by calling our number (campaigns.calls.request_call_back): each
+    # one is a dial beyond the round's attempt budget; the one pending is claimed before anything else.
+    call_backs: Mapped[int] = mapped_column(Integer, default=0)
+    call_back_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # None: none pending
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     round: Mapped[Round] = relationship(back_populates="targets")
@@ -461,6 +474,9 @@ class Response(Base):
     prompted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Answered (at least in part) on a call the resident made to us, in a round that opted into it: the
+    # caller's number was not proven, so reports count these apart.
+    inbound: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     target: Mapped[RoundTarget] = relationship(back_populates="response")
@@ -565,6 +581,17 @@ class KeyPress(Base):
     digits: Mapped[str] = mapped_column(String(20))  # "" for silence
     outcome: Mapped[str] = mapped_column(String(20))  # answer | invalid | silence | repeat | stop | confirm
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DeploymentSecret(Base):
+    """A secret this deployment generated for itself and keeps (campaigns.secrets), e.g. the key the simulated
+    phone network signs its webhooks with when there is no Twilio auth token."""
+
+    __tablename__ = "deployment_secrets"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class UserRole(enum.StrEnum):

@@ -52,6 +52,8 @@ REQUIRED_MESSAGES = (
 # Messages a file may give; without them the IVR falls back as noted.
 OPTIONAL_MESSAGES = (
     "machine",  # said to an answering machine before hanging up (default: nothing)
+    # said to every inbound caller who is not interviewed, on the roster or not (default: unknown_caller)
+    "call_back",
     "already_done",  # an inbound caller whose interview in the active round is over (default: unknown_caller)
     "call_later",  # an inbound caller we are dialling right now (default: unknown_caller)
     "readback",  # "您选择的是{answer},确认请按1,重新选择请按2": required when readback is on

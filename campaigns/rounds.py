@@ -27,6 +27,7 @@ from campaigns.models import (
     CallStatus,
     DoNotCall,
     Household,
+    InboundMode,
     PhoneStatus,
     Round,
     RoundStatus,
@@ -73,6 +74,7 @@ class RoundOptions:
     ends_at: datetime | None = None
     exclude_unsure: bool = False
     machine_detection: bool = False
+    inbound: InboundMode = InboundMode.CALL_BACK  # what a call from a household of the sample does
     rate_targets: dict[str, float] = field(default_factory=dict)  # per-rate overrides of the questionnaire's
     caller_id: str | None = None  # a number of the caller-ID pool the round's calls show (villages' win)
     accounts: tuple[str, ...] = ()  # the Twilio accounts the round may dial through (empty: all)
@@ -89,6 +91,8 @@ class RoundOptions:
             "machine_detection": bool(raw.get("machine_detection")),
             "rate_targets": parse_rate_targets(raw.get("targets") or ()),
         }
+        if raw.get("inbound"):
+            values["inbound"] = parse_inbound(raw["inbound"])
         if raw.get("questionnaire_ref"):
             values["questionnaire"] = raw["questionnaire_ref"]
         if raw.get("sample"):
@@ -156,6 +160,13 @@ def parse_accounts(text: str, settings: Settings) -> tuple[str, ...]:
     if not names:
         raise RoundError("--accounts: name at least one Twilio account")
     return tuple(names)
+def parse_inbound(text: str) -> InboundMode:
+    """``--inbound``: ``call-back`` (take no answers on an inbound call; call the number back) or ``answer``."""
+    try:
+        return InboundMode(text.strip())
+    except ValueError:
+        choices = " or ".join(mode.value for mode in InboundMode)
+        raise RoundError(f"--inbound: {text.strip()!r} must be {choices}") from None
 
 
 def parse_rate_targets(items: Iterable[str]) -> dict[str, float]:
@@ -242,6 +253,7 @@ def create_round(session: Session, options: RoundOptions) -> Round:
         ends_at=options.ends_at,
         exclude_unsure=options.exclude_unsure,
         machine_detection=options.machine_detection,
+        inbound=InboundMode(options.inbound),
         rate_targets=dict(options.rate_targets),
         caller_id_id=caller_id.id if caller_id else None,
         accounts=list(options.accounts),

@@ -121,23 +121,14 @@ class Settings:
         return key
 
     @property
-    def webhook_token(self) -> str:
-        """The key webhooks are signed with: Twilio's auth token (the first named account's when there are
-        several), or the simulated network's fixed one."""
-        if self.twilio_auth_token:
-            return self.twilio_auth_token
-        if self.twilio_accounts:
-            return self.twilio_accounts[0].auth_token
-        return "sanlv-simulator"
-
-    def webhook_token_for(self, account_sid: str | None) -> str:
-        """The auth token that signed a webhook naming ``account_sid`` (its ``AccountSid`` parameter): that
-        account's own when it is one of ours, else :attr:`webhook_token`."""
+    def webhook_token_for(self, account_sid: str | None) -> str | None:
+        """The auth token that signed a webhook naming ``account_sid`` (its ``AccountSid`` parameter) when it is
+        one of our accounts; None otherwise (the deployment's webhook key applies: campaigns.secrets)."""
         if account_sid:
             for account in self.accounts:
                 if account.sid == account_sid:
                     return account.auth_token
-        return self.webhook_token
+        return None
 
     @property
     def accounts(self) -> tuple[TwilioAccount, ...]:
@@ -199,6 +190,16 @@ def _url(name: str, value: str, schemes: tuple[str, ...]) -> str:
     if parts.scheme not in schemes or not where:
         raise SettingsError(f"{name}={value!r} is not a URL with scheme {'/'.join(schemes)}")
     return value.rstrip("/")
+
+
+def _loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1): a URL that never leaves this machine."""
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _positive_number(name: str, value: str, kind: type) -> float | int:
@@ -282,6 +283,12 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         if "_" in (urlsplit(public).hostname or ""):
             # Not a valid host name (RFC 1123); Twilio refuses to call such webhook URLs.
             raise SettingsError(f"PUBLIC_BASE_URL={public!r}: the host name must not contain '_'")
+        if urlsplit(public).scheme != "https" and not _loopback(urlsplit(public).hostname or ""):
+            # Residents' answers and signed callbacks travel to this URL: in clear text anyone on the way reads them.
+            raise SettingsError(
+                f"PUBLIC_BASE_URL={public!r} must start with https:// (plain http only for a loopback host such as"
+                " 127.0.0.1 or localhost)"
+            )
     if tz := get("SANLV_TIMEZONE"):
         try:
             ZoneInfo(tz)

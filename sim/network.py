@@ -317,7 +317,9 @@ def run_call(sid: str) -> str:
     else:
         resident = Resident()  # cancelled or abandoned: nobody will pick up
     with requests.Session() as http:
-        simulated = SimulatedCall(settings, call, resident, http, store=store, speed=options.speed)
+        simulated = SimulatedCall(
+            settings, call, resident, http, store=store, speed=options.speed, token=runtime.webhook_token
+        )
         if status in (INITIATED, RINGING, IN_PROGRESS):
             result = simulated.abandon(status)
         else:
