@@ -26,6 +26,7 @@ from ivr.views import bp as ivr_bp
 from web import i18n, layout, security
 from web.admin import bp as admin_bp
 from web.api import bp as api_bp
+from web.notices import bp as notices_bp
 from web.office import bp as office_bp
 from web.pages import bp as pages_bp
 from web.security.proxy import TrustedProxyFix
@@ -65,6 +66,7 @@ def create_app(runtime: Runtime | None = None) -> Flask:
     app.register_blueprint(pages_bp)
     app.register_blueprint(admin_bp)
     app.register_blueprint(office_bp)
+    app.register_blueprint(notices_bp)
 
     security.declare_public(app, TWILIO_WEBHOOKS, "Twilio's webhooks: every request is signature-checked", csrf=False)
     security.declare_public(app, NOTICE_WEBHOOKS, "Twilio's notice webhooks: every request is signature-checked",
