@@ -173,7 +173,7 @@ def _play_document(target_id: int, number: int, notice: Notice) -> str:
     base = public_base()
     response = VoiceResponse()
     gather = response.gather(
-        action=webhook_url(settings(), base, "/ivr/notice/key", target=target_id, n=number),
+        action=webhook_url(settings(), base, "/ivr/notice/key", target=target_id, n=number, step="notice"),
         method="POST",
         input="dtmf",
         num_digits=1,
@@ -189,7 +189,7 @@ def _hint_document(target_id: int, number: int) -> str:
     base = public_base()
     response = VoiceResponse()
     gather = response.gather(
-        action=webhook_url(settings(), base, "/ivr/notice/key", target=target_id, n=number),
+        action=webhook_url(settings(), base, "/ivr/notice/key", target=target_id, n=number, step="notice_hint"),
         method="POST",
         input="dtmf",
         num_digits=1,
