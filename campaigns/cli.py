@@ -306,6 +306,11 @@ def round_group() -> None:
 @click.option(
     "--machine-detection", is_flag=True, help="Ask Twilio to detect answering machines; they are hung up and retried."
 )
+@click.option(
+    "--no-delivery-check",
+    is_flag=True,
+    help="Leave out the questionnaire's delivery check (was publicity material delivered to your door?).",
+)
 def round_create(**options) -> None:
     """Create a round and sample its targets; prints the new round's id."""
     rt = runtime_or_exit()

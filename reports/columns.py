@@ -32,9 +32,12 @@ class Kind(Enum):
     DATETIME = "datetime"  # a moment, shown in local time to the minute
     RATE = "rate"  # a rate's figures (reports.rates.RateFigures): the rate, counts, interval and marks
     CHANGE = "change"  # a compared rate (reports.compare.RateChange): A → B and the change, arrowed if significant
+    # A share without a target: ``positive`` of ``valid`` with its interval (``ci_low``, ``ci_high``) and the
+    # ``too_few`` mark, such as reports.cadres.DeliveryFigures; read by people only (files get its figures).
+    SHARE = "share"
 
 
-NUMERIC_KINDS = frozenset({Kind.INT, Kind.PERCENT, Kind.FLOAT, Kind.RATE, Kind.CHANGE})
+NUMERIC_KINDS = frozenset({Kind.INT, Kind.PERCENT, Kind.FLOAT, Kind.RATE, Kind.CHANGE, Kind.SHARE})
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,8 @@ def reading_text(column: Column, value: Any, tz: ZoneInfo | None = None) -> str:
         return rate_cell(value) if value is not None else NO_DATA
     if kind is Kind.CHANGE:
         return change_cell(value)
+    if kind is Kind.SHARE:
+        return share_cell(value)
     if kind is Kind.BOOL:
         return column.title if value else ""
     if kind is Kind.TEXT:
@@ -172,6 +174,16 @@ def rate_cell(figures: RateFigures) -> str:
     mark = " " * (1 + display_width(BELOW_TARGET)) if figures.meets_target else f" {BELOW_TARGET}"
     few = TOO_FEW if figures.too_few else " " * display_width(TOO_FEW)
     return cell + mark + few
+
+
+def share_cell(figures: Any) -> str:
+    """A share without a target (see ``Kind.SHARE``): ``62.5% (5/8) [30.5%–86.3%]``, ``*`` when too few to judge;
+    ``—`` without valid answers."""
+    if figures is None or not figures.valid:
+        return NO_DATA
+    cell = f"{percent(figures.positive, figures.valid)} ({figures.positive}/{figures.valid})"
+    cell += f" [{floor_percent(figures.ci_low)}–{floor_percent(figures.ci_high)}]"
+    return cell + (TOO_FEW if figures.too_few else " " * display_width(TOO_FEW))
 
 
 def change_cell(figures: RateChange) -> str:
@@ -282,5 +294,16 @@ def render_cadres_table(report: CadresReport, tz: ZoneInfo | None = None) -> str
             "",
             f"重视率 = 答“联系过”的人数 / 有效回答；{BELOW_TARGET} 未达标，{TOO_FEW} 样本不足 {round_.min_sample} 个。"
             f"逾期回访：超过 {round_.overdue_days} 天仍未走访。",
+            *([delivery_note(report)] if round_.delivery_check else []),
         ]
+    )
+
+
+def delivery_note(report: CadresReport) -> str:
+    """How to read the delivery check of the supervisors' view."""
+    township = report.total.delivery
+    share = percent(township.positive, township.valid) if township and township.valid else NO_DATA
+    return (
+        f"资料送达确认率 = 答“有人上门送过宣传资料”的户数 / 有效回答（方括号内为 95% 置信区间）；全镇 {share}。"
+        f"需核查回执：该干部的 95% 区间上限仍低于全镇确认率（样本不足的不作判断）。"
     )
