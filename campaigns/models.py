@@ -606,3 +606,154 @@ def mirror_response_status(
         connection.execute(
             update(answers).where(answers.c.response_id == response_id, ~answers.c.counted).values(counted=True)
         )
+
+
+# --- Notices: SMS and voice broadcasts to the roster (campaigns.notices) --------------------------------
+
+
+class NoticeChannel(enum.StrEnum):
+    SMS = "sms"  # a text message through the Messages API
+    VOICE = "voice"  # a phone call that plays the recording (or the text spoken by TTS)
+
+
+class NoticeStatus(enum.StrEnum):
+    """A notice's lifecycle; the same states and commands as a round's (RoundStatus)."""
+
+    DRAFT = "draft"  # created, targets sampled and the hold-out drawn, nothing sent yet
+    RUNNING = "running"  # sending inside its windows (it also waits, still running, outside them)
+    PAUSED = "paused"  # nothing new is sent; messages already at the provider go on
+    COMPLETED = "completed"  # every target reached a final state
+    CANCELLED = "cancelled"  # stopped by the office; targets not yet sent are cancelled
+
+
+class NoticeTargetState(enum.StrEnum):
+    PENDING = "pending"  # to be sent, including a scheduled retry (next_attempt_at) or a later send_after
+    SENDING = "sending"  # claimed by a worker, or sent to the provider and not final yet
+    SENT = "sent"  # final: the provider accepted it (SMS: delivery is tracked in ``message_status``)
+    HEARD = "heard"  # final (voice): the resident answered and the notice was played
+    FAILED = "failed"  # final: the provider could not deliver it, or the attempts/deadline ran out
+    INVALID = "invalid"  # final: permanent number failure
+    OPTED_OUT = "opted_out"  # final: the number is on the do-not-contact list for this channel
+    HELD_OUT = "held_out"  # final: drawn into the hold-out; never sent (the comparison group of the lift)
+    CANCELLED = "cancelled"  # final: the notice was cancelled before this target was sent
+
+
+FINAL_NOTICE_TARGET_STATES = frozenset(
+    {
+        NoticeTargetState.SENT,
+        NoticeTargetState.HEARD,
+        NoticeTargetState.FAILED,
+        NoticeTargetState.INVALID,
+        NoticeTargetState.OPTED_OUT,
+        NoticeTargetState.HELD_OUT,
+        NoticeTargetState.CANCELLED,
+    }
+)
+
+# Twilio's message statuses in progress order: a status callback never moves a message backwards, and the
+# final ones (delivered, undelivered, failed) are never replaced. "receiving/received" concern inbound only.
+MESSAGE_STATUS_ORDER = {
+    "accepted": 0,
+    "scheduled": 0,
+    "queued": 1,
+    "sending": 2,
+    "sent": 3,
+    "delivered": 4,
+    "undelivered": 4,
+    "failed": 4,
+    "canceled": 4,
+}
+FINAL_MESSAGE_STATUSES = frozenset({"delivered", "undelivered", "failed", "canceled"})
+
+
+class Notice(Base):
+    """A publicity notice sent to a sample of the roster, with a random hold-out (stratified by village).
+
+    A pre-survey notice (``round_id`` set) goes to the round's sampled households the day before its first
+    call; its hold-out is drawn from the round's targets.
+    """
+
+    __tablename__ = "notices"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[NoticeChannel] = mapped_column(_enum(NoticeChannel, "notice_channel"))
+    text: Mapped[str | None] = mapped_column(Text)  # SMS body (opt-out line included) or TTS text
+    recording: Mapped[str | None] = mapped_column(String(255))  # voice: file name in the recordings dir
+    status: Mapped[NoticeStatus] = mapped_column(_enum(NoticeStatus, "notice_status"), default=NoticeStatus.DRAFT)
+    sample: Mapped[str] = mapped_column(String(50), default="all")  # all | village:N | cadre:N
+    sample_seed: Mapped[int | None] = mapped_column(Integer)
+    holdout: Mapped[float] = mapped_column(Float, default=0.0)  # share of each village's targets held out
+    seed: Mapped[int | None] = mapped_column(Integer)  # the hold-out draw's seed (reproducible)
+    windows: Mapped[list[list[str]]] = mapped_column(JSON)  # as Round.windows
+    blocked_dates: Mapped[list[str]] = mapped_column(JSON, default=list)
+    cps: Mapped[float] = mapped_column(Float, default=1.0)  # messages (or calls) per second
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)  # sends per target (429s are not counted)
+    segments: Mapped[int] = mapped_column(Integer, default=1)  # SMS segments per message (shown before launch)
+    round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"), index=True)  # pre-survey notice
+    starts_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    launched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    targets: Mapped[list[NoticeTarget]] = relationship(back_populates="notice")
+
+
+class NoticeTarget(Base):
+    """One household of a notice: sent to, or held out (``held_out``; stored so the lift can compare)."""
+
+    __tablename__ = "notice_targets"
+    __table_args__ = (
+        UniqueConstraint("notice_id", "household_id"),
+        Index(
+            "ix_notice_targets_due",
+            "notice_id",
+            "next_attempt_at",
+            sqlite_where=text("state = 'pending'"),
+            postgresql_where=text("state = 'pending'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    notice_id: Mapped[int] = mapped_column(ForeignKey("notices.id"), index=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
+    village_id: Mapped[int] = mapped_column(ForeignKey("villages.id"))
+    phone: Mapped[str] = mapped_column(String(20))  # E.164 at sampling time
+    held_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    state: Mapped[NoticeTargetState] = mapped_column(
+        _enum(NoticeTargetState, "notice_target_state"), default=NoticeTargetState.PENDING
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # sends placed or being placed
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # None: due now (a retry, or send_after)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The exactly-once mark: set just before a create request; whoever finds it set looks the message or call
+    # up at the provider before anything else. ``ambiguous``: the request got a timeout or a 5xx.
+    create_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ambiguous: Mapped[bool] = mapped_column(Boolean, default=False)
+    message_sid: Mapped[str | None] = mapped_column(String(64), unique=True)  # SM... (SMS)
+    call_sid: Mapped[str | None] = mapped_column(String(64), unique=True)  # CA... (voice)
+    provider_status: Mapped[str | None] = mapped_column(String(20))  # the provider's last status, never backwards
+    last_sequence_number: Mapped[int] = mapped_column(Integer, default=-1)  # voice callbacks
+    delivered: Mapped[bool] = mapped_column(Boolean, default=False)  # SMS delivered / voice answered by a person
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heard_to_end: Mapped[bool | None] = mapped_column(Boolean)  # voice: the notice played to its end
+    plays: Mapped[int] = mapped_column(Integer, default=0)  # voice: times played (``*`` hears it again)
+    error_code: Mapped[str | None] = mapped_column(String(20))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    final_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    notice: Mapped[Notice] = relationship(back_populates="targets")
+
+
+class SmsOptOut(Base):
+    """Numbers that replied TD / 退订 / STOP: never sent an SMS notice again (the do-not-contact list for SMS)."""
+
+    __tablename__ = "sms_opt_outs"
+
+    phone: Mapped[str] = mapped_column(String(20), primary_key=True)  # E.164
+    keyword: Mapped[str] = mapped_column(String(20))  # what they replied (TD, 退订, STOP)
+    message_sid: Mapped[str | None] = mapped_column(String(64))  # the inbound message
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -25,8 +25,13 @@ def register() -> None:
 @click.option("--dir", "directory", default=None, help="keep the demo's database here (default: a new temp dir)")
 @click.option("--seed", default=2026, show_default=True, type=int)
 @click.option("--timeout", default=110, show_default=True, type=int, help="give up after this many seconds")
-def demo_command(households: int, villages: int, worker_count: int, directory: str | None, seed: int, timeout: int) -> None:
-    """Run a whole survey round on the embedded default (SQLite, simulated phones), then print its report."""
+@click.option("--notice", is_flag=True, help="send an SMS notice (half held out) before the round")
+def demo_command(
+    households: int, villages: int, worker_count: int, directory: str | None, seed: int, timeout: int, notice: bool
+) -> None:
+    """Run a whole survey round on the embedded default (SQLite, simulated phones), then print its report.
+
+    With --notice, an SMS notice goes to the roster first, half of each village held out."""
     if villages < 1 or households < villages:
         raise click.UsageError("--households must be at least --villages, and --villages at least 1")
     code = run_demo(
@@ -36,5 +41,6 @@ def demo_command(households: int, villages: int, worker_count: int, directory: s
         directory=directory,
         seed=seed,
         timeout=timeout,
+        notice=notice,
     )
     raise SystemExit(code)

@@ -8,10 +8,13 @@ workers' sweeper rebuilds every running round's dispatch from the database, only
 
 from __future__ import annotations
 
+from campaigns.notices import on_notice_change
 from campaigns.rounds import on_round_change
 from workers.lifecycle import after_round_change
+from workers.messaging import after_notice_change
 
 
 def wire() -> None:
-    """Register the dialler's round-change listener (idempotent)."""
+    """Register the dialler's round-change and the messaging worker's notice-change listeners (idempotent)."""
     on_round_change(after_round_change)
+    on_notice_change(after_notice_change)

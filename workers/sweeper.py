@@ -32,6 +32,7 @@ from campaigns.runtime import Runtime, get_runtime
 from campaigns.settings import Settings
 from workers.dispatch import rebuild_dispatch
 from workers.leases import attempt_lease_key, lease_held
+from workers.messaging import sweep_notices
 from workers.placing import adopt_existing, cancel_late_call, create_settle_time, round_stopped
 from workers.queues import enqueue, free_dead_scheduler_locks, job_waiting, redis_connection, redis_key
 from workers.telephony import get_provider
@@ -80,13 +81,16 @@ def sweep() -> str:
         released, adopted = _recover_claims(rt, keepalive)
         settled = _settle_unsettled_calls(rt, keepalive)
         expired = _apply_deadlines(rt)
+        notice_work = sweep_notices(keepalive)
     finally:
         try:
             lock.release()
         except Exception as exc:  # noqa: BLE001 - it expires by itself (e.g. Redis was restarted meanwhile)
             log.warning("event=sweep_unlock_failed error=%r", exc)
     summary = f"rebuilt={len(rebuilt)} released={released} adopted={adopted} settled={settled} expired={expired}"
-    if rebuilt or released or adopted or settled or expired:
+    if any(notice_work):
+        summary += " notices(rebuilt,released,relooked,settled)=" + ",".join(map(str, notice_work))
+    if rebuilt or released or adopted or settled or expired or any(notice_work):
         log.info("event=sweep %s", summary)
     return summary
 
