@@ -340,6 +340,11 @@ def round_group() -> None:
     " caller on the inbound call; such responses are counted apart in the reports).",
 )
 @click.option(
+    "--no-delivery-check",
+    is_flag=True,
+    help="Leave out the questionnaire's delivery check (was publicity material delivered to your door?).",
+)
+@click.option(
     "--notify",
     default=None,
     help="Send each sampled household this SMS the day before its first call (caller number and dates added).",

@@ -35,9 +35,11 @@ from campaigns.models import (
     TargetState,
 )
 from campaigns.questionnaire import (
+    DELIVERY_STEP,
     QuestionnaireError,
     resolve_in,
     store_version,
+    without_steps,
 )
 from campaigns.runtime import get_runtime
 from campaigns.schedule import (
@@ -78,6 +80,8 @@ class RoundOptions:
     rate_targets: dict[str, float] = field(default_factory=dict)  # per-rate overrides of the questionnaire's
     caller_id: str | None = None  # a number of the caller-ID pool the round's calls show (villages' win)
     accounts: tuple[str, ...] = ()  # the Twilio accounts the round may dial through (empty: all)
+    # Ask the questionnaire's delivery check (an optional step after the rates); False leaves it out.
+    delivery_check: bool = True
 
     @classmethod
     def from_cli(cls, settings: Settings, **raw) -> RoundOptions:
@@ -90,6 +94,7 @@ class RoundOptions:
             "exclude_unsure": bool(raw.get("exclude_unsure")),
             "machine_detection": bool(raw.get("machine_detection")),
             "rate_targets": parse_rate_targets(raw.get("targets") or ()),
+            "delivery_check": not raw.get("no_delivery_check"),
         }
         if raw.get("inbound"):
             values["inbound"] = parse_inbound(raw["inbound"])
@@ -219,6 +224,9 @@ def create_round(session: Session, options: RoundOptions) -> Round:
         questionnaire = resolve_in(session, options.questionnaire)
     except QuestionnaireError as exc:
         raise RoundError(f"--questionnaire: {exc}") from None
+    if not options.delivery_check:
+        # The round stores the questionnaire without the step, so its calls never ask it.
+        questionnaire = without_steps(questionnaire, [DELIVERY_STEP])
     unknown = sorted(set(options.rate_targets) - set(questionnaire.rates))
     if unknown:
         raise RoundError(
