@@ -25,9 +25,11 @@ from ivr.views import bp as ivr_bp
 from web import i18n, layout, security
 from web.admin import bp as admin_bp
 from web.api import bp as api_bp
+from web.cadre import bp as cadre_bp
 from web.office import bp as office_bp
 from web.pages import bp as pages_bp
 from web.security.proxy import TrustedProxyFix
+from web.supervisor import bp as supervisor_bp
 from web.wiring import wire
 
 # Open without signing in, and why. Any other route needs a signed-in user with an allowed role.
@@ -59,6 +61,8 @@ def create_app(runtime: Runtime | None = None) -> Flask:
     app.register_blueprint(pages_bp)
     app.register_blueprint(admin_bp)
     app.register_blueprint(office_bp)
+    app.register_blueprint(supervisor_bp)
+    app.register_blueprint(cadre_bp)
 
     security.declare_public(app, TWILIO_WEBHOOKS, "Twilio's webhooks: every request is signature-checked", csrf=False)
     security.declare_public(app, TWILIO_MEDIA, "recorded prompts that Twilio fetches, unsigned, for <Play>")

@@ -77,6 +77,15 @@ ACCESS_TABLE = [
     ("GET", "/rounds/{round}/compare", READERS),  # the chooser (?with=N): 400 without it
     ("GET", "/rounds/{round}/compare/{round}", READERS),
     ("GET", "/rounds/{round}/followups", READERS),
+    # The supervisors' pages (web.supervisor): figures per cadre, every follow-up read-only, spot-checks.
+    ("GET", "/supervisor/rounds/{round}/followups", {"admin", "supervisor"}),
+    ("GET", "/supervisor/followups/{item}", {"admin", "supervisor"}),
+    ("GET", "/supervisor/spot-checks/new", {"admin", "supervisor"}),
+    ("POST", "/supervisor/spot-checks", {"admin", "supervisor"}),
+    ("POST", "/supervisor/spot-checks/{round}/launch", {"admin", "supervisor"}),
+    # A cadre's own pages (web.cadre): {item} is on the cadre user's own list.
+    ("GET", "/my/{item}", {"cadre"}),
+    ("POST", "/my/{item}/status", {"cadre"}),
 ]
 
 
