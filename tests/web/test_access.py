@@ -86,6 +86,7 @@ ACCESS_TABLE = [
     # A cadre's own pages (web.cadre): {item} is on the cadre user's own list.
     ("GET", "/my/{item}", {"cadre"}),
     ("POST", "/my/{item}/status", {"cadre"}),
+    ("GET", "/api/roster/households", WRITERS),  # the roster page's data as JSON
 ]
 
 
