@@ -27,9 +27,11 @@ from web import i18n, layout, monitoring, security
 from web.admin import bp as admin_bp
 from web.api import bp as api_bp
 from web.notices import bp as notices_bp
+from web.cadre import bp as cadre_bp
 from web.office import bp as office_bp
 from web.pages import bp as pages_bp
 from web.security.proxy import TrustedProxyFix
+from web.supervisor import bp as supervisor_bp
 from web.wiring import wire
 
 # Open without signing in, and why. Any other route needs a signed-in user with an allowed role.
@@ -68,6 +70,8 @@ def create_app(runtime: Runtime | None = None) -> Flask:
     app.register_blueprint(admin_bp)
     app.register_blueprint(office_bp)
     app.register_blueprint(notices_bp)
+    app.register_blueprint(supervisor_bp)
+    app.register_blueprint(cadre_bp)
 
     security.declare_public(app, TWILIO_WEBHOOKS, "Twilio's webhooks: every request is signature-checked", csrf=False)
     security.declare_public(app, NOTICE_WEBHOOKS, "Twilio's notice webhooks: every request is signature-checked",
