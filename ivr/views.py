@@ -26,6 +26,7 @@ from campaigns.db import session_scope
 from campaigns.logs import log_context
 from campaigns.models import CallAttempt
 from campaigns.questionnaire import Questionnaire, recording_path
+from campaigns.rounds import round_changed
 from campaigns.settings import Settings
 from ivr.metrics import webhook_metrics
 from ivr.twiml import render, say_and_hang_up
@@ -95,13 +96,19 @@ def _validator(token: str) -> RequestValidator:
 
 
 def twilio_webhook(view):
-    """Refuse (403) any request whose X-Twilio-Signature is not valid for the public URL and its parameters."""
+    """Refuse (403) any request whose X-Twilio-Signature is not valid for the public URL and its parameters.
+
+    With several Twilio accounts, each signs with its own auth token: the token is the one of the account the
+    request's ``AccountSid`` names (itself covered by the signature), else the default account's.
+    """
 
     @functools.wraps(view)
     def wrapped(*args, **kwargs):
         signature = request.headers.get("X-Twilio-Signature", "")
         params = request.form if request.method == "POST" else {}
-        if not signature or not _validator(settings().webhook_token).validate(signed_url(), params, signature):
+        account_sid = request.form.get("AccountSid") if request.method == "POST" else request.args.get("AccountSid")
+        token = settings().webhook_token_for(account_sid) or current_app.extensions["sanlv"].webhook_token
+        if not signature or not _validator(token).validate(signed_url(), params, signature):
             log.warning("event=bad_signature path=%s remote=%s", request.path, request.remote_addr)
             abort(403)
         return view(*args, **kwargs)
@@ -314,7 +321,8 @@ def status():
 @bp.post("/inbound")
 @twilio_webhook
 def inbound():
-    """A resident calling our number: resume their interview, or a polite message for anyone else."""
+    """A resident calling our number: the same greeting for every caller and a call-back (the default), or the
+    interview, where the round answers on inbound calls (campaigns.interview.begin_inbound_call)."""
     call_sid = _call_sid()
     caller = request.form.get("From", "").strip()
     if not caller:
@@ -331,9 +339,20 @@ def inbound():
             reject(exc.status, str(exc), sid=call_sid)
 
     reply = in_transaction(work)
+    if reply.call_back_round is not None:
+        _call_back_now(reply.call_back_round)
     if reply.prompt is None:
-        return twiml(say_and_hang_up(settings(), public_base(), reply.questionnaire, reply.message or "unknown_caller"))
+        return twiml(say_and_hang_up(settings(), public_base(), reply.questionnaire, reply.message or "call_back"))
     return twiml(render_prompt(reply.prompt, reply.attempt_id))
+
+
+def _call_back_now(round_id: int) -> None:
+    """Wake the round's dialler for the call-back just committed. Best effort: webhooks never need Redis, and
+    without the wake-up the dispatcher's next tick (within half a minute) claims it first anyway."""
+    try:
+        round_changed(settings(), round_id, "call-back")
+    except Exception as exc:  # noqa: BLE001 - Redis down must not fail the caller's call
+        log.warning("event=call_back_wakeup_failed round=%s error=%s", round_id, type(exc).__name__)
 
 
 @bp.get("/recordings/<key>/<name>")

@@ -16,6 +16,7 @@ import click
 
 from campaigns.cli import COMMAND_GROUPS as CAMPAIGN_GROUPS
 from campaigns.cli import SanlvGroup, runtime_or_exit
+from campaigns.privacy_cli import PRIVACY_GROUPS
 from campaigns.logs import configure_logging
 from campaigns.settings import Settings, SettingsError, load_settings
 from reports.cli import report_group
@@ -64,5 +65,5 @@ def web_command(host: str, port: int, worker_count: int, dev: bool) -> None:
     serve_gunicorn(host, port, worker_count, settings=rt.settings)
 
 
-for _command in (*CAMPAIGN_GROUPS, worker_command, report_group, web_command, sim_cli.demo_command):
+for _command in (*CAMPAIGN_GROUPS, *PRIVACY_GROUPS, worker_command, report_group, web_command, sim_cli.demo_command):
     main.add_command(_command)

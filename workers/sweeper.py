@@ -35,13 +35,14 @@ from campaigns.models import FINAL_CALL_STATUSES, CallAttempt, CallStatus, Round
 from campaigns.questionnaire import Questionnaire, longest_silence
 from campaigns.runtime import Runtime, get_runtime
 from campaigns.settings import Settings
+from workers.accounts import effective_cps, providers_for, round_accounts
 from workers.dispatch import rebuild_dispatch
 from workers.leases import attempt_lease_key, lease_held
+from workers.messaging import sweep_notices
 from workers.metrics import SWEEPER_SETTLED, count
 from workers.placing import adopt_existing, cancel_late_call, create_settle_time, round_stopped
 from workers.queues import enqueue, free_dead_scheduler_locks, job_waiting, redis_connection, redis_key
-from workers.telephony import get_provider
-from workers.telephony.base import TelephonyError, TelephonyProvider
+from workers.telephony.base import CallInfo, TelephonyError, TelephonyProvider
 
 log = logging.getLogger("sanlv.jobs")
 
@@ -88,13 +89,16 @@ def sweep() -> str:
         released, adopted = _recover_claims(rt, keepalive)
         settled = _settle_unsettled_calls(rt, keepalive)
         expired = _apply_deadlines(rt)
+        notice_work = sweep_notices(keepalive)
     finally:
         try:
             lock.release()
         except Exception as exc:  # noqa: BLE001 - it expires by itself (e.g. Redis was restarted meanwhile)
             log.warning("event=sweep_unlock_failed error=%r", exc)
     summary = f"rebuilt={len(rebuilt)} released={released} adopted={adopted} settled={settled} expired={expired}"
-    if rebuilt or released or adopted or settled or expired:
+    if any(notice_work):
+        summary += " notices(rebuilt,released,relooked,settled)=" + ",".join(map(str, notice_work))
+    if rebuilt or released or adopted or settled or expired or any(notice_work):
         log.info("event=sweep %s", summary)
     return summary
 
@@ -112,9 +116,13 @@ def _recover_claims(rt: Runtime, keepalive: Callable[[], None]) -> tuple[int, in
     now = clock.now()
     with rt.sessions() as session:
         claims = open_claims(session, now - CLAIM_GRACE)
-        cps = dict(session.execute(select(Round.id, Round.cps).where(Round.id.in_({c.round_id for c in claims}))).all())
+        rounds = {
+            r.id: r
+            for r in session.execute(
+                select(Round.id, Round.cps, Round.accounts).where(Round.id.in_({c.round_id for c in claims}))
+            )
+        }
     released = adopted = 0
-    provider = None
     for claim in claims:
         keepalive()
         if _claim_alive(settings, claim.attempt_id):
@@ -125,13 +133,26 @@ def _recover_claims(rt: Runtime, keepalive: Callable[[], None]) -> tuple[int, in
                     released += 1
                     log.info("event=claim_released attempt=%s reason=worker_gone", claim.attempt_id)
             continue
-        if claim.mark == CREATING and now - claim.create_started < create_settle_time(settings, cps[claim.round_id]):
-            continue  # its request may still be on its way; look next time
-        provider = provider or get_provider(settings)
+        round_ = rounds[claim.round_id]
         try:
-            if adopt_existing(provider, rt, claim.attempt_id, claim.phone, claim.created_at - timedelta(seconds=5)):
+            names = [a.name for a in round_accounts(settings, round_.accounts or [])]
+        except TelephonyError as exc:
+            log.warning("event=claim_lookup_failed attempt=%s error=%r", claim.attempt_id, exc)
+            continue
+        cps = effective_cps(settings, round_.cps, names)
+        if claim.mark == CREATING and now - claim.create_started < create_settle_time(settings, cps):
+            continue  # its request may still be on its way; look next time
+        try:
+            # The call may have gone through any account the round may use: ask each.
+            found = None
+            for name, provider in providers_for(settings, names):
+                if adopt_existing(provider, rt, claim.attempt_id, claim.phone, claim.created_at - timedelta(seconds=5),
+                                  account=name):
+                    found = provider
+                    break
+            if found is not None:
                 adopted += 1
-                _after_adoption(rt, provider, claim)
+                _after_adoption(rt, found, claim)
                 continue
         except TelephonyError as exc:
             log.warning("event=claim_lookup_failed attempt=%s error=%r", claim.attempt_id, exc)
@@ -175,10 +196,9 @@ def _settle_unsettled_calls(rt: Runtime, keepalive: Callable[[], None]) -> int:
     quiet = [call for call in candidates if call.heard_at < now - limits[call.round_id]]
     if not quiet:
         return 0
-    provider = get_provider(settings)
     settled = 0
     with ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="sanlv-sweep") as pool:
-        answers = pool.map(lambda call: _look_up(provider, call), quiet)
+        answers = pool.map(lambda call: _look_up(settings, call), quiet)
         for call, found in zip(quiet, answers, strict=True):
             keepalive()
             if found is not None and _settle_quiet_call(rt, call, *found, now=now):
@@ -186,10 +206,10 @@ def _settle_unsettled_calls(rt: Runtime, keepalive: Callable[[], None]) -> int:
     return settled
 
 
-def _look_up(provider: TelephonyProvider, call: QuietCall) -> tuple[str, int | None, str | None] | None:
+def _look_up(settings: Settings, call: QuietCall) -> tuple[str, int | None, str | None] | None:
     """How the provider says the call is: (status, duration, answered_by); None if it could not be asked."""
     try:
-        info = provider.fetch_call(call.call_sid)
+        info = fetch_from_accounts(settings, call.call_sid, call.account)
     except TelephonyError as exc:
         if exc.status != 404:
             log.warning("event=quiet_lookup_failed attempt=%s sid=%s error=%r", call.attempt_id, call.call_sid, exc)
@@ -222,6 +242,22 @@ def _settle_quiet_call(
         call.attempt_id, call.call_sid, call.round_id, settled_as, (now - call.heard_at).total_seconds(),
     )  # fmt: skip
     return True
+
+
+def fetch_from_accounts(settings: Settings, sid: str, account: str | None) -> CallInfo:
+    """The call at the account it went through; an attempt that does not know it asks every account in turn
+    (the one that knows the call answers, the others say 404)."""
+    names = [account] if account is not None else [a.name for a in settings.accounts] or [None]
+    error: TelephonyError | None = None
+    for _name, provider in providers_for(settings, names):
+        try:
+            return provider.fetch_call(sid)
+        except TelephonyError as exc:
+            if exc.status != 404:
+                raise
+            error = exc
+    assert error is not None
+    raise error
 
 
 def _apply_deadlines(rt: Runtime) -> int:

@@ -7,7 +7,7 @@ status callback never arrived (the web server restarted) is settled in about two
 covers the calls that are not final, which is all the sweeper ever looks at.
 
 Revision ID: 0005_webhook_activity
-Revises: 0003_accounts
+Revises: 0004_dnc_privacy
 Create Date: 2026-12-07 03:00:00
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0005_webhook_activity"
-down_revision = "0003_accounts"
+down_revision = "0004_dnc_privacy"
 branch_labels = None
 depends_on = None
 
