@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from campaigns.models import CallAttempt, CallStatus, RoundStatus
+from campaigns.runtime import Runtime, set_runtime
 from tests.conftest import TEST_SECRET_KEY
 from tests.factories import make_household, make_round, make_target
 from tests.ivr.support import base_params, gather_url, open_call, post, twiml
@@ -49,6 +50,7 @@ def web(settings, tmp_path: Path, monkeypatch) -> Iterator[tuple]:
     }
     for name in ("DATABASE_URL", "REDIS_URL", "PUBLIC_BASE_URL", "SANLV_NAMESPACE"):
         monkeypatch.setenv(name, env[name])
+    set_runtime(Runtime(live))  # the webhooks below are signed with this deployment's key
     log = tmp_path / "web.log"
     with log.open("wb") as handle:
         proc = subprocess.Popen(
@@ -73,6 +75,7 @@ def web(settings, tmp_path: Path, monkeypatch) -> Iterator[tuple]:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             kill_tree(proc)
+        set_runtime(None)
 
 
 def scrape(url: str) -> dict[str, list]:
@@ -151,7 +154,8 @@ def test_every_metric_the_alerts_use_is_exported(web, sessions):
     attempt_id = open_call(sessions)
     with sessions() as session:
         round_id = session.scalar(select(CallAttempt.round_id).where(CallAttempt.id == attempt_id))
-    post(settings, f"/ivr/status?attempt={attempt_id}", base_params(CallStatus="completed", SequenceNumber="0"))
+    reply = post(settings, f"/ivr/status?attempt={attempt_id}", base_params(CallStatus="completed", SequenceNumber="0"))
+    assert reply.status_code == 204, reply.text
     count(settings, DIALS, round_id)
     count(settings, TWILIO_ERRORS, 20429)
     count(settings, SWEEPER_SETTLED, "failed")

@@ -20,6 +20,7 @@ from rq.job import Job
 
 from campaigns import clock
 from campaigns.models import RoundStatus
+from campaigns.runtime import Runtime, set_runtime
 from tests.campaigns.test_logs import TEXT_LINE
 from tests.conftest import TEST_SECRET_KEY
 from tests.factories import make_round, make_target
@@ -58,6 +59,7 @@ def test_web_server_lines(fmt, settings, sessions, tmp_path, monkeypatch):
     live = replace(settings, public_base_url=f"http://127.0.0.1:{port}", namespace="logs-test")
     env = process_environment(live) | {"SANLV_LOG_FORMAT": fmt, "SECRET_KEY": TEST_SECRET_KEY}
     monkeypatch.setenv("PUBLIC_BASE_URL", live.public_base_url)
+    set_runtime(Runtime(live))  # the webhooks below are signed with this deployment's key
     err, out = tmp_path / "stderr.log", tmp_path / "stdout.log"
     with err.open("wb") as err_handle, out.open("wb") as out_handle:
         proc = subprocess.Popen(
@@ -89,6 +91,7 @@ def test_web_server_lines(fmt, settings, sessions, tmp_path, monkeypatch):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             kill_tree(proc)
+        set_runtime(None)
     written = err.read_text()
     assert out.read_text() == ""
     assert FULL_NUMBER not in written
