@@ -63,3 +63,10 @@ def test_dial_rate_benchmark_runs() -> None:
     out = run_bench("dial_rate.py", "--cps", "5", "--seconds", "4", "--workers", "1")
 
     assert "verdict" in out and "goal: ratio >= 0.95" in out
+
+
+def test_notice_rate_benchmark_runs() -> None:
+    out = run_bench("notice_rate.py", "--households", "300", "--limit", "5", "--seconds", "4", "--workers", "1")
+
+    assert "notice created in" in out and "300 households," in out
+    assert "verdict" in out and "goal: ratio >= 0.95, max/1s <= 5, no doubles" in out
