@@ -67,6 +67,7 @@ DEFAULT_ANSWERS: dict[str, str] = {
     "satisfaction": "1",
     "cadre_contact": "1",
     "visit": "2",
+    "delivery": "1",
     # A voice notice (ivr.notices names its Gathers so): listen to the end, then let it hang up.
     "notice": "",
     "notice_hint": "",
@@ -317,6 +318,7 @@ class VillageProfile:
     participation: float = 0.60
     cadre_contact: float = 0.78
     visit_yes: float = 0.5  # when asked
+    delivery: float = 0.75  # confirms that publicity material was delivered to the door
     # Keypad habits: on the first ask of a step, how often a resident is silent, presses * or a wrong key.
     silence: float = 0.03
     repeat: float = 0.02
@@ -346,6 +348,7 @@ class VillageProfile:
             participation=_lerp(0.40, 0.80, u[10]),
             cadre_contact=_lerp(0.60, 0.95, u[11]),
             visit_yes=_lerp(0.35, 0.65, u[12]),
+            delivery=_lerp(0.55, 0.90, u[13]),
         )
 
     def call_outcome(self, rng: random.Random) -> str:
@@ -390,6 +393,10 @@ class VillageProfile:
             return "0" if r < self.cadre_contact + self.unsure else "2"
         if step == "visit":
             return "1" if r < self.visit_yes else "2"
+        if step == "delivery":
+            if r < self.delivery:
+                return "1"
+            return "0" if r < self.delivery + self.unsure else "2"
         return UNKNOWN_STEP_KEY
 
 
