@@ -43,6 +43,8 @@ from campaigns import accounts, audit
 from campaigns.db import session_scope
 from campaigns.errors import SanlvError
 from campaigns.migrate import upgrade
+from campaigns.models import NoticeChannel
+from campaigns.notices import NoticeOptions, change_notice, create_notice, notice_status_report, segment_count
 from campaigns.models import Cadre, FollowUp, FollowUpStatus
 from campaigns.roster import import_roster
 from campaigns.rounds import (
@@ -57,6 +59,7 @@ from campaigns.settings import Settings, SettingsError, load_settings
 from reports.format import render_rates_table
 from reports.rates import village_rates
 from workers.lifecycle import after_round_change
+from workers.messaging import after_notice_change
 from workers.queues import QUEUES, clear_namespace, queue_name, set_redis_connection
 from workers.runner import InProcessWorker
 
@@ -251,6 +254,31 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+# With ``--notice``: an SMS notice to the roster with half held out, before the round; residents who got it
+# know of the work with this probability (SANLV_SIM_NOTICE_AWARENESS), so the lift shows in the round.
+DEMO_NOTICE_TEXT = "【平安建设】县综治办提醒：平安建设人人参与，遇到矛盾纠纷可找村调解委员会，紧急情况请拨110。"
+DEMO_NOTICE_AWARENESS = 0.99
+DEMO_NOTICE_HOLDOUT = 0.5
+
+
+def after_notice_round(runtime: Runtime, round_id: int, notice_id: int) -> None:
+    """What the demo prints after a round that followed a notice: the notice's delivery, and where the
+    comparison of notified and held-out households lives.
+
+    The hook for the lift table (``sanlv report lift ROUND --notice NOTICE``): replace the last line with its
+    rendering once reports has it.
+    """
+    with runtime.sessions() as session:
+        report = notice_status_report(session, notice_id)
+    click.echo("")
+    click.echo(
+        f"sanlv demo: 通知 {notice_id}: 发送 {report['households'] - report['held_out']} 户 · "
+        f"留出 {report['held_out']} 户 · 送达 {report['delivered']} 户 · "
+        f"退订 {report['targets']['opted_out']} 户"
+    )
+    click.echo(f"sanlv demo: 对比: sanlv report lift {round_id} --notice {notice_id}")
+
+
 DEMO_ACTOR = "sanlv demo"
 
 
@@ -316,6 +344,7 @@ def run_demo(
     directory: str | None,
     seed: int,
     timeout: int,
+    notice: bool = False,
     serve: bool = False,
     port: int | None = None,
 ) -> int:
@@ -375,9 +404,16 @@ def run_demo(
             retry=parse_retry("busy=2s,no-answer=3s,failed=3s,machine=3s,dropped=2s"),
             seed=seed,
         )
-        with session_scope(runtime.sessions) as session:
-            round_id = create_round(session, options).id
-            change_round(session, round_id, "launch")
+        notice_id = None
+        if notice:
+            with session_scope(runtime.sessions) as session:
+                notice_id = create_notice(
+                    session,
+                    NoticeOptions(name="演示:平安建设宣传短信", channel=NoticeChannel.SMS, text=DEMO_NOTICE_TEXT,
+                                  holdout=DEMO_NOTICE_HOLDOUT, seed=seed, windows=[["00:00", "24:00"]], cps=50.0),
+                ).id  # fmt: skip
+                change_notice(session, notice_id, "launch")
+                click.echo(f"sanlv demo: 通知 {notice_id}: {segment_count(DEMO_NOTICE_TEXT + '回复TD退订').describe()}")
 
         env = {
             **os.environ,
@@ -389,6 +425,9 @@ def run_demo(
             "SANLV_NAMESPACE": settings.namespace,
             "SANLV_SIM_SEED": str(seed),
         }
+        if notice:
+            env["SANLV_SIM_NOTICE_AWARENESS"] = str(DEMO_NOTICE_AWARENESS)
+            os.environ["SANLV_SIM_NOTICE_AWARENESS"] = str(DEMO_NOTICE_AWARENESS)
         for name in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_API_BASE_URL"):
             env.pop(name, None)
         log_path = workdir / "processes.log"
@@ -411,6 +450,12 @@ def run_demo(
             kind = f"{max(1, worker_count)} 个 RQ 工作线程"
         click.echo(f"sanlv demo: 网页服务 {settings.public_base_url} (gunicorn) · {kind} · 日志 {log_path}")
 
+        if notice_id is not None:
+            after_notice_change(settings, notice_id, "launch")
+            _wait_for_notice(runtime, notice_id, [web, *workers], timeout, log_path)
+        with session_scope(runtime.sessions) as session:
+            round_id = create_round(session, options).id
+            change_round(session, round_id, "launch")
         after_round_change(settings, round_id, "launch")
         started = time.monotonic()
         last_line = ""
@@ -435,6 +480,8 @@ def run_demo(
         click.echo("")
         with runtime.sessions() as session:
             click.echo(render_rates_table(village_rates(session, round_id)))
+        if notice_id is not None:
+            after_notice_round(runtime, round_id, notice_id)
         if serve:
             logins = make_demo_users(runtime, round_id)
             click.echo("")
@@ -448,3 +495,26 @@ def run_demo(
             _serve_until_stopped([web, *workers], log_path)
     runtime.dispose()
     return 0
+
+
+def _wait_for_notice(runtime: Runtime, notice_id: int, processes: list, timeout: float, log_path: Path) -> None:
+    """Until the notice is sent and the network has reported every text's delivery (or ``timeout``)."""
+    started = time.monotonic()
+    last = ""
+    while True:
+        time.sleep(1.0)
+        with runtime.sessions() as session:
+            report = notice_status_report(session, notice_id)
+        sent = report["targets"]["sent"]
+        reported = sum(report["provider_statuses"].get(s, 0) for s in ("delivered", "undelivered", "failed"))
+        line = f"sanlv demo: 通知 {notice_id} {report['status']} · 已发 {sent} · 已回执 {reported}"
+        if line != last:
+            click.echo(line)
+            last = line
+        if report["status"] == "completed" and reported >= sent:
+            return
+        dead = [p for p in processes if p.poll() is not None]
+        if dead:
+            raise DemoError(f"a demo process exited (code {dead[0].returncode}); see {log_path}")
+        if time.monotonic() - started > timeout:
+            raise DemoError(f"the notice was not delivered within {timeout}s; see {log_path}")

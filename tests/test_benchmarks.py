@@ -87,6 +87,16 @@ def test_dial_rate_benchmark_runs() -> None:
     assert "verdict" in out and "goal: ratio >= 0.95" in out
 
 
+def test_dial_scale_benchmark_runs() -> None:
+    out = run_bench("dial_scale.py", "--households", "300", "--seconds", "8", "--workers", "2", "--account-cps", "3")
+
+    assert "verdict: ratio" in out and "goal <= 3 per account" in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line[:9].strip() in ("baseline", "pool")
+            and line.split()[1].isdigit()}
+    baseline, pool = rows["baseline"], rows["pool"]
+    assert baseline[1:3] == ["1", "3"] and pool[1:3] == ["3", "9"]  # accounts, pool cps
+    assert [p.split("=")[0] for p in pool[-3:]] == ["a", "b", "c"]  # the peak of each account of the pool
+    assert "rss growth after warm-up" in out
 def test_web_pages_benchmark_runs() -> None:
     out = run_bench("web_pages.py", "--answers", "3000", "--households", "500", "--repeat", "1")
 

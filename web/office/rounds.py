@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from campaigns import audit
 from campaigns.db import session_scope
-from campaigns.models import Cadre, Round, RoundStatus, Village
+from campaigns.models import Cadre, InboundMode, Round, RoundStatus, Village
 from campaigns.questionnaire import RATE_KEYS, builtin_keys, builtin_questionnaire, latest_versions
 from campaigns.rounds import RoundError, RoundOptions, change_round, create_round, round_changed
 from campaigns.schedule import RETRY_OUTCOMES
@@ -146,6 +146,7 @@ def default_form() -> dict[str, Any]:
         "target_defaults": {key: f"{defaults[key].target * 100:g}" for key in RATE_KEYS if key in defaults},
         "exclude_unsure": False,
         "machine_detection": False,
+        "inbound_answer": options.inbound == InboundMode.ANSWER,
     }
 
 
@@ -192,11 +193,12 @@ def _read_form(sample_kind: str | None = None) -> tuple[dict[str, Any], dict[str
     even the right kind of value (a word where a number goes)."""
     form = default_form()
     for name in form:
-        if name in ("exclude_unsure", "machine_detection", "target_defaults"):
+        if name in ("exclude_unsure", "machine_detection", "inbound_answer", "target_defaults"):
             continue
         form[name] = request.form.get(name, "").strip()
     form["exclude_unsure"] = request.form.get("exclude_unsure") == "1"
     form["machine_detection"] = request.form.get("machine_detection") == "1"
+    form["inbound_answer"] = request.form.get("inbound_answer") == "1"
     if sample_kind is not None:
         form["sample_kind"] = sample_kind
     errors: dict[str, str] = {}
@@ -223,6 +225,7 @@ def _read_form(sample_kind: str | None = None) -> tuple[dict[str, Any], dict[str
         "ends_at": form["ends_at"] or None,
         "exclude_unsure": form["exclude_unsure"],
         "machine_detection": form["machine_detection"],
+        "inbound": (InboundMode.ANSWER if form["inbound_answer"] else InboundMode.CALL_BACK).value,
     }
     if form["cps"]:
         try:
@@ -391,6 +394,7 @@ def round_page(round_id: int):
             "blocked": round_.blocked_dates,
             "exclude_unsure": round_.exclude_unsure,
             "machine_detection": round_.machine_detection,
+            "inbound_answer": round_.inbound == InboundMode.ANSWER,
             "rate_targets": round_.rate_targets,
             "starts_at": round_.starts_at,
             "seed": round_.seed,
