@@ -38,6 +38,7 @@ from sqlalchemy import text
 
 from campaigns.clock import now
 from campaigns.db import make_engine, make_session_factory, session_scope
+from campaigns.models import Round, RoundStatus
 from campaigns.questionnaire import builtin_questionnaire, store_version
 from campaigns.rounds import RoundOptions, change_round, create_round
 
@@ -106,16 +107,10 @@ def _baseline_round(engine, sessions) -> int:
     """A round row for the baseline to write targets for (with the questionnaire version a round needs)."""
     with session_scope(sessions) as session:
         version_id = store_version(session, builtin_questionnaire()).id
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO rounds (name, questionnaire_id, status, sample, windows, blocked_dates, max_attempts,"
-                " cps, max_concurrent, retry, exclude_unsure, rate_targets, machine_detection, created_at)"
-                " VALUES ('baseline', :q, 'draft', 'all', '[]', '[]', 3, 1.0, 10, '{}', false, '{}', false, :at)"
-            ),
-            {"q": version_id, "at": now().replace(tzinfo=None)},
-        )
-        return conn.execute(text("SELECT max(id) FROM rounds")).scalar()
+        round_ = Round(name="baseline", questionnaire_id=version_id, status=RoundStatus.DRAFT, windows=[], retry={})
+        session.add(round_)
+        session.flush()
+        return round_.id
 
 
 def _peak_rss_mb() -> float:
