@@ -23,7 +23,14 @@ from sqlalchemy import select
 from campaigns import audit
 from campaigns.db import session_scope
 from campaigns.models import Cadre, Round, RoundStatus, Village
-from campaigns.questionnaire import RATE_KEYS, builtin_keys, builtin_questionnaire, latest_versions
+from campaigns.questionnaire import (
+    DELIVERY_STEP,
+    RATE_KEYS,
+    builtin_keys,
+    builtin_questionnaire,
+    from_version,
+    latest_versions,
+)
 from campaigns.rounds import RoundError, RoundOptions, change_round, create_round, round_changed
 from campaigns.schedule import RETRY_OUTCOMES
 from reports.dashboard import round_progress
@@ -146,6 +153,7 @@ def _default_form() -> dict[str, Any]:
         "target_defaults": {key: f"{defaults[key].target * 100:g}" for key in RATE_KEYS if key in defaults},
         "exclude_unsure": False,
         "machine_detection": False,
+        "no_delivery_check": False,
     }
 
 
@@ -190,11 +198,12 @@ def _read_form() -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
     even the right kind of value (a word where a number goes)."""
     form = _default_form()
     for name in form:
-        if name in ("exclude_unsure", "machine_detection", "target_defaults"):
+        if name in ("exclude_unsure", "machine_detection", "no_delivery_check", "target_defaults"):
             continue
         form[name] = request.form.get(name, "").strip()
     form["exclude_unsure"] = request.form.get("exclude_unsure") == "1"
     form["machine_detection"] = request.form.get("machine_detection") == "1"
+    form["no_delivery_check"] = request.form.get("no_delivery_check") == "1"
     errors: dict[str, str] = {}
 
     def whole(name: str) -> int | None:
@@ -219,6 +228,7 @@ def _read_form() -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
         "ends_at": form["ends_at"] or None,
         "exclude_unsure": form["exclude_unsure"],
         "machine_detection": form["machine_detection"],
+        "no_delivery_check": form["no_delivery_check"],
     }
     if form["cps"]:
         try:
@@ -373,6 +383,7 @@ def round_page(round_id: int):
             "blocked": round_.blocked_dates,
             "exclude_unsure": round_.exclude_unsure,
             "machine_detection": round_.machine_detection,
+            "delivery_check": from_version(round_.questionnaire).has_step(DELIVERY_STEP),
             "rate_targets": round_.rate_targets,
             "starts_at": round_.starts_at,
             "seed": round_.seed,
