@@ -52,6 +52,8 @@ REQUIRED_MESSAGES = (
 # Messages a file may give; without them the IVR falls back as noted.
 OPTIONAL_MESSAGES = (
     "machine",  # said to an answering machine before hanging up (default: nothing)
+    # said to every inbound caller who is not interviewed, on the roster or not (default: unknown_caller)
+    "call_back",
     "already_done",  # an inbound caller whose interview in the active round is over (default: unknown_caller)
     "call_later",  # an inbound caller we are dialling right now (default: unknown_caller)
     "readback",  # "您选择的是{answer},确认请按1,重新选择请按2": required when readback is on
@@ -142,6 +144,31 @@ class Questionnaire:
     @property
     def checksum(self) -> str:
         return content_checksum(self.content)
+
+
+# Speaking rate assumed when estimating how long a prompt takes to say: slower than Mandarin TTS (about 4 to 5
+# characters a second), so the estimate errs long. A recorded prompt is assumed to be about as long.
+SPEECH_CHARS_PER_SECOND = 3.0
+# Messages that may be said before a question in the same <Gather> (a greeting, then a retry's reason).
+_PREFACE_GREETINGS = ("intro", "welcome_back")
+_PREFACE_RETRIES = ("invalid", "silence")
+
+
+def longest_silence(questionnaire: Questionnaire) -> float:
+    """Seconds a live call of ``questionnaire`` can go without any webhook: the longest prompt a <Gather> plays
+    (a greeting, a retry's reason and the longest question or read-back), spoken slowly, then the keypad wait.
+    After that Twilio requests the Gather's action (a key) or its Redirect (silence), or the call has ended."""
+    messages = questionnaire.messages
+    questions = [step.prompt for step in questionnaire.steps]
+    if questionnaire.readback:
+        longest_option = max((len(o) for step in questionnaire.rate_steps for o in step.options.values()), default=0)
+        questions.append(messages.get("readback", "") + "x" * longest_option)
+    characters = (
+        max(len(messages.get(name, "")) for name in _PREFACE_GREETINGS)
+        + max(len(messages.get(name, "")) for name in _PREFACE_RETRIES)
+        + max(len(text) for text in questions)
+    )
+    return characters / SPEECH_CHARS_PER_SECOND + questionnaire.gather_timeout
 
 
 def content_checksum(content: Mapping[str, Any]) -> str:

@@ -159,20 +159,22 @@ def cadre_overview(
     contact_step = rate_steps(questionnaire).get(CONTACT_RATE)
     delivery_check = questionnaire.has_step(DELIVERY_STEP)
 
+    # A target made anonymous (campaigns.privacy) has no household; it keeps the cadre its household had.
+    cadre_of = func.coalesce(Household.cadre_id, RoundTarget.cadre_id)
     sample = {
         cadre_id: {"sampled": sampled, "reached": reached, "completed": int(completed or 0)}
         for cadre_id, sampled, reached, completed in session.execute(
             select(
-                Household.cadre_id,
+                cadre_of,
                 func.count(RoundTarget.id),
                 func.count(Response.id),
                 func.sum(case((Response.status == ResponseStatus.COMPLETED, 1), else_=0)),
             )
             .select_from(RoundTarget)
-            .join(Household, Household.id == RoundTarget.household_id)
+            .outerjoin(Household, Household.id == RoundTarget.household_id)
             .outerjoin(Response, Response.target_id == RoundTarget.id)
             .where(RoundTarget.round_id == round_id)
-            .group_by(Household.cadre_id)
+            .group_by(cadre_of)
         )
     }
     roster = dict(
@@ -186,10 +188,10 @@ def cadre_overview(
         roster[None] = session.scalar(select(func.count()).select_from(Household).where(Household.cadre_id.is_(None)))
     villages: dict[int | None, set[str]] = {}
     for cadre_id, name in session.execute(
-        select(Household.cadre_id, Village.name)
+        select(cadre_of, Village.name)
         .select_from(RoundTarget)
-        .join(Household, Household.id == RoundTarget.household_id)
-        .join(Village, Village.id == Household.village_id)
+        .outerjoin(Household, Household.id == RoundTarget.household_id)
+        .join(Village, Village.id == RoundTarget.village_id)
         .where(RoundTarget.round_id == round_id)
         .distinct()
     ):
@@ -199,17 +201,17 @@ def cadre_overview(
     answered: dict[str, dict[int | None, Counter[str]]] = {question: {} for question in questions}
     if questions:
         for cadre_id, question, digit, count in session.execute(
-            select(Household.cadre_id, Answer.question, Answer.digit, func.count())
+            select(cadre_of, Answer.question, Answer.digit, func.count())
             .select_from(Answer)
             .join(Response, Response.id == Answer.response_id)
             .join(RoundTarget, RoundTarget.id == Response.target_id)
-            .join(Household, Household.id == RoundTarget.household_id)
+            .outerjoin(Household, Household.id == RoundTarget.household_id)
             .where(
                 Answer.round_id == round_id,
                 Answer.question.in_(questions),
                 Response.status == ResponseStatus.COMPLETED,
             )
-            .group_by(Household.cadre_id, Answer.question, Answer.digit)
+            .group_by(cadre_of, Answer.question, Answer.digit)
         ):
             answered[question].setdefault(cadre_id, Counter())[digit] += count
     contact = answered.get(contact_step.key, {}) if contact_step is not None else {}

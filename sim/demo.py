@@ -6,6 +6,10 @@ processes placing calls through the simulated phone network; then the village ra
 
 Redis: the one at REDIS_URL when it answers, otherwise an in-process stand-in (fakeredis, from the ``demo``
 extra), with the RQ workers as threads of this process.
+
+``--serve``: once the round has finished, the web app and the workers keep running until Ctrl-C, with three
+demo users made in the demo's own database (an admin, a supervisor, and a cadre with follow-ups to visit);
+their passwords are new random ones each run, printed once, and exist nowhere but in that database.
 """
 
 from __future__ import annotations
@@ -33,12 +37,15 @@ import redis
 from rq import Queue
 from rq.scheduler import RQScheduler
 from rq.timeouts import TimerDeathPenalty
+from sqlalchemy import func, select
 
+from campaigns import accounts, audit
 from campaigns.db import session_scope
 from campaigns.errors import SanlvError
 from campaigns.migrate import upgrade
 from campaigns.models import NoticeChannel
 from campaigns.notices import NoticeOptions, change_notice, create_notice, notice_status_report, segment_count
+from campaigns.models import Cadre, FollowUp, FollowUpStatus
 from campaigns.roster import import_roster
 from campaigns.rounds import (
     RoundOptions,
@@ -273,6 +280,63 @@ def after_notice_round(runtime: Runtime, round_id: int, notice_id: int) -> None:
     click.echo(f"sanlv demo: 同一报告: sanlv report lift {round_id} --notice {notice_id} [--format html]")
 
 
+DEMO_ACTOR = "sanlv demo"
+
+
+def make_demo_users(runtime: Runtime, round_id: int) -> list[tuple[str, str, str]]:
+    """An admin, a supervisor, and a cadre user for the cadre with the most open follow-ups of the round.
+
+    Returns (role label, username, password) for each; the passwords are new random ones.
+    """
+    logins = []
+    with session_scope(runtime.sessions) as session:
+        cadre_id = session.scalar(
+            select(FollowUp.cadre_id)
+            .where(FollowUp.round_id == round_id, FollowUp.cadre_id.is_not(None),
+                   FollowUp.status == FollowUpStatus.PENDING)
+            .group_by(FollowUp.cadre_id)
+            .order_by(func.count().desc(), FollowUp.cadre_id)
+            .limit(1)
+        ) or session.scalar(select(Cadre.id).order_by(Cadre.id).limit(1))  # fmt: skip
+        for role, username, label in (
+            ("admin", "demo-admin", "管理员 admin"),
+            ("supervisor", "demo-jiwei", "督查组 supervisor"),
+            ("cadre", "demo-cadre", "包户干部 cadre"),
+        ):
+            password = secrets.token_urlsafe(9)
+            user = accounts.create_user(
+                session, username, role, password, cadre_id=cadre_id if role == "cadre" else None
+            )
+            audit.record(session, DEMO_ACTOR, audit.USER_ADD, object_type="user", object_id=user.id,
+                         detail={"username": username, "role": role})  # fmt: skip
+            if role == "cadre":
+                cadre = session.get(Cadre, cadre_id)
+                label = f"{label}（{cadre.name}）" if cadre else label
+            logins.append((label, username, password))
+    return logins
+
+
+class _Stopped(Exception):
+    """SIGTERM while serving: leave as Ctrl-C does."""
+
+
+def _serve_until_stopped(processes: list[subprocess.Popen], log_path: Path) -> None:
+    def stop(_signum, _frame):
+        raise _Stopped
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        while True:
+            time.sleep(1.0)
+            dead = [p for p in processes if p.poll() is not None]
+            if dead:
+                raise DemoError(f"a demo process exited (code {dead[0].returncode}); see {log_path}")
+    except (KeyboardInterrupt, _Stopped):
+        click.echo("\nsanlv demo: 已停止 / stopped")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_demo(
     *,
     households: int,
@@ -282,6 +346,8 @@ def run_demo(
     seed: int,
     timeout: int,
     notice: bool = False,
+    serve: bool = False,
+    port: int | None = None,
 ) -> int:
     try:
         base = load_settings()
@@ -304,7 +370,7 @@ def run_demo(
                 f"no Redis answered at {base.redis_url}: using an in-process stand-in (fakeredis), "
                 "with the RQ workers as threads of this process"
             )
-        port = _free_port()
+        port = port or _free_port()
         settings = replace(
             base,
             database_url=f"sqlite:///{db_path}",
@@ -411,12 +477,23 @@ def run_demo(
                 raise DemoError(f"the round did not finish within {timeout}s; see {log_path}")
         elapsed = time.monotonic() - started
 
-    click.echo(f"sanlv demo: 第 {round_id} 轮调查结束,用时 {elapsed:.1f} 秒。")
-    click.echo("")
-    with runtime.sessions() as session:
-        click.echo(render_rates_table(village_rates(session, round_id)))
-    if notice_id is not None:
-        after_notice_round(runtime, round_id, notice_id)
+        click.echo(f"sanlv demo: 第 {round_id} 轮调查结束,用时 {elapsed:.1f} 秒。")
+        click.echo("")
+        with runtime.sessions() as session:
+            click.echo(render_rates_table(village_rates(session, round_id)))
+        if notice_id is not None:
+            after_notice_round(runtime, round_id, notice_id)
+        if serve:
+            logins = make_demo_users(runtime, round_id)
+            click.echo("")
+            click.echo(f"sanlv demo: 网页 {settings.public_base_url}/login (按 Ctrl-C 停止 / Ctrl-C to stop)")
+            click.echo(
+                "sanlv demo: 演示账号(仅在本演示数据库中,每次运行重新生成)/ demo logins (this demo's database only):"
+            )
+            for label, username, password in logins:
+                click.echo(f"  用户名 {username:<11} 密码 {password}   {label}")
+            click.echo(f"sanlv demo: 数据库 {db_path} · 日志 {log_path}")
+            _serve_until_stopped([web, *workers], log_path)
     runtime.dispose()
     return 0
 

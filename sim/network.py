@@ -41,7 +41,7 @@ from campaigns.runtime import get_runtime
 from campaigns.settings import Settings
 from sim.call import SimulatedCall, masked
 from sim.messages import MessageStore, deliver_message
-from sim.residents import BLOCKED, CREATE_ERRORS, INVALID, Resident, resident_for_call, take_script
+from sim.residents import BLOCKED, CREATE_ERRORS, INVALID, Resident, resident_for_call, script_key, take_script
 from sim.store import (
     CANCELABLE_STATUSES,
     CANCELED,
@@ -115,6 +115,10 @@ class SimulatorProvider:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.store = CallStore(settings)
+
+    def forget_number(self, phone: str, sids: list[str]) -> int:
+        """Erase the network's calls of ``phone``, their transcripts and the resident's script."""
+        return self.store.forget(phone, sids) + int(self.store.connection.delete(script_key(self.settings, phone)))
 
     def place_call(self, request: CallRequest) -> CallInfo:
         """Accept the call as ``queued`` and hand it to a simulator worker.
@@ -345,7 +349,9 @@ def run_call(sid: str) -> str:
     else:
         resident = Resident()  # cancelled or abandoned: nobody will pick up
     with requests.Session() as http:
-        simulated = SimulatedCall(settings, call, resident, http, store=store, speed=options.speed)
+        simulated = SimulatedCall(
+            settings, call, resident, http, store=store, speed=options.speed, token=runtime.webhook_token
+        )
         if status in (INITIATED, RINGING, IN_PROGRESS):
             result = simulated.abandon(status)
         else:

@@ -7,6 +7,7 @@ import requests
 from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
+from campaigns.runtime import get_runtime
 from campaigns.calls import claim_due_targets
 from campaigns.clock import now
 from campaigns.models import (
@@ -118,7 +119,7 @@ def test_unsigned_or_forged_webhooks_are_refused(call, sessions, signature):
 def test_signature_over_other_params_is_refused(call):
     settings, attempt_id = call
     url = settings.public_base_url + f"/ivr/voice?attempt={attempt_id}"
-    signature = RequestValidator(settings.webhook_token).compute_signature(url, base_params())
+    signature = RequestValidator(get_runtime().webhook_token).compute_signature(url, base_params())
     reply = requests.post(url, data=base_params(Digits="1"), headers={"X-Twilio-Signature": signature}, timeout=10)
     assert reply.status_code == 403
 

@@ -107,6 +107,7 @@ def test_rates_json_keys_in_contract_order(session: Session, visits) -> None:
         "partial",
         "not_reached",
         "waiting",
+        "completed_inbound",
         "response_rate",
         "too_few",
         "rates",

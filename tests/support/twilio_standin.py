@@ -223,11 +223,20 @@ class TwilioStandIn:
     Args:
         account_sid: the account the credentials belong to (also the Basic auth user).
         auth_token: the Basic auth password.
+        more_accounts: further accounts, SID -> auth token (a deployment with several Twilio accounts). Each
+            account sees only its own calls, as at Twilio.
     """
 
-    def __init__(self, account_sid: str = DEFAULT_ACCOUNT_SID, auth_token: str = DEFAULT_AUTH_TOKEN):
+    def __init__(
+        self,
+        account_sid: str = DEFAULT_ACCOUNT_SID,
+        auth_token: str = DEFAULT_AUTH_TOKEN,
+        more_accounts: dict[str, str] | None = None,
+    ):
         self.account_sid = account_sid
         self.auth_token = auth_token
+        self.tokens = {account_sid: auth_token, **(more_accounts or {})}
+        self._create_accounts: list[str] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()  # releases replies held by delay_next when the stand-in stops
         self._calls: dict[str, _Call] = {}
@@ -437,9 +446,15 @@ class TwilioStandIn:
         with self._lock:
             return list(self._create_times)
 
-    def max_creates_in_window(self, seconds: float = 1.0) -> int:
-        """The most calls created within any ``seconds``-long window (the peak dial rate)."""
-        times = self.create_times
+    def create_times_of(self, account_sid: str) -> list[float]:
+        """``time.monotonic()`` at which each create request for one account *arrived* (before it was parsed or
+        answered: the closest this stand-in gets to the wire), in order."""
+        return [r.at for r in self.create_requests if r.username == account_sid and r.path.split("/")[3] == account_sid]
+
+    def max_creates_in_window(self, seconds: float = 1.0, account_sid: str | None = None) -> int:
+        """The most calls created within any ``seconds``-long window (the peak dial rate), of every account
+        or of one."""
+        times = self.create_times if account_sid is None else self.create_times_of(account_sid)
         peak = 0
         first = 0
         for last, at in enumerate(times):
@@ -469,12 +484,12 @@ class TwilioStandIn:
                         at=time.monotonic(),
                     )
                 )
-            if auth is None or auth.username != self.account_sid or auth.password != self.auth_token:
+            if auth is None or auth.username not in self.tokens or auth.password != self.tokens[auth.username]:
                 response, status = _error(401, 20003, "Authenticate")
                 response.headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
                 return response, status
             account = (request.view_args or {}).get("account_sid")
-            if account is not None and account != self.account_sid:
+            if account is not None and account != auth.username:
                 return _error(404, 20404, f"The requested resource {request.path} was not found")
             return None
 
@@ -485,22 +500,26 @@ class TwilioStandIn:
 
         @app.post(f"{prefix}/Calls.json")
         def create_call(account_sid: str) -> tuple[Response, int]:
-            return self._create_call(request.form.to_dict(flat=False))
+            return self._create_call(request.form.to_dict(flat=False), account_sid)
 
         @app.get(f"{prefix}/Calls.json")
         def list_calls(account_sid: str) -> tuple[Response, int]:
-            return self._list_calls()
+            return self._list_calls(account_sid)
 
         @app.get(f"{prefix}/Calls/<sid>.json")
         def fetch_call(account_sid: str, sid: str) -> tuple[Response, int]:
             with self._lock:
                 call = self._calls.get(sid)
-                if call is None:
+                if call is None or call.account_sid != account_sid:
                     return _error(404, 20404, f"The requested resource {request.path} was not found")
                 return jsonify(call.resource()), 200
 
         @app.post(f"{prefix}/Calls/<sid>.json")
         def update_call(account_sid: str, sid: str) -> tuple[Response, int]:
+            with self._lock:
+                call = self._calls.get(sid)
+                if call is None or call.account_sid != account_sid:
+                    return _error(404, 20404, f"The requested resource {request.path} was not found")
             return self._update_call(sid, request.form.get("Status"))
 
         @app.post(f"{prefix}/Messages.json")
@@ -521,7 +540,7 @@ class TwilioStandIn:
 
         return app
 
-    def _create_call(self, form: dict[str, list[str]]) -> tuple[Response, int]:
+    def _create_call(self, form: dict[str, list[str]], account_sid: str | None = None) -> tuple[Response, int]:
         with self._lock:
             fault = self._faults.popleft() if self._faults else None
         call: _Call | None = None
@@ -530,8 +549,9 @@ class TwilioStandIn:
             if error is not None:
                 return error
             with self._lock:
-                call = self._new_call(form["To"][0], form["From"][0], _now(), form)
+                call = self._new_call(form["To"][0], form["From"][0], _now(), form, account_sid)
                 self._create_times.append(time.monotonic())
+                self._create_accounts.append(call.account_sid)
         if fault is not None:
             if fault.delay:
                 self._stopping.wait(fault.delay)
@@ -541,11 +561,13 @@ class TwilioStandIn:
         with self._lock:
             return jsonify(call.resource()), 201
 
-    def _new_call(self, to: str, from_: str, created: datetime, form: dict[str, list[str]]) -> _Call:
+    def _new_call(
+        self, to: str, from_: str, created: datetime, form: dict[str, list[str]], account_sid: str | None = None
+    ) -> _Call:
         """Store a new queued call. The caller holds the lock."""
         call = _Call(
             sid="CA" + uuid.uuid4().hex,
-            account_sid=self.account_sid,
+            account_sid=account_sid or self.account_sid,
             to=to,
             from_=from_,
             status="queued",
@@ -557,7 +579,7 @@ class TwilioStandIn:
         self._calls[call.sid] = call
         return call
 
-    def _list_calls(self) -> tuple[Response, int]:
+    def _list_calls(self, account_sid: str | None = None) -> tuple[Response, int]:
         args = request.args
         try:
             page_size = min(max(int(args.get("PageSize", 50)), 1), 1000)
@@ -569,6 +591,8 @@ class TwilioStandIn:
             return _error(400, 20001, f"Invalid paging or StartTime parameter: {exc}")
 
         def matches(call: _Call) -> bool:
+            if account_sid is not None and call.account_sid != account_sid:
+                return False
             if "To" in args and call.to != args["To"]:
                 return False
             if "From" in args and call.from_ != args["From"]:
@@ -911,6 +935,18 @@ def process_environment(settings: Settings) -> dict[str, str]:
     )
     if settings.secret_key:
         env["SECRET_KEY"] = settings.secret_key
+    if settings.twilio_accounts:
+        env["SANLV_TWILIO_ACCOUNTS"] = ",".join(account.name for account in settings.twilio_accounts)
+        for account in settings.twilio_accounts:
+            suffix = account.name.upper()
+            env[f"TWILIO_ACCOUNT_SID_{suffix}"] = account.sid
+            env[f"TWILIO_AUTH_TOKEN_{suffix}"] = account.auth_token
+            if account.cps is not None:
+                env[f"TWILIO_CPS_{suffix}"] = f"{account.cps:g}"
+            if account.from_number:
+                env[f"TWILIO_FROM_NUMBER_{suffix}"] = account.from_number
+    if settings.twilio_cps is not None:
+        env["TWILIO_CPS"] = f"{settings.twilio_cps:g}"
     return env
 
 

@@ -14,6 +14,7 @@ from web.security import rule_for
 PUBLIC_ENDPOINTS = {
     "static",  # the pages' stylesheet and script
     "healthz",  # health check
+    "readyz",  # readiness: names failing parts, nothing personal
     "auth.login",  # the sign-in form
     "ivr.voice",  # Twilio's webhooks: signature-checked
     "ivr.gather",
@@ -94,6 +95,16 @@ ACCESS_TABLE = [
     ("POST", "/notices/1/pause", WRITERS),
     ("POST", "/notices/1/resume", WRITERS),
     ("POST", "/notices/1/cancel", WRITERS),
+    # The supervisors' pages (web.supervisor): figures per cadre, every follow-up read-only, spot-checks.
+    ("GET", "/supervisor/rounds/{round}/followups", {"admin", "supervisor"}),
+    ("GET", "/supervisor/followups/{item}", {"admin", "supervisor"}),
+    ("GET", "/supervisor/spot-checks/new", {"admin", "supervisor"}),
+    ("POST", "/supervisor/spot-checks", {"admin", "supervisor"}),
+    ("POST", "/supervisor/spot-checks/{round}/launch", {"admin", "supervisor"}),
+    # A cadre's own pages (web.cadre): {item} is on the cadre user's own list.
+    ("GET", "/my/{item}", {"cadre"}),
+    ("POST", "/my/{item}/status", {"cadre"}),
+    ("GET", "/api/roster/households", WRITERS),  # the roster page's data as JSON
 ]
 
 

@@ -102,6 +102,10 @@ class TelephonyProvider(Protocol):
     def cancel_call(self, sid: str) -> None:
         """Cancel a call that is queued or ringing; calls in progress are left to finish."""
 
+    def forget_number(self, phone: str, sids: list[str]) -> int:
+        """Erase what the provider keeps here about ``phone`` and its calls ``sids`` (``household forget``);
+        returns how many records went. Optional: workers.privacy treats a provider without it as keeping
+        nothing here (Twilio keeps its call logs in its own console)."""
     def send_message(self, request: MessageRequest) -> MessageInfo:
         """Create the message. Raises one of the TelephonyError subclasses above (ambiguous on a 5xx/timeout)."""
 

@@ -33,6 +33,7 @@ from twilio.rest import Client
 
 from campaigns.phones import mask
 from campaigns.settings import Settings
+from workers.metrics import TWILIO_ERRORS, count
 from workers.telephony.base import (
     STATUS_EVENTS,
     AmbiguousCreateError,
@@ -99,6 +100,7 @@ class TwilioProvider:
     def __init__(self, settings: Settings):
         if not settings.twilio_account_sid or not settings.twilio_auth_token:
             raise ConfigurationError("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are required for the Twilio provider")
+        self._settings = settings
         self._from_number = settings.twilio_from_number or ""
         # The library waits forever by default; a stuck request would hang a worker with a claimed call.
         http_client = TwilioHttpClient(timeout=settings.twilio_http_timeout)
@@ -156,7 +158,7 @@ class TwilioProvider:
         try:
             call = self._client.calls.create(**params)
         except (TwilioException, requests.RequestException, json.JSONDecodeError) as exc:
-            error = _map_error(exc, "create call", creating=True)
+            error = self._error(exc, "create call", creating=True)
             log.warning(
                 "event=call_create_failed attempt=%s to=%s error=%s status=%s code=%s",
                 request.attempt_id,
@@ -186,7 +188,7 @@ class TwilioProvider:
         try:
             call = self._client.calls(sid).fetch()
         except (TwilioException, requests.RequestException, json.JSONDecodeError) as exc:
-            raise _map_error(exc, f"fetch call {sid}", creating=False) from exc
+            raise self._error(exc, f"fetch call {sid}", creating=False) from exc
         return _call_info(call)
 
     def find_calls(self, to: str, since: datetime) -> list[CallInfo]:
@@ -217,11 +219,19 @@ class TwilioProvider:
                 if call.date_created is not None and call.date_created >= since:
                     found.append(_call_info(call))
         except (TwilioException, requests.RequestException, json.JSONDecodeError) as exc:
-            raise _map_error(exc, "list calls", creating=False) from exc
+            raise self._error(exc, "list calls", creating=False) from exc
         # Most recent first, as Twilio lists them; the sort is stable, so same-second calls keep its order.
         found.sort(key=lambda info: info.date_created or since, reverse=True)
         log.info("event=calls_found to=%s since=%s count=%d", _masked(to), since.isoformat(), len(found))
         return found
+
+    def _error(self, exc: BaseException, action: str, *, creating: bool) -> TelephonyError:
+        """The TelephonyError for a failed request, counted for Prometheus by Twilio's error code (``none``
+        when the request got no usable answer, else the HTTP status when Twilio gave no code)."""
+        error = _map_error(exc, action, creating=creating)
+        code = error.code if error.code is not None else (error.status if error.status is not None else "none")
+        count(self._settings, TWILIO_ERRORS, code)
+        return error
 
     def cancel_call(self, sid: str) -> None:
         """Cancel a call that is queued or ringing; a call in progress or over is left alone.
@@ -236,9 +246,9 @@ class TwilioProvider:
                 # Twilio only cancels queued or ringing calls; one that was answered must be served to the end.
                 log.info("event=cancel_skipped sid=%s code=%s reason=call_not_queued_or_ringing", sid, exc.code)
                 return
-            raise _map_error(exc, f"cancel call {sid}", creating=False) from exc
+            raise self._error(exc, f"cancel call {sid}", creating=False) from exc
         except (TwilioException, requests.RequestException, json.JSONDecodeError) as exc:
-            raise _map_error(exc, f"cancel call {sid}", creating=False) from exc
+            raise self._error(exc, f"cancel call {sid}", creating=False) from exc
         if call.status == "canceled":
             log.info("event=call_canceled sid=%s", sid)
         else:

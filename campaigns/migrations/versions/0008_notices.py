@@ -6,7 +6,7 @@ the exactly-once mark, the provider's sid and status, delivery and (voice) heard
 the do-not-contact list for SMS (replies of TD / 退订 / STOP).
 
 Revision ID: 0008_notices
-Revises: 0003_accounts
+Revises: 0007_inbound_secrets
 Create Date: 2026-12-07 02:53:12.281956
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008_notices"
-down_revision = "0003_accounts"
+down_revision = "0007_inbound_secrets"
 branch_labels = None
 depends_on = None
 
