@@ -120,7 +120,6 @@ class Settings:
             )
         return key
 
-    @property
     def webhook_token_for(self, account_sid: str | None) -> str | None:
         """The auth token that signed a webhook naming ``account_sid`` (its ``AccountSid`` parameter) when it is
         one of our accounts; None otherwise (the deployment's webhook key applies: campaigns.secrets)."""
