@@ -9,12 +9,13 @@ file, or a PostgreSQL schema of its own, dropped at the end -- with one running 
 with a claimed attempt whose call "was placed". Then, in the same run:
 
 - **sanlv**: the real app (``web.app.create_app``) answers N whole calls as Twilio would make them: the voice
-  webhook, nine ``<Gather>`` actions (consent, screen, security 3, concern, awareness, participation,
-  satisfaction 4, cadre contact, visit) and the final ``completed`` status callback -- eleven signed requests
+  webhook, ten ``<Gather>`` actions (consent, screen, security 3, concern, awareness, participation,
+  satisfaction 4, cadre contact, visit, the delivery check) and the final ``completed`` status callback -- twelve
+  signed requests
   per call, each one validated (X-Twilio-Signature), each key press and answer committed to the database
   before the reply;
 - **bare**: a Flask app with one route that returns a constant ``<Gather>`` TwiML document (no signature
-  check, no database) gets the same eleven signed requests per call from the same client code.
+  check, no database) gets the same twelve signed requests per call from the same client code.
 
 Both apps are served the same way: ``--harness http`` (default) serves each with werkzeug's threaded server
 on 127.0.0.1 and the client posts over real HTTP (``requests``, one keep-alive session per client thread);
@@ -23,7 +24,7 @@ on 127.0.0.1 and the client posts over real HTTP (``requests``, one keep-alive s
 each, so that load from elsewhere on the machine falls on both alike. The output gives requests/s,
 questionnaires/s and the mean cost per request of each app over all turns, and the ratio of sanlv's cost per
 request to the bare endpoint's, overall and the median of the turns (goal: at most 3x). After the run the
-database is checked: every call completed with its nine answers, every target and attempt completed.
+database is checked: every call completed with its ten answers, every target and attempt completed.
 
 **Tail latency**: then ``--p99-calls`` more calls (default 480) are made by ``--p99-clients`` client threads
 (default 16: sixteen calls in progress at once), in ``--rounds`` turns; with ``--db both`` each turn goes to
@@ -31,8 +32,8 @@ SQLite, then to PostgreSQL, so that load from elsewhere on the machine falls on 
 percentile of the time each request took (over every request of those calls), for sanlv and for the bare
 endpoint, and with ``--db both`` the ratio of SQLite's p99 to PostgreSQL's (goal: at most 1.5x).
 
-``--by-webhook`` also prints the median time of each of a call's eleven requests, for both apps (the press on
-cadre_contact is the one that completes the interview, the one on visit ends the call).
+``--by-webhook`` also prints the median time of each of a call's twelve requests, for both apps (the press on
+cadre_contact is the one that completes the interview, the one on the delivery check ends the call).
 
 ``--profile FILE`` writes a cProfile of the sanlv run (harness ``client``, one client) to FILE.
 """
@@ -87,11 +88,11 @@ from campaigns.runtime import Runtime  # noqa: E402
 from campaigns.settings import Settings  # noqa: E402
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-KEYS = ["1", "1", "3", "2", "1", "1", "4", "1", "1"]  # one whole interview, concern and visit included
+KEYS = ["1", "1", "3", "2", "1", "1", "4", "1", "1", "1"]  # one whole interview, concern and visit included
 STEPS = ["consent", "screen", "security", "concern", "awareness", "participation", "satisfaction", "cadre_contact",
-         "visit"]  # the question each of KEYS answers
+         "visit", "delivery"]  # the question each of KEYS answers
 # A call's requests, in order, as --by-webhook names them (the press on cadre_contact completes the interview,
-# the one on visit ends the call).
+# the one on the delivery check ends the call).
 WEBHOOKS = ["voice", *(f"gather {step}" for step in STEPS), "status"]
 REQUESTS_PER_CALL = 1 + len(KEYS) + 1  # voice, the gathers, the final status callback
 ACTION = re.compile(rb'action="([^"]+)"')

@@ -356,7 +356,8 @@ def lift_chart(report: LiftReport, measure: str) -> str:
         f"<title>{escape(label)}：通知组与留出组之差及 95% 置信区间</title>",
         f'<circle cx="{left + 6}" cy="10" r="4" fill="{ITT_COLOUR}"/>'
         f'<text x="{left + 14}" y="14">按分配（意向处理）</text>'
-        f'<rect x="{left + 150}" y="6" width="8" height="8" fill="none" stroke="{DELIVERED_COLOUR}" stroke-width="1.5"/>'
+        f'<rect x="{left + 150}" y="6" width="8" height="8" fill="none" stroke="{DELIVERED_COLOUR}" '
+        'stroke-width="1.5"/>'
         f'<text x="{left + 164}" y="14">仅送达（仅供参考）</text>',
     ]
     steps = 4
@@ -384,7 +385,9 @@ def lift_chart(report: LiftReport, measure: str) -> str:
             )
             cx = x(comparison.difference)
             if shape == "circle":
-                out.append(f'<circle class="itt" cx="{cx:.1f}" cy="{cy}" r="4" fill="{colour}" fill-opacity="{opacity}"/>')
+                out.append(
+                    f'<circle class="itt" cx="{cx:.1f}" cy="{cy}" r="4" fill="{colour}" fill-opacity="{opacity}"/>'
+                )
             else:
                 out.append(
                     f'<rect class="delivered" x="{cx - 4:.1f}" y="{cy - 4}" width="8" height="8" fill="#fff" '

@@ -55,7 +55,8 @@ from campaigns.rounds import (
 from campaigns.runtime import Runtime, set_runtime
 from campaigns.schedule import parse_retry
 from campaigns.settings import Settings, SettingsError, load_settings
-from reports.format import render_rates_table
+from reports.format import render_lift_table, render_rates_table
+from reports.lift import notice_lift
 from reports.rates import village_rates
 from workers.lifecycle import after_round_change
 from workers.messaging import after_notice_change
@@ -261,21 +262,21 @@ DEMO_NOTICE_HOLDOUT = 0.5
 
 
 def after_notice_round(runtime: Runtime, round_id: int, notice_id: int) -> None:
-    """What the demo prints after a round that followed a notice: the notice's delivery, and where the
-    comparison of notified and held-out households lives.
-
-    The hook for the lift table (``sanlv report lift ROUND --notice NOTICE``): replace the last line with its
-    rendering once reports has it.
-    """
+    """What the demo prints after a round that followed a notice: the notice's delivery, then the lift table
+    (``sanlv report lift ROUND --notice NOTICE``): the rates of the households sent it against those held out."""
     with runtime.sessions() as session:
         report = notice_status_report(session, notice_id)
+        lift_report = notice_lift(session, round_id, notice_id)
     click.echo("")
     click.echo(
         f"sanlv demo: 通知 {notice_id}: 发送 {report['households'] - report['held_out']} 户 · "
         f"留出 {report['held_out']} 户 · 送达 {report['delivered']} 户 · "
         f"退订 {report['targets']['opted_out']} 户"
     )
-    click.echo(f"sanlv demo: 对比: sanlv report lift {round_id} --notice {notice_id}")
+    click.echo("")
+    click.echo(render_lift_table(lift_report))
+    click.echo("")
+    click.echo(f"sanlv demo: 同一报告: sanlv report lift {round_id} --notice {notice_id} [--format html]")
 
 
 DEMO_ACTOR = "sanlv demo"

@@ -64,6 +64,7 @@ def test_webhooks_benchmark_runs() -> None:
         "satisfaction",
         "cadre_contact",
         "visit",
+        "delivery",
         "status",
     ]
 

@@ -11,6 +11,7 @@ Office and supervisors, ``/api/...`` (phone numbers masked; admin, office, super
     GET  /api/rounds/<a>/compare/<b>[?min_sample=N&format=json|csv|xlsx]   change from round a to round b
     GET  /api/rounds/<id>/followups[?cadre=ID&status=pending,visited,...|open&overdue=1&format=json|csv|xlsx]
     GET  /api/rounds/<id>/supervision[?min_sample=N&format=json|csv|xlsx]  per cadre: 重视率, follow-ups
+    GET  /api/rounds/<id>/lift?notice=N[&min_sample=N&format=json|csv|xlsx|html]  notified vs held out
     GET  /api/followups/<item>                          one item and its history
     GET  /api/roster/households[?village=ID&cadre=ID&q=NAME&phone=DIGITS&after=ID|before=ID]
                                                         one page of the roster's households (admin, office)
@@ -53,6 +54,7 @@ from campaigns.runtime import Runtime
 from reports.cadres import CadresReport, cadre_overview
 from reports.compare import CompareReport, compare_rounds
 from reports.followups import FollowUpDetail, FollowUpReport, cadre_list, followup_detail, followup_report
+from reports.lift import LiftReport, notice_lift
 from reports.rates import RatesReport, ReportError
 from reports.render import FORMATS, formats_of, rates_for, render_bytes
 from reports.roster import digits, household_page
@@ -301,6 +303,25 @@ def round_supervision(round_id: int):
     except ReportError as exc:
         _report_error(exc)
     return _report(report, fmt, f"round-{round_id}-supervision")
+
+
+@office.get("/rounds/<int:round_id>/lift")
+@roles(*READERS)
+def round_lift(round_id: int):
+    runtime = _runtime()
+    fmt = _format_arg(LiftReport)
+    notice_id = _int_arg("notice")
+    if notice_id is None:
+        abort(400, description="缺少参数 notice（通知编号） / notice (the notice's id) is required")
+    min_sample = _int_arg("min_sample") or runtime.settings.report_min_sample
+    try:
+        with session_scope(runtime.sessions) as session:
+            report = notice_lift(session, round_id, notice_id, min_sample=min_sample)
+            if fmt != "json":
+                _audit_export(session, round_id, "lift", fmt, notice=notice_id)
+    except ReportError as exc:
+        _report_error(exc)
+    return _report(report, fmt, f"round-{round_id}-notice-{notice_id}-lift")
 
 
 def _item(session, item_id: int, *, reveal_phones: bool = False) -> FollowUpDetail:

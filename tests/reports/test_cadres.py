@@ -250,8 +250,14 @@ def test_a_round_without_the_delivery_check_shows_nothing_of_it(session: Session
     assert report["round"]["delivery_check"] is False
     assert {entry["delivery"] for entry in [*report["cadres"], report["total"]]} == {None}
     # Everything else is as it was.
-    strip = lambda r: {**r, "round": {**r["round"], "delivery_check": None, "questionnaire_version": None},  # noqa: E731
-                       "cadres": [{**e, "delivery": None} for e in r["cadres"]], "total": {**r["total"], "delivery": None}}
+    def strip(r: dict) -> dict:
+        return {
+            **r,
+            "round": {**r["round"], "delivery_check": None, "questionnaire_version": None},
+            "cadres": [{**e, "delivery": None} for e in r["cadres"]],
+            "total": {**r["total"], "delivery": None},
+        }
+
     assert strip(report) == strip(with_check)
     assert "资料送达" not in table.stdout and "需核查回执" not in table.stdout
 

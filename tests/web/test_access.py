@@ -50,6 +50,7 @@ ACCESS_TABLE = [
     ("GET", "/api/rounds/{round}/compare/{round}", READERS),
     ("GET", "/api/rounds/{round}/followups", READERS),
     ("GET", "/api/rounds/{round}/supervision", READERS),
+    ("GET", "/api/rounds/{round}/lift", READERS),
     ("GET", "/api/followups/{item}", READERS),
     ("POST", "/api/followups/{item}/status", WRITERS),
     ("GET", "/api/cadres/{lin}/followups", {"admin", "office", "cadre"}),
@@ -81,6 +82,7 @@ ACCESS_TABLE = [
     ("POST", "/rounds/{round}/cancel", WRITERS),
     ("GET", "/api/rounds/{round}/progress", WRITERS),
     ("GET", "/rounds/{round}/report", READERS),
+    ("GET", "/rounds/{round}/lift", READERS),
     ("GET", "/rounds/{round}/compare", READERS),  # the chooser (?with=N): 400 without it
     ("GET", "/rounds/{round}/compare/{round}", READERS),
     ("GET", "/rounds/{round}/followups", READERS),

@@ -11,9 +11,15 @@ from sqlalchemy import select
 from campaigns import audit, clock
 from campaigns.followups import sync_followups
 from campaigns.models import AuditEntry, Household, RoundStatus
-from reports import rates
+from reports import lift, rates
 from reports.rates import village_rates
-from tests.factories import interview_answers, make_interview, make_round
+from tests.factories import (
+    interview_answers,
+    make_interview,
+    make_notice,
+    make_notice_target,
+    make_round,
+)
 
 
 @pytest.fixture
@@ -154,3 +160,37 @@ def test_the_home_page_of_a_new_office_says_what_is_missing(client_for, people) 
     html = client_for(people.office).get("/").get_data(as_text=True)
 
     assert "没有进行中的调查" in html and "还没有结束的调查" in html and "没有待办的回访" in html
+
+
+# --- the lift of a notice ---------------------------------------------------------------------------------
+
+
+def test_the_lift_page_compares_notified_and_held_out_households_in_charts(client_for, township, sessions) -> None:
+    supervisor = client_for(township.user("supervisor"))
+    empty = supervisor.get(f"/rounds/{township.round_id}/lift").get_data(as_text=True)
+    with sessions.begin() as session:
+        notice = make_notice(session, name="平安短信", holdout=0.5, seed=1)
+        for index, household in enumerate(session.scalars(select(Household).order_by(Household.id))):
+            make_notice_target(session, notice, household, held_out=index % 2 == 1, delivered=index % 2 == 0)
+        notice_id = notice.id
+
+    html = supervisor.get(f"/rounds/{township.round_id}/lift").get_data(as_text=True)
+    download = supervisor.get(f"/api/rounds/{township.round_id}/lift?notice={notice_id}&format=csv")
+    unknown = supervisor.get(f"/rounds/{township.round_id}/lift?notice=999")
+
+    assert "还没有与本轮调查有共同住户的通知" in empty
+    assert f'<option value="{notice_id}" selected>#{notice_id} 平安短信' in html  # the only notice, chosen
+    with sessions() as session:
+        report = lift.notice_lift(session, township.round_id, notice_id)
+    assert html.count("<svg") == len(report.measures) and "应答率" in html
+    assert html.count('class="itt"') == len(report.measures) * (1 + len(report.villages))
+    for column in lift.tables(report)[0].shown_in("html"):
+        assert f">{column.title}</th>" in html, column.key
+    assert re.search(rf'id="download-csv"[^>]*href="/api/rounds/{township.round_id}/lift\?notice={notice_id}', html)
+    assert download.status_code == 200 and "按分配·差值" in download.get_data(as_text=True)
+    with sessions() as session:
+        [entry] = session.scalars(select(AuditEntry).where(AuditEntry.action == audit.EXPORT)).all()
+    assert entry.detail == {"report": "lift", "format": "csv", "notice": notice_id}
+    assert unknown.status_code == 404
+    assert supervisor.get(f"/api/rounds/{township.round_id}/lift").status_code == 400  # which notice?
+    assert 'id="lift-link"' in supervisor.get(f"/rounds/{township.round_id}/report").get_data(as_text=True)

@@ -21,6 +21,7 @@ from campaigns.models import (
     RoundTarget,
     TargetState,
 )
+from campaigns.questionnaire import from_version
 from campaigns.settings import Settings
 from tests.web.conftest import sign_in
 from workers.queues import DIALER_QUEUE, queue
@@ -77,7 +78,7 @@ def test_the_form_offers_every_option_with_the_defaults(office) -> None:
     for name in ("name", "questionnaire", "sample_kind", "sample_n", "seed", "windows", "blocked", "max_attempts",
                  "cps", "max_concurrent", "starts_at", "ends_at", "retry_busy", "retry_no-answer", "retry_failed",
                  "retry_machine", "retry_dropped", "target_security", "target_cadre_contact", "exclude_unsure",
-                 "machine_detection", "inbound_answer"):  # fmt: skip
+                 "machine_detection", "no_delivery_check", "inbound_answer"):  # fmt: skip
         assert f'name="{name}"' in html, name
     assert 'value="09:00-11:30,14:30-20:30"' in html and 'value="30m"' in html
     assert 'placeholder="100"' in html  # the security target the questionnaire sets
@@ -122,6 +123,20 @@ def test_a_round_is_created_with_every_option(office, sessions) -> None:
     [entry] = entries(sessions, audit.ROUND_CREATE)
     assert entry.username == "office1" and entry.object_id == str(round_id)
     assert entry.detail["sample"] == "cadre:1"
+
+
+def test_a_round_may_leave_out_the_delivery_check(office, sessions) -> None:
+    asked = created_id(create(office, name="问送达"))
+    left_out = created_id(create(office, name="不问送达", no_delivery_check="1"))
+
+    with sessions() as session:
+        steps = {
+            round_id: [step.key for step in from_version(session.get(Round, round_id).questionnaire).steps]
+            for round_id in (asked, left_out)
+        }
+    assert steps[asked][-1] == "delivery" and "delivery" not in steps[left_out]
+    assert "本轮不询问" in office.get(f"/rounds/{left_out}").get_data(as_text=True)
+    assert "本轮不询问" not in office.get(f"/rounds/{asked}").get_data(as_text=True)
 
 
 def test_by_default_a_round_calls_inbound_callers_back(office, sessions) -> None:

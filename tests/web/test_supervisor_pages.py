@@ -11,6 +11,7 @@ from sqlalchemy import select
 from campaigns import audit
 from campaigns.followups import mark_followup
 from campaigns.models import AuditEntry, Round, RoundStatus, RoundTarget
+from tests.factories import interview_answers, make_cadre, make_interview, make_round, make_village
 
 SPOT_CHECK = {
     "name": "林建明联系情况抽查",
@@ -129,3 +130,27 @@ def test_status_filter_is_checked(jiwei, township) -> None:
     assert jiwei.get(f"/supervisor/rounds/{township.round_id}/followups?status=done").status_code == 400
     assert jiwei.get("/supervisor?round=999").status_code == 404
     assert jiwei.get("/supervisor/followups/999999").status_code == 404
+
+
+def test_the_home_page_flags_a_cadre_whose_households_deny_a_delivery(jiwei, client_for, township, sessions) -> None:
+    """王芳's households mostly say nobody brought publicity material; 李强's say someone did."""
+    with sessions.begin() as session:
+        round_ = make_round(session, name="宣传送达核查", status=RoundStatus.COMPLETED)
+        village = make_village(session, name="南村")
+        wang, li = make_cadre(session, name="王芳"), make_cadre(session, name="李强")
+        for cadre, keys in ((wang, "1" * 3 + "2" * 9), (li, "1" * 11 + "2")):
+            for key in keys:
+                make_interview(session, round_, {**interview_answers(), "delivery": key}, village=village, cadre=cadre)
+        round_id = round_.id
+
+    html = jiwei.get(f"/supervisor?round={round_id}").get_data(as_text=True)
+    cadre_page = client_for(township.user("cadre")).get("/my").get_data(as_text=True)
+
+    rows = re.findall(r"<tr>(.*?)</tr>", html, re.DOTALL)
+    wang_row = next(r for r in rows if "王芳" in r)
+    li_row = next(r for r in rows if "李强" in r)
+    assert ">资料送达确认率</th>" in html and ">需核查回执</th>" in html
+    assert "25.0% (3/12)" in wang_row and 'flag">需核查回执</td>' in wang_row
+    assert "91.6% (11/12)" in li_row and "需核查回执" not in li_row
+    assert re.search(r'id="delivery-share"><strong>58.3%</strong>', html)  # 14 of 24
+    assert "送达" not in cadre_page and "回执" not in cadre_page  # a cadre never sees the figure

@@ -1,5 +1,5 @@
 """A round's report pages, for the office and supervisors: the rates, the comparison with another round, the
-follow-up list.
+follow-up list, the lift of a notice (households sent it against those held out).
 
 The tables are the report's own column specification (``reports.rates.tables``, ``reports.compare.tables``,
 ``reports.followups.tables``) drawn by the printable report's renderer (``reports.html.html_table``), and the
@@ -9,6 +9,8 @@ the JSON API's (``/api/rounds/<id>/rates?format=xlsx`` ...), which audits each o
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from flask import abort, redirect, render_template, request, url_for
 from flask_babel import gettext
 from markupsafe import Markup
@@ -16,9 +18,10 @@ from sqlalchemy import select
 
 from campaigns.db import session_scope
 from campaigns.followups import OPEN_STATUSES
-from campaigns.models import FollowUpStatus, Round, RoundStatus
-from reports import compare, followups, rates
-from reports.html import html_table, rate_chart
+from campaigns.models import FollowUpStatus, Notice, NoticeTarget, Round, RoundStatus, RoundTarget
+from reports import compare, followups, lift, rates
+from reports.format import lift_heading, lift_notes
+from reports.html import html_table, lift_chart, rate_chart
 from reports.rates import ReportError
 from web.office import READERS, bp
 from web.office.common import int_arg, runtime, settings
@@ -136,3 +139,52 @@ def round_followups(round_id: int):
         filters={"status": status, "overdue": overdue},
         statuses=FOLLOWUP_FILTERS,
     )
+
+
+def _notices_of(session, round_id: int) -> list[Notice]:
+    """Notices that share households with the round (a lift can compare them), newest first."""
+    shared = (
+        select(NoticeTarget.notice_id)
+        .join(RoundTarget, RoundTarget.household_id == NoticeTarget.household_id)
+        .where(RoundTarget.round_id == round_id)
+        .distinct()
+    )
+    return list(session.scalars(select(Notice).where(Notice.id.in_(shared)).order_by(Notice.id.desc())))
+
+
+@bp.get("/rounds/<int:round_id>/lift")
+@roles(*READERS)
+def lift_page(round_id: int):
+    """The lift of a notice on this round (``?notice=N``), or the notices to choose from."""
+    tz = settings().tz
+    notice_id = int_arg("notice")
+    min_sample = int_arg("min_sample") or settings().report_min_sample
+    with runtime().sessions() as session:
+        round_ = session.get(Round, round_id)
+        if round_ is None:
+            abort(404, description=gettext("调查 %(id)d 不存在。", id=round_id))
+        notices = [{"id": n.id, "name": n.name, "holdout": n.holdout} for n in _notices_of(session, round_id)]
+        if notice_id is None and notices:
+            notice_id = notices[0]["id"]
+        report = None
+        if notice_id is not None:
+            try:
+                report = lift.notice_lift(session, round_id, notice_id, min_sample=min_sample)
+            except ReportError as exc:
+                abort(404, description=str(exc))
+        name = round_.name
+    context: dict = {"round_id": round_id, "round_name": name, "notices": notices, "notice_id": notice_id}
+    if report is not None:
+        comparison, households = lift.tables(report)
+        township = [line for line in comparison.rows if line.village == report.total.village]
+        villages = [line for line in comparison.rows if line.village != report.total.village]
+        context.update(
+            report=report,
+            heading=lift_heading(report),
+            township=Markup(html_table(replace(comparison, rows=township), tz)),
+            villages=Markup(html_table(replace(comparison, rows=villages), tz)),
+            households=Markup(html_table(households, tz)),
+            charts=[(key, label, Markup(lift_chart(report, key))) for key, label in report.measures.items()],
+            notes=lift_notes(report),
+        )
+    return render_template("office/lift.html", **context)

@@ -23,7 +23,14 @@ from sqlalchemy import select
 from campaigns import audit
 from campaigns.db import session_scope
 from campaigns.models import Cadre, InboundMode, Round, RoundStatus, Village
-from campaigns.questionnaire import RATE_KEYS, builtin_keys, builtin_questionnaire, latest_versions
+from campaigns.questionnaire import (
+    DELIVERY_STEP,
+    RATE_KEYS,
+    builtin_keys,
+    builtin_questionnaire,
+    from_version,
+    latest_versions,
+)
 from campaigns.rounds import RoundError, RoundOptions, change_round, create_round, round_changed
 from campaigns.schedule import RETRY_OUTCOMES
 from reports.dashboard import round_progress
@@ -146,6 +153,7 @@ def default_form() -> dict[str, Any]:
         "target_defaults": {key: f"{defaults[key].target * 100:g}" for key in RATE_KEYS if key in defaults},
         "exclude_unsure": False,
         "machine_detection": False,
+        "no_delivery_check": False,
         "inbound_answer": options.inbound == InboundMode.ANSWER,
     }
 
@@ -193,11 +201,12 @@ def _read_form(sample_kind: str | None = None) -> tuple[dict[str, Any], dict[str
     even the right kind of value (a word where a number goes)."""
     form = default_form()
     for name in form:
-        if name in ("exclude_unsure", "machine_detection", "inbound_answer", "target_defaults"):
+        if name in ("exclude_unsure", "machine_detection", "no_delivery_check", "inbound_answer", "target_defaults"):
             continue
         form[name] = request.form.get(name, "").strip()
     form["exclude_unsure"] = request.form.get("exclude_unsure") == "1"
     form["machine_detection"] = request.form.get("machine_detection") == "1"
+    form["no_delivery_check"] = request.form.get("no_delivery_check") == "1"
     form["inbound_answer"] = request.form.get("inbound_answer") == "1"
     if sample_kind is not None:
         form["sample_kind"] = sample_kind
@@ -225,6 +234,7 @@ def _read_form(sample_kind: str | None = None) -> tuple[dict[str, Any], dict[str
         "ends_at": form["ends_at"] or None,
         "exclude_unsure": form["exclude_unsure"],
         "machine_detection": form["machine_detection"],
+        "no_delivery_check": form["no_delivery_check"],
         "inbound": (InboundMode.ANSWER if form["inbound_answer"] else InboundMode.CALL_BACK).value,
     }
     if form["cps"]:
@@ -394,6 +404,7 @@ def round_page(round_id: int):
             "blocked": round_.blocked_dates,
             "exclude_unsure": round_.exclude_unsure,
             "machine_detection": round_.machine_detection,
+            "delivery_check": from_version(round_.questionnaire).has_step(DELIVERY_STEP),
             "inbound_answer": round_.inbound == InboundMode.ANSWER,
             "rate_targets": round_.rate_targets,
             "starts_at": round_.starts_at,
