@@ -58,8 +58,8 @@ def measure(url: str, sample: str) -> dict:
         with engine.begin() as conn:
             conn.execute(
                 text(
-                    "INSERT INTO round_targets (round_id, household_id, village_id, phone, state, attempts,"
-                    " updated_at) SELECT :round_id, h.id, h.village_id, h.phone, 'pending', 0, :at FROM households h"
+                    "INSERT INTO round_targets (round_id, household_id, village_id, phone, state, attempts, call_backs,"
+                    " updated_at) SELECT :round_id, h.id, h.village_id, h.phone, 'pending', 0, 0, :at FROM households h"
                     " WHERE h.phone_status = 'ok'"
                     " AND NOT EXISTS (SELECT 1 FROM do_not_call d WHERE d.phone = h.phone)"
                     " ORDER BY h.id"
