@@ -75,3 +75,10 @@ def test_dial_scale_benchmark_runs() -> None:
     assert baseline[1:3] == ["1", "3"] and pool[1:3] == ["3", "9"]  # accounts, pool cps
     assert [p.split("=")[0] for p in pool[-3:]] == ["a", "b", "c"]  # the peak of each account of the pool
     assert "rss growth after warm-up" in out
+
+
+@pytest.mark.skipif(not is_postgres(), reason="partitioning is a PostgreSQL feature")
+def test_answers_partitioning_benchmark_runs() -> None:
+    out = run_bench("answers_partitioning.py", "--rounds", "3", "--answers-per-round", "800", "--repeat", "1")
+
+    assert "flat / partitioned" in out and "retire one round" in out and "bytes per answer" in out
