@@ -274,8 +274,8 @@ class Round(Base):
     machine_detection: Mapped[bool] = mapped_column(Boolean, default=False)
     # The number the round's calls show where their village has none (None: the account's default).
     caller_id_id: Mapped[int | None] = mapped_column(ForeignKey("caller_ids.id"))
-    # Names of the Twilio accounts the round may dial through (empty: every configured account).
-    accounts: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Names of the Twilio accounts the round may dial through (empty or None: every configured account).
+    accounts: Mapped[list[str] | None] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     launched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
