@@ -156,7 +156,7 @@ def _place_call(rt: Runtime, lease: Lease, attempt_id: int) -> str:
             allowed = round_accounts(settings, row.accounts or [])
         except ConfigurationError as exc:
             # None of the round's accounts is configured: no create may be sent; the claim goes back.
-            release_claim(session, attempt_id, "not placed: telephony configuration", started=started)
+            release_claim(session, attempt_id, "not placed: configuration", started=started)
             log.error("event=no_account attempt=%s round=%s error=%r", attempt_id, row.id, exc)
             return "released"
         # The usual case, in the same transaction: nothing was ever sent for this claim; mark and go.
@@ -257,7 +257,7 @@ def _place_call(rt: Runtime, lease: Lease, attempt_id: int) -> str:
         raise
     except ConfigurationError:
         with session_scope(rt.sessions) as session:
-            release_claim(session, attempt_id, "not placed: telephony configuration", started=started)
+            release_claim(session, attempt_id, "not placed: configuration", started=started)
         raise
     except TelephonyError:
         # Refused (429, another 4xx): nothing was created.
