@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     case,
@@ -40,6 +40,7 @@ from campaigns.models import (
     CallAttempt,
     CallDirection,
     CallStatus,
+    DoNotCall,
     Household,
     PhoneStatus,
     Response,
@@ -49,7 +50,7 @@ from campaigns.models import (
     RoundTarget,
     TargetState,
 )
-from campaigns.schedule import NOT_DIALLED, plan_retry
+from campaigns.schedule import NOT_DIALLED, next_open, plan_retry
 
 log = logging.getLogger("sanlv.calls")
 
@@ -87,11 +88,47 @@ def live_calls(session: Session, round_id: int) -> int:
     )
 
 
+def listed(phone_column=RoundTarget.phone):
+    """True where the number in ``phone_column`` is on the do-not-call list (a correlated EXISTS)."""
+    return select(DoNotCall.id).where(DoNotCall.phone == phone_column).exists()
+
+
+DNC_OUTCOME = "do-not-call"
+
+
+def finish_listed_targets(session: Session, phone: str | None = None, round_id: int | None = None) -> int:
+    """Targets still waiting (``pending``) whose number is on the do-not-call list end as ``opted_out``.
+
+    With ``phone``: that number's targets in every round (the moment it is listed). With ``round_id``: that
+    round's (the dispatcher, once nothing else is due). Targets being dialled or in a call are left to the
+    placing step and to the call's end, which check the list too.
+    """
+    now = clock.now()
+    stmt = update(RoundTarget).where(RoundTarget.state == TargetState.PENDING)
+    if phone is not None:
+        stmt = stmt.where(RoundTarget.phone == phone)
+    if round_id is not None:
+        stmt = stmt.where(RoundTarget.round_id == round_id, listed())
+    result = session.execute(
+        stmt.values(
+            state=TargetState.OPTED_OUT, last_outcome=DNC_OUTCOME, final_at=now, updated_at=now, next_attempt_at=None
+        ).execution_options(synchronize_session=False)
+    )
+    count = result.rowcount or 0
+    if count:
+        log.info("event=dnc_targets_finished round=%s count=%s", round_id if round_id is not None else "any", count)
+    return count
+
+
 def claim_due_targets(session: Session, round_: Round, now: datetime, limit: int) -> list[Claim]:
     """Claim up to ``limit`` due pending targets with one conditional UPDATE, and a ``claimed`` attempt each.
 
     A target claimed by another dispatcher in the meantime is skipped (it no longer matches the UPDATE), so a
     duplicated or re-run job never creates a second attempt; nor can two attempts get the same number.
+
+    Numbers on the do-not-call list are never claimed, whenever they were added: both the candidates' query
+    and the conditional UPDATE exclude them. Once nothing else is due, the round's listed targets end as
+    ``opted_out`` (so the round can complete).
     """
     if limit <= 0:
         return []
@@ -102,12 +139,21 @@ def claim_due_targets(session: Session, round_: Round, now: datetime, limit: int
             RoundTarget.round_id == round_.id,
             RoundTarget.state == TargetState.PENDING,
             due,
-            RoundTarget.attempts < round_.max_attempts,
+            RoundTarget.attempts < round_.max_attempts + RoundTarget.call_backs,
+            ~listed(),
         )
-        .order_by(RoundTarget.next_attempt_at.is_not(None), RoundTarget.next_attempt_at, RoundTarget.id)
+        # A call-back the household asked for comes first, then what has waited longest.
+        .order_by(
+            RoundTarget.call_back_requested_at.is_(None),
+            RoundTarget.call_back_requested_at,
+            RoundTarget.next_attempt_at.is_not(None),
+            RoundTarget.next_attempt_at,
+            RoundTarget.id,
+        )
         .limit(limit)
     ).all()
     if not candidates:
+        finish_listed_targets(session, round_id=round_.id)
         return []
     # One conditional UPDATE for them all: a target another dispatcher took meanwhile no longer matches.
     claimed = session.execute(
@@ -116,9 +162,15 @@ def claim_due_targets(session: Session, round_: Round, now: datetime, limit: int
             RoundTarget.id.in_(candidates),
             RoundTarget.state == TargetState.PENDING,
             due,
-            RoundTarget.attempts < round_.max_attempts,
+            RoundTarget.attempts < round_.max_attempts + RoundTarget.call_backs,
+            ~listed(),
         )
-        .values(state=TargetState.DIALING, attempts=RoundTarget.attempts + 1, claimed_at=now, updated_at=now)
+        .values(
+            state=TargetState.DIALING,
+            attempts=RoundTarget.attempts + 1,
+            claimed_at=now,
+            updated_at=now,
+        )
         .returning(RoundTarget.id, RoundTarget.phone, RoundTarget.attempts)
         .execution_options(synchronize_session=False)
     ).all()
@@ -156,10 +208,17 @@ def begin_create(session: Session, attempt_id: int, started: datetime | None, no
 
     Returns:
         True if this caller may send the create request now; False if the attempt was released, placed or
-        re-marked, or its round is no longer running (paused, cancelled) — then nothing may be sent.
+        re-marked, its round is no longer running (paused, cancelled), or its number is on the do-not-call list
+        by now — then nothing may be sent.
     """
     round_running = (
         select(Round.id).where(Round.id == CallAttempt.round_id, Round.status == RoundStatus.RUNNING).exists()
+    )
+    number_listed = (
+        select(DoNotCall.id)
+        .join(RoundTarget, RoundTarget.phone == DoNotCall.phone)
+        .where(RoundTarget.id == CallAttempt.target_id)
+        .exists()
     )
     result = session.execute(
         update(CallAttempt)
@@ -169,6 +228,7 @@ def begin_create(session: Session, attempt_id: int, started: datetime | None, no
             CallAttempt.call_sid.is_(None),
             _create_started_is(started),
             round_running,
+            ~number_listed,
         )
         .values(error_code=CREATING, error_message=None, placed_at=now)
         .execution_options(synchronize_session=False)
@@ -244,6 +304,12 @@ def release_claim(session: Session, attempt_id: int, reason: str, started: datet
         update(RoundTarget)
         .where(RoundTarget.id == target_id, RoundTarget.state == TargetState.PENDING, cancelled.exists())
         .values(state=TargetState.CANCELLED, final_at=now, updated_at=now, last_outcome="cancelled")
+    )
+    # A claim given back because its number was listed meanwhile ends here: it is never claimed again.
+    session.execute(
+        update(RoundTarget)
+        .where(RoundTarget.id == target_id, RoundTarget.state == TargetState.PENDING, listed())
+        .values(state=TargetState.OPTED_OUT, final_at=now, updated_at=now, last_outcome=DNC_OUTCOME)
     )
     return True
 
@@ -431,6 +497,7 @@ def finish_target(session: Session, target: RoundTarget, state: TargetState, out
         return
     target.state = state
     target.last_outcome = outcome
+    target.call_back_requested_at = None
     target.final_at = now
     target.updated_at = now
     target.next_attempt_at = None
@@ -490,11 +557,15 @@ def settle_attempt(session: Session, attempt: CallAttempt, now: datetime, outcom
     if round_.status == RoundStatus.CANCELLED:
         finish_target(session, target, TargetState.CANCELLED, "cancelled", now)
         return
+    if target.phone is not None and session.scalar(select(listed(literal(target.phone)))):
+        # Listed while the call was on: no retry, in this round or any other.
+        finish_target(session, target, TargetState.OPTED_OUT, DNC_OUTCOME, now)
+        return
     plan = plan_retry(
         now,
         outcome,
         target.attempts,
-        max_attempts=round_.max_attempts,
+        max_attempts=round_.max_attempts + target.call_backs,
         retry=round_.retry,
         windows=round_.windows,
         blocked=round_.blocked_dates or [],
@@ -509,6 +580,7 @@ def settle_attempt(session: Session, attempt: CallAttempt, now: datetime, outcom
     target.state = TargetState.PENDING
     target.last_outcome = outcome
     target.next_attempt_at = plan.at
+    target.call_back_requested_at = None  # a call-back that was placed is spent, whatever became of it
     target.claimed_at = None
     target.updated_at = now
     log.info(
@@ -518,6 +590,61 @@ def settle_attempt(session: Session, attempt: CallAttempt, now: datetime, outcom
         plan.at.isoformat(),
         target.attempts,
     )
+
+
+# Call-backs a household may ask for in one round. Caller ID can be spoofed: whoever calls "from" a number
+# can make us ring it, but only this often.
+CALL_BACKS_PER_ROUND = 2
+# Targets an inbound call may ask to call back: waiting to be dialled, or given up after the attempt budget
+# was used (a call-back is one dial beyond the budget). A target being dialled or in a call needs none.
+CALL_BACK_STATES = (TargetState.PENDING, TargetState.UNREACHABLE)
+
+
+def request_call_back(session: Session, target: RoundTarget, round_: Round, now: datetime) -> datetime | None:
+    """The household of ``target`` called our number: call it back before any other target of the round, at
+    ``now`` if a calling window is open, else when the next one opens. The call-back is one dial beyond the
+    round's attempt budget; a target the budget had made unreachable is pending again for it.
+
+    The caller holds the target's row lock (the dispatcher's claim waits for it).
+
+    Returns:
+        When the call-back is due; None if there is none: the round is not running or paused, the target is
+        final (but for an exhausted budget) or has a call live, a call-back is pending already, the round's
+        call-backs of this household are used up, the number is on the do-not-call list, or no window opens
+        before the round's deadline.
+    """
+    if round_.status not in (RoundStatus.RUNNING, RoundStatus.PAUSED):
+        return None
+    if target.state not in CALL_BACK_STATES or target.call_back_requested_at is not None:
+        return None
+    if target.state == TargetState.UNREACHABLE and target.last_outcome == "deadline":
+        return None
+    if target.call_backs >= CALL_BACKS_PER_ROUND:
+        return None
+    if session.get(DoNotCall, target.phone) is not None:
+        return None
+    live = session.scalar(
+        select(func.count())
+        .select_from(CallAttempt)
+        .where(CallAttempt.target_id == target.id, CallAttempt.status.not_in(FINAL_CALL_STATUSES))
+    )
+    if live:
+        return None
+    start = max(now, round_.starts_at) if round_.starts_at is not None else now
+    at = next_open(round_.windows, round_.blocked_dates or [], start, _timezone())
+    if at is None or (round_.ends_at is not None and at >= round_.ends_at):
+        return None
+    at = at.astimezone(UTC)
+    target.call_backs += 1
+    target.call_back_requested_at = now
+    target.next_attempt_at = at
+    target.updated_at = now
+    if target.state == TargetState.UNREACHABLE:
+        target.state = TargetState.PENDING
+        target.final_at = None
+        target.last_outcome = "call-back"
+    log.info("event=call_back_requested target=%s round=%s at=%s", target.id, round_.id, at.isoformat())
+    return at
 
 
 def _timezone():
@@ -586,16 +713,39 @@ def open_claims(session: Session, claimed_before: datetime) -> list[OpenClaim]:
     ]
 
 
-def unsettled_attempts(session: Session, created_before: datetime) -> list[CallAttempt]:
-    """Attempts (any round, any direction) with a CallSid and no final status, created before the limit."""
-    return list(
-        session.scalars(
-            select(CallAttempt)
-            .where(
-                CallAttempt.status.not_in(FINAL_CALL_STATUSES),
-                CallAttempt.call_sid.is_not(None),
-                CallAttempt.created_at < created_before,
-            )
-            .order_by(CallAttempt.id)
-        )
+def heard_from(session: Session, attempt_id: int, now: datetime | None = None) -> None:
+    """A webhook about the attempt's call arrived (or the provider said it is still live): it is not quiet.
+
+    One UPDATE by primary key in the caller's transaction; the row need not have been read.
+    """
+    session.execute(
+        update(CallAttempt)
+        .where(CallAttempt.id == attempt_id)
+        .values(last_heard_at=now or clock.now())
+        .execution_options(synchronize_session=False)
     )
+
+
+@dataclass(frozen=True)
+class QuietCall:
+    attempt_id: int
+    round_id: int
+    call_sid: str
+    heard_at: datetime  # the last webhook about it, else when it was placed (or claimed)
+    account: str | None  # the Twilio account it went through (None: the single account)
+
+
+def quiet_calls(session: Session, heard_before: datetime) -> list[QuietCall]:
+    """Calls (any round, any direction) with a CallSid and no final status, last heard of before the limit."""
+    # coalesce() takes its first argument's type (UTCDateTime): aware UTC out, naive UTC bound.
+    heard = func.coalesce(CallAttempt.last_heard_at, CallAttempt.placed_at, CallAttempt.created_at)
+    rows = session.execute(
+        select(CallAttempt.id, CallAttempt.round_id, CallAttempt.call_sid, heard, CallAttempt.account)
+        .where(
+            CallAttempt.status.not_in(FINAL_CALL_STATUSES),
+            CallAttempt.call_sid.is_not(None),
+            heard < heard_before,
+        )
+        .order_by(CallAttempt.id)
+    ).all()
+    return [QuietCall(*row) for row in rows]

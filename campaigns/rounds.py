@@ -27,6 +27,7 @@ from campaigns.models import (
     CallStatus,
     DoNotCall,
     Household,
+    InboundMode,
     PhoneStatus,
     Round,
     RoundStatus,
@@ -34,9 +35,11 @@ from campaigns.models import (
     TargetState,
 )
 from campaigns.questionnaire import (
+    DELIVERY_STEP,
     QuestionnaireError,
     resolve_in,
     store_version,
+    without_steps,
 )
 from campaigns.runtime import get_runtime
 from campaigns.schedule import (
@@ -73,9 +76,12 @@ class RoundOptions:
     ends_at: datetime | None = None
     exclude_unsure: bool = False
     machine_detection: bool = False
+    inbound: InboundMode = InboundMode.CALL_BACK  # what a call from a household of the sample does
     rate_targets: dict[str, float] = field(default_factory=dict)  # per-rate overrides of the questionnaire's
     caller_id: str | None = None  # a number of the caller-ID pool the round's calls show (villages' win)
     accounts: tuple[str, ...] = ()  # the Twilio accounts the round may dial through (empty: all)
+    # Ask the questionnaire's delivery check (an optional step after the rates); False leaves it out.
+    delivery_check: bool = True
 
     @classmethod
     def from_cli(cls, settings: Settings, **raw) -> RoundOptions:
@@ -88,7 +94,10 @@ class RoundOptions:
             "exclude_unsure": bool(raw.get("exclude_unsure")),
             "machine_detection": bool(raw.get("machine_detection")),
             "rate_targets": parse_rate_targets(raw.get("targets") or ()),
+            "delivery_check": not raw.get("no_delivery_check"),
         }
+        if raw.get("inbound"):
+            values["inbound"] = parse_inbound(raw["inbound"])
         if raw.get("questionnaire_ref"):
             values["questionnaire"] = raw["questionnaire_ref"]
         if raw.get("sample"):
@@ -156,6 +165,13 @@ def parse_accounts(text: str, settings: Settings) -> tuple[str, ...]:
     if not names:
         raise RoundError("--accounts: name at least one Twilio account")
     return tuple(names)
+def parse_inbound(text: str) -> InboundMode:
+    """``--inbound``: ``call-back`` (take no answers on an inbound call; call the number back) or ``answer``."""
+    try:
+        return InboundMode(text.strip())
+    except ValueError:
+        choices = " or ".join(mode.value for mode in InboundMode)
+        raise RoundError(f"--inbound: {text.strip()!r} must be {choices}") from None
 
 
 def parse_rate_targets(items: Iterable[str]) -> dict[str, float]:
@@ -208,6 +224,9 @@ def create_round(session: Session, options: RoundOptions) -> Round:
         questionnaire = resolve_in(session, options.questionnaire)
     except QuestionnaireError as exc:
         raise RoundError(f"--questionnaire: {exc}") from None
+    if not options.delivery_check:
+        # The round stores the questionnaire without the step, so its calls never ask it.
+        questionnaire = without_steps(questionnaire, [DELIVERY_STEP])
     unknown = sorted(set(options.rate_targets) - set(questionnaire.rates))
     if unknown:
         raise RoundError(
@@ -242,6 +261,7 @@ def create_round(session: Session, options: RoundOptions) -> Round:
         ends_at=options.ends_at,
         exclude_unsure=options.exclude_unsure,
         machine_detection=options.machine_detection,
+        inbound=InboundMode(options.inbound),
         rate_targets=dict(options.rate_targets),
         caller_id_id=caller_id.id if caller_id else None,
         accounts=list(options.accounts),
@@ -255,9 +275,10 @@ def create_round(session: Session, options: RoundOptions) -> Round:
 
 
 def _callable_households():
-    """Households that may be called: a valid number that is not on the do-not-call list."""
+    """Households that may be called: a valid number, still on the roster, not on the do-not-call list."""
     return and_(
         Household.phone_status == PhoneStatus.OK,
+        Household.retired_at.is_(None),
         ~select(DoNotCall.phone).where(DoNotCall.phone == Household.phone).exists(),
     )
 

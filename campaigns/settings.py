@@ -22,6 +22,7 @@ from sqlalchemy.exc import ArgumentError
 from campaigns.errors import SanlvError
 
 TELEPHONY_PROVIDERS = ("twilio", "simulator")
+LOG_FORMATS = ("text", "json")
 # The shortest SECRET_KEY the web app accepts, and keys that are examples, not secrets.
 SECRET_KEY_MIN_LENGTH = 32
 PLACEHOLDER_SECRET_KEYS = frozenset({"sanlv-demo-only", "change-me", "changeme", "secret", "...", "test-secret"})
@@ -89,6 +90,13 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
     # The largest request body the web app reads (roster and recording uploads), in megabytes.
     max_upload_mb: int = 20
+    # Days after a round finished before ``sanlv data retain`` pseudonymises its phone-level data (None: the
+    # command needs --older-than).
+    retention_days: int | None = None
+    # Log lines: "text" (key=value) or "json" (one object per line); see campaigns.logs.
+    log_format: str = "text"
+    # host:port of the web server's second listener, which serves /metrics (and nothing else); None: no metrics.
+    metrics_bind: str | None = None
     # Several Twilio accounts (SANLV_TWILIO_ACCOUNTS), each with its own CPS; empty: the one account above.
     twilio_accounts: tuple[TwilioAccount, ...] = ()
     # The calls-per-second limit of the one account above (TWILIO_CPS); None: rounds' own limits only.
@@ -112,24 +120,14 @@ class Settings:
             )
         return key
 
-    @property
-    def webhook_token(self) -> str:
-        """The key webhooks are signed with: Twilio's auth token (the first named account's when there are
-        several), or the simulated network's fixed one."""
-        if self.twilio_auth_token:
-            return self.twilio_auth_token
-        if self.twilio_accounts:
-            return self.twilio_accounts[0].auth_token
-        return "sanlv-simulator"
-
-    def webhook_token_for(self, account_sid: str | None) -> str:
-        """The auth token that signed a webhook naming ``account_sid`` (its ``AccountSid`` parameter): that
-        account's own when it is one of ours, else :attr:`webhook_token`."""
+    def webhook_token_for(self, account_sid: str | None) -> str | None:
+        """The auth token that signed a webhook naming ``account_sid`` (its ``AccountSid`` parameter) when it is
+        one of our accounts; None otherwise (the deployment's webhook key applies: campaigns.secrets)."""
         if account_sid:
             for account in self.accounts:
                 if account.sid == account_sid:
                     return account.auth_token
-        return self.webhook_token
+        return None
 
     @property
     def accounts(self) -> tuple[TwilioAccount, ...]:
@@ -192,6 +190,16 @@ def _url(name: str, value: str, schemes: tuple[str, ...]) -> str:
     return value.rstrip("/")
 
 
+def _loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1): a URL that never leaves this machine."""
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _positive_number(name: str, value: str, kind: type) -> float | int:
     try:
         number = kind(value)
@@ -214,6 +222,14 @@ def _addresses(name: str, value: str) -> tuple[str, ...]:
         except ValueError:
             raise SettingsError(f"{name}: {item!r} is not an IP address or network such as 10.0.0.0/8") from None
     return tuple(networks)
+
+
+def _bind(name: str, value: str) -> str:
+    """``host:port`` (an IPv6 host in brackets), the port from 1 to 65535."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise SettingsError(f"{name}={value!r} is not host:port, such as 0.0.0.0:9100")
+    return value
 
 
 def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")) -> Settings:
@@ -265,6 +281,12 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         if "_" in (urlsplit(public).hostname or ""):
             # Not a valid host name (RFC 1123); Twilio refuses to call such webhook URLs.
             raise SettingsError(f"PUBLIC_BASE_URL={public!r}: the host name must not contain '_'")
+        if urlsplit(public).scheme != "https" and not _loopback(urlsplit(public).hostname or ""):
+            # Residents' answers and signed callbacks travel to this URL: in clear text anyone on the way reads them.
+            raise SettingsError(
+                f"PUBLIC_BASE_URL={public!r} must start with https:// (plain http only for a loopback host such as"
+                " 127.0.0.1 or localhost)"
+            )
     if tz := get("SANLV_TIMEZONE"):
         try:
             ZoneInfo(tz)
@@ -292,6 +314,15 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         values["trusted_proxies"] = _addresses("SANLV_TRUSTED_PROXIES", proxies)
     if upload := get("SANLV_MAX_UPLOAD_MB"):
         values["max_upload_mb"] = _positive_number("SANLV_MAX_UPLOAD_MB", upload, int)
+    if retention := get("SANLV_RETENTION_DAYS"):
+        values["retention_days"] = _positive_number("SANLV_RETENTION_DAYS", retention, int)
+
+    if log_format := get("SANLV_LOG_FORMAT"):
+        if log_format not in LOG_FORMATS:
+            raise SettingsError(f"SANLV_LOG_FORMAT={log_format!r} must be one of: {', '.join(LOG_FORMATS)}")
+        values["log_format"] = log_format
+    if metrics_bind := get("SANLV_METRICS_BIND"):
+        values["metrics_bind"] = _bind("SANLV_METRICS_BIND", metrics_bind)
 
     if cps := get("TWILIO_CPS"):
         values["twilio_cps"] = _positive_number("TWILIO_CPS", cps, float)

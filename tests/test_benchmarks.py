@@ -5,6 +5,7 @@ unit tests are noise); that they run to the end and print their verdict is."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,8 +33,20 @@ def run_bench(script: str, *args: str) -> str:
 
 
 def test_webhooks_benchmark_runs() -> None:
-    out = run_bench("webhooks.py", "--calls", "3", "--warmup", "1", "--rounds", "1", "--by-webhook",
-                    "--p99-calls", "4", "--p99-clients", "4")
+    out = run_bench(
+        "webhooks.py",
+        "--calls",
+        "3",
+        "--warmup",
+        "1",
+        "--rounds",
+        "1",
+        "--by-webhook",
+        "--p99-calls",
+        "4",
+        "--p99-clients",
+        "4",
+    )
 
     assert "cost per request, sanlv / bare:" in out
     assert "tail latency, 4 calls at once" in out
@@ -41,8 +54,17 @@ def test_webhooks_benchmark_runs() -> None:
     assert tail.split()[0] == ("postgres" if is_postgres() else "sqlite")
     requests = [line.split()[:2] for line in out.splitlines() if line.startswith(("  voice", "  gather", "  status"))]
     assert [r[0] if r[0] != "gather" else r[1] for r in requests] == [
-        "voice", "consent", "screen", "security", "concern", "awareness", "participation", "satisfaction",
-        "cadre_contact", "visit", "status",
+        "voice",
+        "consent",
+        "screen",
+        "security",
+        "concern",
+        "awareness",
+        "participation",
+        "satisfaction",
+        "cadre_contact",
+        "visit",
+        "status",
     ]
 
 
@@ -82,3 +104,18 @@ def test_answers_partitioning_benchmark_runs() -> None:
     out = run_bench("answers_partitioning.py", "--rounds", "3", "--answers-per-round", "800", "--repeat", "1")
 
     assert "flat / partitioned" in out and "retire one round" in out and "bytes per answer" in out
+
+
+def test_web_pages_benchmark_runs() -> None:
+    out = run_bench("web_pages.py", "--answers", "3000", "--households", "500", "--repeat", "1")
+
+    assert "goal: a page costs at most 1.5x its JSON" in out
+    verdicts = re.findall(r"^    (sqlite|postgres) .* \d+\.\d\dx  (ok|over the goal)$", out, re.MULTILINE)
+    assert len(verdicts) == 3, out
+
+
+def test_notice_rate_benchmark_runs() -> None:
+    out = run_bench("notice_rate.py", "--households", "300", "--limit", "5", "--seconds", "4", "--workers", "1")
+
+    assert "notice created in" in out and "300 households," in out
+    assert "verdict" in out and "goal: ratio >= 0.95, max/1s <= 5, no doubles" in out

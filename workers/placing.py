@@ -18,7 +18,7 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import literal, select
 from sqlalchemy.orm import aliased
 
 from campaigns import clock
@@ -28,6 +28,7 @@ from campaigns.calls import (
     CREATING,
     begin_create,
     create_not_sent,
+    listed,
     mark_ambiguous,
     mark_permanent_failure,
     mark_placed,
@@ -42,6 +43,7 @@ from campaigns.settings import Settings
 from workers.accounts import account_dial_key, effective_cps, from_number, providers_for, round_accounts
 from workers.leases import Lease, attempt_lease_key
 from workers.limiter import reserve_pooled_slot, sleep_until, take_cap
+from workers.metrics import DIALS, count
 from workers.queues import enqueue, jittered_retry, redis_connection, redis_key
 from workers.telephony import get_provider
 from workers.telephony.base import (
@@ -212,7 +214,9 @@ def _place_call(rt: Runtime, lease: Lease, attempt_id: int) -> str:
         # A long wait: just before the slot, does the round still dial (pause, cancel, deadline)? After a
         # short one, begin_create's own check is recent enough for "no call more than 3 s after a pause".
         with rt.sessions() as session:
-            reason = _why_not_dialling(session, round_id, clock.now() + timedelta(seconds=SLOT_LEAD), settings)
+            reason = _why_not_dialling(
+                session, round_id, clock.now() + timedelta(seconds=SLOT_LEAD), settings, request.to
+            )
         if reason is not None:
             with session_scope(rt.sessions) as session:
                 released = release_claim(session, attempt_id, f"not placed: {reason}", started=started)
@@ -270,6 +274,7 @@ def _place_call(rt: Runtime, lease: Lease, attempt_id: int) -> str:
         )
         stopped = round_stopped(session, round_id)
     log.info("event=call_placed attempt=%s sid=%s", attempt_id, info.sid)
+    count(settings, DIALS, round_id)
     if stopped:
         cancel_late_call(provider, round_id, info.sid)
     return info.sid
@@ -293,7 +298,7 @@ def _take_back(rt: Runtime, attempt_id: int, started: datetime) -> None:
         create_not_sent(session, attempt_id, started)
 
 
-def _why_not_dialling(session, round_id: int, now: datetime, settings: Settings) -> str | None:
+def _why_not_dialling(session, round_id: int, now: datetime, settings: Settings, phone: str) -> str | None:
     row = session.execute(
         select(Round.status, Round.windows, Round.blocked_dates, Round.starts_at, Round.ends_at).where(
             Round.id == round_id
@@ -301,6 +306,8 @@ def _why_not_dialling(session, round_id: int, now: datetime, settings: Settings)
     ).one_or_none()
     if row is None or row.status != RoundStatus.RUNNING:
         return f"round {row.status.value if row else 'missing'}"
+    if session.scalar(select(listed(literal(phone)))):
+        return "do-not-call"  # listed while the call waited for its slot (release_claim ends the target)
     return _outside_schedule((row.windows, row.blocked_dates or [], row.starts_at, row.ends_at), now, settings)
 
 
@@ -353,9 +360,11 @@ def adopt_existing(
         if len(fresh) > 1:
             log.error("event=several_unknown_calls attempt=%s sids=%s", attempt_id, ",".join(c.sid for c in fresh))
         mark_placed(session, attempt, fresh[0].sid, fresh[0].status, clock.now())
+        round_id = attempt.round_id
         if account is not None:
             attempt.account = account
     log.info("event=call_adopted attempt=%s sid=%s", attempt_id, fresh[0].sid)
+    count(rt.settings, DIALS, round_id)  # created by a request whose answer was lost: counted now
     return True
 
 

@@ -2,7 +2,7 @@
 round may dial through; the account and caller ID of each call.
 
 Revision ID: 0006_caller_ids_accounts
-Revises: 0003_accounts
+Revises: 0005_webhook_activity
 Create Date: 2026-12-07 03:00:00
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_caller_ids_accounts"
-down_revision = "0003_accounts"
+down_revision = "0005_webhook_activity"
 branch_labels = None
 depends_on = None
 
