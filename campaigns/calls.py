@@ -341,7 +341,7 @@ def record_placed(
     new = _parse_status(status) or CallStatus.QUEUED
     if new in FINAL_CALL_STATUSES:
         new = CallStatus.QUEUED
-    session.execute(
+    placed = session.execute(
         update(CallAttempt)
         .where(CallAttempt.id == attempt_id, CallAttempt.status == CallStatus.CLAIMED)
         .values(
@@ -350,6 +350,8 @@ def record_placed(
         )
         .execution_options(synchronize_session=False)
     )
+    if placed.rowcount == 1:
+        return  # the usual case: the sid is set, nothing below would match
     # A status callback may have adopted the call first (and moved it on): only the sid is ours to set then.
     session.execute(
         update(CallAttempt)

@@ -361,8 +361,8 @@ class Round(Base):
     machine_detection: Mapped[bool] = mapped_column(Boolean, default=False)
     # The number the round's calls show where their village has none (None: the account's default).
     caller_id_id: Mapped[int | None] = mapped_column(ForeignKey("caller_ids.id"))
-    # Names of the Twilio accounts the round may dial through (empty: every configured account).
-    accounts: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Names of the Twilio accounts the round may dial through (empty or None: every configured account).
+    accounts: Mapped[list[str] | None] = mapped_column(JSON, default=list)
     # What an inbound call from a household of the sample does (see InboundMode).
     inbound: Mapped[InboundMode] = mapped_column(_enum(InboundMode, "inbound_mode"), default=InboundMode.CALL_BACK)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -166,10 +166,9 @@ class Settings:
                 raise SettingsError("PUBLIC_BASE_URL is required when SANLV_TELEPHONY=twilio")
             for account in self.twilio_accounts:
                 if not (account.from_number or self.twilio_from_number):
-                    suffix = account.name.upper()
                     raise SettingsError(
-                        f"TWILIO_FROM_NUMBER_{suffix} (or TWILIO_FROM_NUMBER) is required for Twilio account "
-                        f"{account.name!r}"
+                        f"{account_variable('TWILIO_FROM_NUMBER', account.name)} (or TWILIO_FROM_NUMBER) is required"
+                        f" for Twilio account {account.name!r}"
                     )
             return
         for name, value in (
@@ -344,6 +343,11 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
     return settings
 
 
+def account_variable(variable: str, account: str) -> str:
+    """The variable of one named account: ``TWILIO_CPS`` of ``east`` is ``TWILIO_CPS_EAST``."""
+    return f"{variable}_{account.upper()}"
+
+
 def _twilio_accounts(names: str, get) -> tuple[TwilioAccount, ...]:
     """The accounts SANLV_TWILIO_ACCOUNTS names (``a,b``): each from TWILIO_ACCOUNT_SID_A, TWILIO_AUTH_TOKEN_A,
     TWILIO_CPS_A (default 1, Twilio's default) and TWILIO_FROM_NUMBER_A (default TWILIO_FROM_NUMBER)."""
@@ -357,17 +361,19 @@ def _twilio_accounts(names: str, get) -> tuple[TwilioAccount, ...]:
             )
         if any(a.name == name for a in accounts):
             raise SettingsError(f"SANLV_TWILIO_ACCOUNTS: {name!r} is named twice")
-        suffix = name.upper()
-        sid, token = get(f"TWILIO_ACCOUNT_SID_{suffix}"), get(f"TWILIO_AUTH_TOKEN_{suffix}")
+        sid_name, token_name = account_variable("TWILIO_ACCOUNT_SID", name), account_variable("TWILIO_AUTH_TOKEN", name)
+        sid, token = get(sid_name), get(token_name)
         if not sid:
-            raise SettingsError(f"TWILIO_ACCOUNT_SID_{suffix} is required for Twilio account {name!r}")
+            raise SettingsError(f"{sid_name} is required for Twilio account {name!r}")
         if not token:
-            raise SettingsError(f"TWILIO_AUTH_TOKEN_{suffix} is required for Twilio account {name!r}")
+            raise SettingsError(f"{token_name} is required for Twilio account {name!r}")
         if any(a.sid == sid for a in accounts):
-            raise SettingsError(f"TWILIO_ACCOUNT_SID_{suffix}: the same account SID is named twice")
-        raw_cps = get(f"TWILIO_CPS_{suffix}")
-        cps = _positive_number(f"TWILIO_CPS_{suffix}", raw_cps, float) if raw_cps else TWILIO_DEFAULT_CPS
-        accounts.append(TwilioAccount(name, sid, token, float(cps), get(f"TWILIO_FROM_NUMBER_{suffix}")))
+            raise SettingsError(f"{sid_name}: the same account SID is named twice")
+        cps_name = account_variable("TWILIO_CPS", name)
+        raw_cps = get(cps_name)
+        cps = _positive_number(cps_name, raw_cps, float) if raw_cps else TWILIO_DEFAULT_CPS
+        from_number = get(account_variable("TWILIO_FROM_NUMBER", name))
+        accounts.append(TwilioAccount(name, sid, token, float(cps), from_number))
     if not accounts:
         raise SettingsError("SANLV_TWILIO_ACCOUNTS names no account")
     return tuple(accounts)

@@ -100,6 +100,13 @@ def test_dial_scale_benchmark_runs() -> None:
     assert "rss growth after warm-up" in out
 
 
+@pytest.mark.skipif(not is_postgres(), reason="partitioning is a PostgreSQL feature")
+def test_answers_partitioning_benchmark_runs() -> None:
+    out = run_bench("answers_partitioning.py", "--rounds", "3", "--answers-per-round", "800", "--repeat", "1")
+
+    assert "flat / partitioned" in out and "retire one round" in out and "bytes per answer" in out
+
+
 def test_web_pages_benchmark_runs() -> None:
     out = run_bench("web_pages.py", "--answers", "3000", "--households", "500", "--repeat", "1")
 

@@ -154,6 +154,13 @@ def _place_call(rt: Runtime, lease: Lease, attempt_id: int) -> str:
         marked = row.error_code if row.error_code in CREATE_MARKS else None
         started = row.placed_at if marked else None
         now = clock.now()
+        try:
+            allowed = round_accounts(settings, row.accounts or [])
+        except ConfigurationError as exc:
+            # None of the round's accounts is configured: no create may be sent; the claim goes back.
+            release_claim(session, attempt_id, "not placed: configuration", started=started)
+            log.error("event=no_account attempt=%s round=%s error=%r", attempt_id, row.id, exc)
+            return "released"
         # The usual case, in the same transaction: nothing was ever sent for this claim; mark and go.
         begun = None if marked else begin_create(session, attempt_id, None, now)
         if begun is False:
@@ -161,7 +168,6 @@ def _place_call(rt: Runtime, lease: Lease, attempt_id: int) -> str:
     round_id, claimed_at = row.id, row.created_at
     # The accounts this call may go through, and the number it shows: the village's caller ID, else the
     # round's, else the account's default. A caller ID owned by one account sends the call through it.
-    allowed = round_accounts(settings, row.accounts or [])
     caller_number, caller_account = choose_caller_id(
         [(row.village_number, row.village_account), (row.round_number, row.round_account)],
         [account.name for account in allowed],
@@ -255,7 +261,7 @@ def _place_call(rt: Runtime, lease: Lease, attempt_id: int) -> str:
         raise
     except ConfigurationError:
         with session_scope(rt.sessions) as session:
-            release_claim(session, attempt_id, "not placed: telephony configuration", started=started)
+            release_claim(session, attempt_id, "not placed: configuration", started=started)
         raise
     except TelephonyError:
         # Refused (429, another 4xx): nothing was created.

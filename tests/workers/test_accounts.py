@@ -15,15 +15,20 @@ from dataclasses import replace
 import pytest
 from sqlalchemy import select
 
+from campaigns import clock
 from campaigns.callerids import add_caller_id, assign_caller_id
+from campaigns.calls import claim_due_targets
 from campaigns.db import session_scope
 from campaigns.models import CallAttempt, RoundTarget, Village
 from campaigns.rounds import RoundOptions, change_round, create_round
+from campaigns.runtime import Runtime, set_runtime
 from campaigns.settings import TwilioAccount
 from tests.factories import make_household, make_village
 from tests.support.twilio_standin import TwilioStandIn, process_environment, stand_in_settings
 from tests.support.workers import start_workers, stop_workers
 from workers.lifecycle import after_round_change
+from workers.placing import place_call
+from workers.telephony.base import ConfigurationError
 
 SID = {name: "AC" + digit * 32 for name, digit in (("a", "a"), ("b", "b"), ("c", "c"))}
 TOKEN = {name: f"token-of-{name}-" + "0" * 20 for name in SID}
@@ -123,3 +128,50 @@ def test_accounts_limits_restrictions_and_caller_ids_across_worker_processes(
     # Both rounds drew on their whole pool, not one account only.
     assert {r[2] for r in rows if r[0] == first} == {"a", "b"}
     assert {r[2] for r in rows if r[0] == second} == {"b", "c"}
+
+
+def test_a_round_whose_accounts_are_all_gone_places_nothing_and_gives_its_claim_back(accounts_settings, standin,
+                                                                                      sessions):
+    settings = replace(accounts_settings, twilio_accounts=accounts_settings.twilio_accounts[:1])  # only `a` left
+    set_runtime(Runtime(settings))
+    try:
+        with session_scope(sessions) as session:
+            make_household(session, phone="+8613800000001")
+            round_ = create_round(session, RoundOptions(name="三", accounts=("b", "c"), windows=[["00:00", "24:00"]]))
+            change_round(session, round_.id, "launch")
+            [claim] = claim_due_targets(session, round_, clock.now(), 1)
+
+        assert place_call(claim.attempt_id) == "released"
+    finally:
+        set_runtime(None)
+
+    assert standin.create_requests == []
+    with sessions() as session:
+        assert session.get(CallAttempt, claim.attempt_id) is None
+        assert session.scalar(select(RoundTarget.state)) == "pending"
+
+
+def test_an_account_twilio_refuses_gives_the_claim_back(accounts_settings, standin, sessions):
+    # Account b's token is wrong: Twilio answers 20003 and creates nothing; the claim goes back (its reason fits
+    # the target's last_outcome on PostgreSQL too).
+    wrong = TwilioAccount("b", SID["b"], "not-the-token", CPS["b"], DEFAULT_FROM["b"])
+    settings = replace(accounts_settings, twilio_accounts=(wrong,))
+    set_runtime(Runtime(settings))
+    try:
+        with session_scope(sessions) as session:
+            make_household(session, phone="+8613800000002")
+            round_ = create_round(session, RoundOptions(name="四", windows=[["00:00", "24:00"]]))
+            change_round(session, round_.id, "launch")
+            [claim] = claim_due_targets(session, round_, clock.now(), 1)
+
+        with pytest.raises(ConfigurationError, match="code 20003"):
+            place_call(claim.attempt_id)
+    finally:
+        set_runtime(None)
+
+    assert standin.created == 0 and len(standin.create_requests) == 1
+    with sessions() as session:
+        assert session.get(CallAttempt, claim.attempt_id) is None
+        assert session.execute(select(RoundTarget.state, RoundTarget.last_outcome)).one() == (
+            "pending", "not placed: configuration"
+        )

@@ -39,9 +39,6 @@ def upgrade() -> None:
         batch_op.create_foreign_key(
             batch_op.f("fk_rounds_caller_id_id_caller_ids"), "caller_ids", ["caller_id_id"], ["id"]
         )
-    op.execute("UPDATE rounds SET accounts = '[]'")
-    with op.batch_alter_table("rounds", schema=None) as batch_op:
-        batch_op.alter_column("accounts", existing_type=sa.JSON(), nullable=False)
     with op.batch_alter_table("call_attempts", schema=None) as batch_op:
         batch_op.add_column(sa.Column("account", sa.String(length=30), nullable=True))
         batch_op.add_column(sa.Column("from_number", sa.String(length=20), nullable=True))
