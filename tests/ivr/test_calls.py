@@ -240,7 +240,7 @@ def test_refusal_ineligibility_and_nine(network: Network, script, status, state,
     assert network.response(target_id).status is status
     assert network.target_row(target_id).state is state
     with network.sessions() as session:
-        on_list = session.get(DoNotCall, PHONE) is not None
+        on_list = session.scalar(select(DoNotCall).filter_by(phone=PHONE)) is not None
     assert on_list is (status is ResponseStatus.OPTED_OUT)
     [transcript] = network.transcripts()
     assert transcript[-2] == {"hangup": "twiml"}
@@ -257,7 +257,7 @@ def test_nine_after_the_rates_still_completes(network: Network) -> None:
     assert network.response(target_id).status is ResponseStatus.COMPLETED  # 9 at the visit question comes after completion
     assert network.target_row(target_id).state is TargetState.COMPLETED
     with network.sessions() as session:
-        assert session.get(DoNotCall, PHONE) is not None
+        assert session.scalar(select(DoNotCall).filter_by(phone=PHONE)) is not None
 
 
 # ---------------------------------------------------------------------------------------- resume, call-back

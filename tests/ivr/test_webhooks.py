@@ -94,7 +94,7 @@ def test_nine_puts_the_number_on_the_do_not_call_list(call, sessions):
     doc = press(settings, press(settings, doc, "1"), "9")
     assert "不会再给您打电话" in doc.xpath("string(/Response/Say)")
     with sessions() as session:
-        assert session.get(DoNotCall, "+8613800000001") is not None
+        assert session.scalar(select(DoNotCall).filter_by(phone="+8613800000001")) is not None
         assert session.scalar(select(RoundTarget.state)) is TargetState.OPTED_OUT
 
 
