@@ -9,7 +9,8 @@ SQLite file, or a PostgreSQL schema of its own) and bulk-loads a roster of that 
 villages (setup, not measured). Then, in a fresh Python process (so that its memory figures are its own):
 
 - ``baseline``: one raw ``INSERT INTO round_targets ... SELECT ... FROM households`` of the same rows (callable,
-  not on the do-not-call list) for a round row inserted by hand, committed: the floor for writing the targets.
+  still on the roster, not on the do-not-call list) for a round row inserted by hand, committed: the floor for
+  writing the targets.
   Best of three runs (the rows deleted after each), the first of which also warms the database's pages;
 - ``create+launch``: what ``sanlv round create`` and ``sanlv round launch`` do in the database:
   :func:`campaigns.rounds.create_round` (questionnaire version, round row, sampling with the do-not-call and
@@ -59,7 +60,7 @@ def measure(url: str, sample: str) -> dict:
                 text(
                     "INSERT INTO round_targets (round_id, household_id, village_id, phone, state, attempts,"
                     " updated_at) SELECT :round_id, h.id, h.village_id, h.phone, 'pending', 0, :at FROM households h"
-                    " WHERE h.phone_status = 'ok'"
+                    " WHERE h.phone_status = 'ok' AND h.retired_at IS NULL"
                     " AND NOT EXISTS (SELECT 1 FROM do_not_call d WHERE d.phone = h.phone)"
                     " ORDER BY h.id"
                 ),

@@ -150,7 +150,9 @@ def forget_household(session: Session, phone: str, reason: str, *, actor: str | 
         .values(state=TargetState.OPTED_OUT, last_outcome=DNC_OUTCOME, final_at=now, updated_at=now)
         .execution_options(synchronize_session=False)
     ) if target_ids else None  # fmt: skip
-    responses = list(session.scalars(select(Response.id).where(Response.target_id.in_(target_ids)))) if target_ids else []
+    responses = (
+        list(session.scalars(select(Response.id).where(Response.target_id.in_(target_ids)))) if target_ids else []
+    )
     attempts = session.execute(
         select(CallAttempt.id, CallAttempt.call_sid).where(CallAttempt.target_id.in_(target_ids))
     ).all() if target_ids else []  # fmt: skip

@@ -89,7 +89,13 @@ def text_cells(session: Session) -> list[tuple[str, str, str]]:
         columns = [c for c in table.columns if isinstance(c.type, String | Text) or c.type.__class__.__name__ == "JSON"]
         for column in columns:
             for (value,) in session.execute(select(column).where(column.is_not(None))):
-                found.append((table.name, column.name, json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value))
+                found.append(
+                    (
+                        table.name,
+                        column.name,
+                        json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value,
+                    )
+                )
     return found
 
 
@@ -174,7 +180,9 @@ def test_forget_erases_the_number_everywhere_and_keeps_the_rates(env: Settings, 
     # number) of the forgotten household's cadre drop.
     cadres_before, cadres_after = json.loads(before["cadres.json"]), json.loads(after["cadres.json"])
     for old_entry, new_entry in zip(
-        [*cadres_before["cadres"], cadres_before["total"]], [*cadres_after["cadres"], cadres_after["total"]], strict=True
+        [*cadres_before["cadres"], cadres_before["total"]],
+        [*cadres_after["cadres"], cadres_after["total"]],
+        strict=True,
     ):
         changed = {key for key in old_entry if old_entry[key] != new_entry[key]}
         if old_entry["cadre"] == "陈志强":

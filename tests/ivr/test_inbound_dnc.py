@@ -7,7 +7,10 @@ from sqlalchemy import func, select
 from campaigns import dnc
 from campaigns.models import CallAttempt, DoNotCall, TargetState
 from sim.store import read_transcript
-from tests.ivr.test_calls import PHONE, Q, Network, network, said  # noqa: F401  (the fixture)
+from tests.ivr import test_calls
+from tests.ivr.test_calls import PHONE, Network, Q, said
+
+network = test_calls.network  # the simulated network and the live server, as test_calls uses them
 
 
 def test_a_listed_caller_with_an_open_interview_hears_what_an_unknown_caller_hears(network: Network) -> None:
