@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     case,
@@ -50,7 +50,7 @@ from campaigns.models import (
     RoundTarget,
     TargetState,
 )
-from campaigns.schedule import NOT_DIALLED, plan_retry
+from campaigns.schedule import NOT_DIALLED, next_open, plan_retry
 
 log = logging.getLogger("sanlv.calls")
 
@@ -139,10 +139,17 @@ def claim_due_targets(session: Session, round_: Round, now: datetime, limit: int
             RoundTarget.round_id == round_.id,
             RoundTarget.state == TargetState.PENDING,
             due,
-            RoundTarget.attempts < round_.max_attempts,
+            RoundTarget.attempts < round_.max_attempts + RoundTarget.call_backs,
             ~listed(),
         )
-        .order_by(RoundTarget.next_attempt_at.is_not(None), RoundTarget.next_attempt_at, RoundTarget.id)
+        # A call-back the household asked for comes first, then what has waited longest.
+        .order_by(
+            RoundTarget.call_back_requested_at.is_(None),
+            RoundTarget.call_back_requested_at,
+            RoundTarget.next_attempt_at.is_not(None),
+            RoundTarget.next_attempt_at,
+            RoundTarget.id,
+        )
         .limit(limit)
     ).all()
     if not candidates:
@@ -155,10 +162,15 @@ def claim_due_targets(session: Session, round_: Round, now: datetime, limit: int
             RoundTarget.id.in_(candidates),
             RoundTarget.state == TargetState.PENDING,
             due,
-            RoundTarget.attempts < round_.max_attempts,
+            RoundTarget.attempts < round_.max_attempts + RoundTarget.call_backs,
             ~listed(),
         )
-        .values(state=TargetState.DIALING, attempts=RoundTarget.attempts + 1, claimed_at=now, updated_at=now)
+        .values(
+            state=TargetState.DIALING,
+            attempts=RoundTarget.attempts + 1,
+            claimed_at=now,
+            updated_at=now,
+        )
         .returning(RoundTarget.id, RoundTarget.phone, RoundTarget.attempts)
         .execution_options(synchronize_session=False)
     ).all()
@@ -314,22 +326,35 @@ def mark_placed(session: Session, attempt: CallAttempt, sid: str, status: str, n
     attempt.placed_at = now
 
 
-def record_placed(session: Session, attempt_id: int, sid: str, status: str, now: datetime) -> None:
-    """``mark_placed`` as one UPDATE, for the dialler's hot path (the attempt need not be loaded)."""
+def record_placed(
+    session: Session,
+    attempt_id: int,
+    sid: str,
+    status: str,
+    now: datetime,
+    *,
+    account: str | None = None,
+    from_number: str | None = None,
+) -> None:
+    """``mark_placed`` as one UPDATE, for the dialler's hot path (the attempt need not be loaded); also the
+    Twilio account the call went through and the caller ID it shows."""
     new = _parse_status(status) or CallStatus.QUEUED
     if new in FINAL_CALL_STATUSES:
         new = CallStatus.QUEUED
     session.execute(
         update(CallAttempt)
         .where(CallAttempt.id == attempt_id, CallAttempt.status == CallStatus.CLAIMED)
-        .values(status=new, call_sid=sid, placed_at=now, error_code=None, error_message=None)
+        .values(
+            status=new, call_sid=sid, placed_at=now, error_code=None, error_message=None,
+            account=account, from_number=from_number,
+        )
         .execution_options(synchronize_session=False)
     )
     # A status callback may have adopted the call first (and moved it on): only the sid is ours to set then.
     session.execute(
         update(CallAttempt)
         .where(CallAttempt.id == attempt_id, CallAttempt.call_sid.is_(None))
-        .values(call_sid=sid, placed_at=now)
+        .values(call_sid=sid, placed_at=now, account=account, from_number=from_number)
         .execution_options(synchronize_session=False)
     )
 
@@ -470,6 +495,7 @@ def finish_target(session: Session, target: RoundTarget, state: TargetState, out
         return
     target.state = state
     target.last_outcome = outcome
+    target.call_back_requested_at = None
     target.final_at = now
     target.updated_at = now
     target.next_attempt_at = None
@@ -537,7 +563,7 @@ def settle_attempt(session: Session, attempt: CallAttempt, now: datetime, outcom
         now,
         outcome,
         target.attempts,
-        max_attempts=round_.max_attempts,
+        max_attempts=round_.max_attempts + target.call_backs,
         retry=round_.retry,
         windows=round_.windows,
         blocked=round_.blocked_dates or [],
@@ -552,6 +578,7 @@ def settle_attempt(session: Session, attempt: CallAttempt, now: datetime, outcom
     target.state = TargetState.PENDING
     target.last_outcome = outcome
     target.next_attempt_at = plan.at
+    target.call_back_requested_at = None  # a call-back that was placed is spent, whatever became of it
     target.claimed_at = None
     target.updated_at = now
     log.info(
@@ -561,6 +588,61 @@ def settle_attempt(session: Session, attempt: CallAttempt, now: datetime, outcom
         plan.at.isoformat(),
         target.attempts,
     )
+
+
+# Call-backs a household may ask for in one round. Caller ID can be spoofed: whoever calls "from" a number
+# can make us ring it, but only this often.
+CALL_BACKS_PER_ROUND = 2
+# Targets an inbound call may ask to call back: waiting to be dialled, or given up after the attempt budget
+# was used (a call-back is one dial beyond the budget). A target being dialled or in a call needs none.
+CALL_BACK_STATES = (TargetState.PENDING, TargetState.UNREACHABLE)
+
+
+def request_call_back(session: Session, target: RoundTarget, round_: Round, now: datetime) -> datetime | None:
+    """The household of ``target`` called our number: call it back before any other target of the round, at
+    ``now`` if a calling window is open, else when the next one opens. The call-back is one dial beyond the
+    round's attempt budget; a target the budget had made unreachable is pending again for it.
+
+    The caller holds the target's row lock (the dispatcher's claim waits for it).
+
+    Returns:
+        When the call-back is due; None if there is none: the round is not running or paused, the target is
+        final (but for an exhausted budget) or has a call live, a call-back is pending already, the round's
+        call-backs of this household are used up, the number is on the do-not-call list, or no window opens
+        before the round's deadline.
+    """
+    if round_.status not in (RoundStatus.RUNNING, RoundStatus.PAUSED):
+        return None
+    if target.state not in CALL_BACK_STATES or target.call_back_requested_at is not None:
+        return None
+    if target.state == TargetState.UNREACHABLE and target.last_outcome == "deadline":
+        return None
+    if target.call_backs >= CALL_BACKS_PER_ROUND:
+        return None
+    if session.get(DoNotCall, target.phone) is not None:
+        return None
+    live = session.scalar(
+        select(func.count())
+        .select_from(CallAttempt)
+        .where(CallAttempt.target_id == target.id, CallAttempt.status.not_in(FINAL_CALL_STATUSES))
+    )
+    if live:
+        return None
+    start = max(now, round_.starts_at) if round_.starts_at is not None else now
+    at = next_open(round_.windows, round_.blocked_dates or [], start, _timezone())
+    if at is None or (round_.ends_at is not None and at >= round_.ends_at):
+        return None
+    at = at.astimezone(UTC)
+    target.call_backs += 1
+    target.call_back_requested_at = now
+    target.next_attempt_at = at
+    target.updated_at = now
+    if target.state == TargetState.UNREACHABLE:
+        target.state = TargetState.PENDING
+        target.final_at = None
+        target.last_outcome = "call-back"
+    log.info("event=call_back_requested target=%s round=%s at=%s", target.id, round_.id, at.isoformat())
+    return at
 
 
 def _timezone():
@@ -629,16 +711,39 @@ def open_claims(session: Session, claimed_before: datetime) -> list[OpenClaim]:
     ]
 
 
-def unsettled_attempts(session: Session, created_before: datetime) -> list[CallAttempt]:
-    """Attempts (any round, any direction) with a CallSid and no final status, created before the limit."""
-    return list(
-        session.scalars(
-            select(CallAttempt)
-            .where(
-                CallAttempt.status.not_in(FINAL_CALL_STATUSES),
-                CallAttempt.call_sid.is_not(None),
-                CallAttempt.created_at < created_before,
-            )
-            .order_by(CallAttempt.id)
-        )
+def heard_from(session: Session, attempt_id: int, now: datetime | None = None) -> None:
+    """A webhook about the attempt's call arrived (or the provider said it is still live): it is not quiet.
+
+    One UPDATE by primary key in the caller's transaction; the row need not have been read.
+    """
+    session.execute(
+        update(CallAttempt)
+        .where(CallAttempt.id == attempt_id)
+        .values(last_heard_at=now or clock.now())
+        .execution_options(synchronize_session=False)
     )
+
+
+@dataclass(frozen=True)
+class QuietCall:
+    attempt_id: int
+    round_id: int
+    call_sid: str
+    heard_at: datetime  # the last webhook about it, else when it was placed (or claimed)
+    account: str | None  # the Twilio account it went through (None: the single account)
+
+
+def quiet_calls(session: Session, heard_before: datetime) -> list[QuietCall]:
+    """Calls (any round, any direction) with a CallSid and no final status, last heard of before the limit."""
+    # coalesce() takes its first argument's type (UTCDateTime): aware UTC out, naive UTC bound.
+    heard = func.coalesce(CallAttempt.last_heard_at, CallAttempt.placed_at, CallAttempt.created_at)
+    rows = session.execute(
+        select(CallAttempt.id, CallAttempt.round_id, CallAttempt.call_sid, heard, CallAttempt.account)
+        .where(
+            CallAttempt.status.not_in(FINAL_CALL_STATUSES),
+            CallAttempt.call_sid.is_not(None),
+            heard < heard_before,
+        )
+        .order_by(CallAttempt.id)
+    ).all()
+    return [QuietCall(*row) for row in rows]

@@ -8,8 +8,11 @@ keeps the old one in AnswerChange. The response completes the moment its last ra
 its target becomes final with it. Follow-up items are kept current here too, as the answers that decide them
 are stored (campaigns.followups.sync_response).
 
-Inbound calls: a resident calling our number is found by caller number among the non-final targets of the
-active rounds (running or paused, the latest first), gets an inbound CallAttempt and resumes the interview.
+Inbound calls (:func:`begin_inbound_call`): caller ID can be spoofed, so by default nobody answers on a call
+they made to us. Every caller hears the same greeting and is called back by the dialler, which reaches only
+whoever holds the number. A round created with ``inbound=answer`` interviews the caller instead: the caller's
+number is found among its non-final targets, gets an inbound CallAttempt and resumes the interview here,
+through the same transitions as an outbound call; the response is marked ``inbound``.
 
 Read, then write
 ----------------
@@ -77,7 +80,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from campaigns import clock, dnc
-from campaigns.calls import adopt_call_sid, finish_from_response, mark_answered
+from campaigns.calls import adopt_call_sid, finish_from_response, mark_answered, request_call_back
 from campaigns.errors import SanlvError
 from campaigns.flow import (
     Ask,
@@ -101,6 +104,7 @@ from campaigns.models import (
     CallAttempt,
     CallDirection,
     CallStatus,
+    InboundMode,
     KeyPress,
     QuestionnaireVersion,
     Response,
@@ -159,12 +163,14 @@ class Prompt:
 
 @dataclass(frozen=True)
 class InboundReply:
-    """An inbound call: the interview's prompt for a known caller, or a polite ``message`` and hang up."""
+    """An inbound call: the interview's prompt (a round that answers on inbound calls), or ``message`` and
+    hang up."""
 
     questionnaire: Questionnaire
     attempt_id: int | None = None
     prompt: Prompt | None = None
     message: str | None = None
+    call_back_round: int | None = None  # the round whose dialler calls the number back (after the commit)
 
 
 @dataclass(frozen=True)
@@ -382,6 +388,8 @@ def begin_call(session: Session, call: Call, answered_by: str | None = None) -> 
         prompt, settled = _move_on(session, call, start(questionnaire, call.digits), None, now)
         if settled != call.status:
             _settle(session, call, settled)
+        if call.direction == CallDirection.INBOUND:
+            session.execute(_MARK_INBOUND, {"response_id": response_id})
     mark_answered(session, call.attempt_id, call.target_id, answered_by)
     if isinstance(prompt.action, Ask):
         log.info(
@@ -409,7 +417,7 @@ def _create(session: Session, call: Call, ask: Ask, now: datetime) -> int:
         insert(Response)
         .values(round_id=call.round_id, target_id=call.target_id, status=ResponseStatus.IN_PROGRESS,
                 current_step=ask.position, current_try=ask.try_number, prompt_seq=1, prompted_at=now,
-                started_at=now, updated_at=now)
+                started_at=now, updated_at=now, inbound=call.direction == CallDirection.INBOUND)
         .on_conflict_do_nothing(index_elements=["target_id"])
         .returning(Response.id)
     ).scalar()  # fmt: skip
@@ -566,9 +574,16 @@ def add_to_do_not_call(session: Session, phone: str, round_id: int | None, reaso
 
 
 def begin_inbound_call(session: Session, call_sid: str, caller: str) -> InboundReply:
-    """A resident called our number: resume their interview in the latest active round, or say why not.
+    """A resident called our number.
 
-    One write transaction (call-backs are rare): it reads the call inside it, then writes as
+    Caller ID can be spoofed, so by default an inbound call takes no answers: every caller hears the same
+    greeting (the office calls back now), whether or not the number is in a sample, and the call hangs up.
+    If the number is a household of an active round's sample that may be called again, the dialler calls it
+    back first, within the round's windows (campaigns.calls.request_call_back); so only whoever holds the
+    number can answer. A round created with ``inbound=answer`` instead interviews the caller on the inbound
+    call (an inbound CallAttempt resumes the interview; the response is marked ``inbound``).
+
+    One write transaction (inbound calls are rare): it reads the call inside it, then writes as
     :func:`begin_call` does.
 
     Raises:
@@ -581,46 +596,54 @@ def begin_inbound_call(session: Session, call_sid: str, caller: str) -> InboundR
         # Twilio asked again for the same call (a retried webhook): carry on with the same attempt.
         prompt = begin_call(session, read_call(session, known.id, call_sid))
         return InboundReply(prompt.questionnaire, known.id, prompt)
+    greeting = _greeting_questionnaire(session)
+    reply = InboundReply(greeting, message=_message_or(greeting, "call_back", "unknown_caller"))
     try:
         phone = normalise(caller)
     except PhoneNumberError:
-        log.info("event=inbound_unknown_caller sid=%s reason=unparsable_number", call_sid)
-        return InboundReply(_greeting_questionnaire(session), message="unknown_caller")
+        log.info("event=inbound_call sid=%s outcome=unparsable_number", call_sid)
+        return reply
     if dnc.is_listed(session, phone):
-        # A number on the do-not-call list takes no interview; the caller hears what any unknown caller hears.
-        log.info("event=inbound_do_not_call sid=%s", call_sid)
-        return InboundReply(_greeting_questionnaire(session), message="unknown_caller")
-
+        # A listed number takes no interview and is not called back; it hears what every caller hears.
+        log.info("event=inbound_call sid=%s outcome=do_not_call", call_sid)
+        return reply
     rows = session.execute(
         select(RoundTarget, Round)
         .join(Round, Round.id == RoundTarget.round_id)
         .where(RoundTarget.phone == phone, Round.status.in_(ACTIVE_ROUND_STATUSES))
         .order_by(Round.id.desc())
     ).all()
-    if not rows:
-        log.info("event=inbound_unknown_caller sid=%s reason=no_active_round_target", call_sid)
-        return InboundReply(_greeting_questionnaire(session), message="unknown_caller")
-    open_rows = [(t, r) for t, r in rows if t.state not in FINAL_TARGET_STATES]
-    if not open_rows:
-        target, round_ = rows[0]
-        questionnaire = questionnaire_for(session, round_)
-        log.info("event=inbound_already_done sid=%s target=%s state=%s", call_sid, target.id, target.state.value)
-        return InboundReply(questionnaire, message=_message_or(questionnaire, "already_done", "unknown_caller"))
-    target, round_ = open_rows[0]
-    questionnaire = questionnaire_for(session, round_)
-    # Locked: the dispatcher's claim (a conditional UPDATE on the same row) waits for us, and we for it.
-    session.refresh(target, with_for_update=True)
+    for target, round_ in rows:
+        # Locked: the dispatcher's claim (a conditional UPDATE on the same row) waits for us, and we for it.
+        session.refresh(target, with_for_update=True)
+        if round_.inbound == InboundMode.ANSWER and target.state not in FINAL_TARGET_STATES:
+            answered = _answer_inbound(session, call_sid, target, round_)
+            if answered is not None:
+                return answered
+            break  # the household is in a call now (we are dialling it): nothing to call back either
+        at = request_call_back(session, target, round_, clock.now())
+        if at is not None:
+            log.info("event=inbound_call sid=%s outcome=call_back target=%s round=%s", call_sid, target.id, round_.id)
+            return InboundReply(greeting, message=reply.message, call_back_round=round_.id)
+        if target.state not in FINAL_TARGET_STATES:
+            break  # the latest round with this household still open decides; older ones wait their turn
+    log.info("event=inbound_call sid=%s outcome=greeting", call_sid)
+    return reply
+
+
+def _answer_inbound(session: Session, call_sid: str, target: RoundTarget, round_: Round) -> InboundReply | None:
+    """Interview the caller on the inbound call (a round with ``inbound=answer``); None if the household has a
+    call live (never two live calls at once)."""
     live = session.scalar(
         select(func.count())
         .select_from(CallAttempt)
         .where(CallAttempt.target_id == target.id, CallAttempt.status.not_in(FINAL_CALL_STATUSES))
     )
-    if target.state in FINAL_TARGET_STATES or live:
-        # We are dialling this household (or it is in another call): never two live calls at once.
+    if live:
         log.info("event=inbound_while_live sid=%s target=%s state=%s", call_sid, target.id, target.state.value)
-        return InboundReply(questionnaire, message=_message_or(questionnaire, "call_later", "unknown_caller"))
-    # Outbound attempts are numbered 1, 2, ... by the dialler; call-backs count down from -1 so the two
-    # never collide under the (target, number) uniqueness rule and call-backs use no dialling budget.
+        return None
+    # Outbound attempts are numbered 1, 2, ... by the dialler; inbound calls count down from -1 so the two
+    # never collide under the (target, number) uniqueness rule and they use no dialling budget.
     lowest = session.scalar(
         select(func.min(CallAttempt.number)).where(CallAttempt.target_id == target.id, CallAttempt.number < 0)
     )
@@ -637,13 +660,15 @@ def begin_inbound_call(session: Session, call_sid: str, caller: str) -> InboundR
     )
     session.add(attempt)
     session.flush()
-    log.info("event=inbound_call attempt=%s target=%s round=%s", attempt.id, target.id, round_.id)
+    log.info("event=inbound_call sid=%s outcome=answer attempt=%s target=%s round=%s", call_sid, attempt.id,
+             target.id, round_.id)  # fmt: skip
     prompt = begin_call(session, read_call(session, attempt.id, call_sid))
-    return InboundReply(questionnaire, attempt.id, prompt)
+    return InboundReply(prompt.questionnaire, attempt.id, prompt)
 
 
 def _greeting_questionnaire(session: Session) -> Questionnaire:
-    """Whose messages an unknown caller hears: the latest active round's questionnaire, else the default."""
+    """Whose messages a caller who is not interviewed hears: the latest active round's questionnaire, else the
+    default (the same for every caller, on the roster or not)."""
     round_ = session.scalar(
         select(Round).where(Round.status.in_(ACTIVE_ROUND_STATUSES)).order_by(Round.id.desc()).limit(1)
     )
@@ -711,6 +736,12 @@ _TRIES = (
     .group_by(_presses.c.outcome)
 )
 _INSERT_PRESS = _presses.insert()
+# An interview resumed on a call the resident made to us (a round that answers on inbound calls).
+_MARK_INBOUND = (
+    _responses.update()
+    .where(_responses.c.id == bindparam("response_id"), _responses.c.inbound.is_(False))
+    .values(inbound=True)
+)
 _ANSWERED_BY = (
     _attempts.update().where(_attempts.c.id == bindparam("attempt_id")).values(answered_by=bindparam("answered_by"))
 )

@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from campaigns.db import make_engine, make_read_session_factory, make_session_factory
+from campaigns.secrets import webhook_token
 from campaigns.settings import Settings, load_settings
 
 
@@ -29,6 +30,11 @@ class Runtime:
     def reads(self) -> sessionmaker[Session]:
         """Sessions that only read, in autocommit, taking no write lock (campaigns.db.make_read_session_factory)."""
         return make_read_session_factory(self.engine)
+
+    @cached_property
+    def webhook_token(self) -> str:
+        """The key webhooks are signed with (campaigns.secrets.webhook_token), read once per runtime."""
+        return webhook_token(self.settings, self.sessions)
 
     def dispose(self) -> None:
         if "engine" in self.__dict__:

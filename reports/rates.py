@@ -64,6 +64,7 @@ from campaigns.followups import DISSATISFACTION_RATES, VISIT_NO, VISIT_STEP, VIS
 from campaigns.models import (
     FINAL_TARGET_STATES,
     Answer,
+    Response,
     ResponseStatus,
     Round,
     RoundStatus,
@@ -113,7 +114,7 @@ class RateFigures(Row):
 
 @dataclass(kw_only=True)
 class Progress(Row):
-    """How a village's sample went. ``sampled`` is the sum of the last seven fields.
+    """How a village's sample went. ``sampled`` is the sum of ``completed`` to ``waiting``.
 
     A target counts as *reached* once a person answered and the interview began (it has a response).
     """
@@ -128,6 +129,9 @@ class Progress(Row):
     partial: int = 0  # began, not finished (dropped and not resumed, or still to be resumed)
     not_reached: int = 0  # finished without anyone answering (attempts used up, bad number, cancelled)
     waiting: int = 0  # not reached yet, still to be dialled
+    # Of the completed: answered (at least in part) on a call the resident made to us, in a round that opted
+    # into answering on inbound calls (the caller's number was not proven).
+    completed_inbound: int = 0
 
     def add(self, other: Progress) -> None:
         for item in fields(self):
@@ -420,6 +424,7 @@ PROGRESS = [
     Column("progress.dialled", "已拨打", Kind.INT),
     Column("progress.reached", "接通", Kind.INT),
     Column("progress.completed", "完成", Kind.INT),
+    Column("progress.completed_inbound", "其中呼入完成", Kind.INT),
     Column("progress.refused", "拒访", Kind.INT),
     Column("progress.ineligible", "不符合条件", Kind.INT),
     Column("progress.opted_out", "中途退出", Kind.INT),
@@ -678,6 +683,16 @@ def _village_progress(session: Session, round_id: int) -> list[_Village]:
         dict(session.execute(select(Village.id, Village.name).where(Village.id.in_(grouped))).all()) if grouped else {}
     )
     villages = [_Village(village_id, names[village_id], progress_of(counts)) for village_id, counts in grouped.items()]
+    inbound = dict(
+        session.execute(
+            select(RoundTarget.village_id, func.count())
+            .join(Response, Response.target_id == RoundTarget.id)
+            .where(Response.round_id == round_id, Response.status == ResponseStatus.COMPLETED, Response.inbound)
+            .group_by(RoundTarget.village_id)
+        ).all()
+    )
+    for village in villages:
+        village.progress.completed_inbound = inbound.get(village.id, 0)
     return sorted(villages, key=lambda village: (natural_key(village.name), village.id))
 
 

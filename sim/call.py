@@ -100,12 +100,13 @@ class SimulatedCall:
     """One call through the simulated network, run synchronously.
 
     Args:
-        settings: for the signing token (``settings.webhook_token``) and the account sid.
+        settings: for the account sid.
         call: the call to run.
         resident: who is at the other end.
         http_session: the HTTP session for every request of this call (a new one if not given).
         store: where the call's status and transcript live; None keeps everything in memory (tests).
         speed: 0 runs without waiting; otherwise simulated seconds are slept, divided by ``speed``.
+        token: the key requests are signed with, the one the IVR checks (campaigns.secrets.webhook_token).
     """
 
     def __init__(
@@ -117,6 +118,7 @@ class SimulatedCall:
         *,
         store: CallStore | None = None,
         speed: float = 0.0,
+        token: str,
     ):
         self.settings = settings
         self.call = call
@@ -125,8 +127,8 @@ class SimulatedCall:
         self.http = http_session if http_session is not None else requests.Session()
         self.store = store
         self.speed = speed
-        # Signed as Twilio signs, with the token the IVR validates with (the auth token, or a fixed one).
-        self.validator = RequestValidator(settings.webhook_token)
+        # Signed as Twilio signs, with the token the IVR validates with (the auth token, or the deployment's).
+        self.validator = RequestValidator(token)
         self.account_sid = settings.twilio_account_sid or SIMULATOR_ACCOUNT_SID
         self.transcript: list[dict[str, Any]] = []
         self.sequence = 0

@@ -9,8 +9,9 @@ from workers.queues import enqueue
 
 
 def after_round_change(settings: Settings, round_id: int, command: str) -> None:
-    """Called after a round's launch, pause, resume or cancel is committed."""
-    if command in ("launch", "resume"):
+    """Called after a round's launch, pause, resume or cancel is committed, or a call-back was asked for (an
+    inbound call: the dispatcher claims it at once)."""
+    if command in ("launch", "resume", "call-back"):
         kick_dispatch(settings, round_id)
     elif command == "cancel":
         enqueue(settings, cancel_round_calls, round_id, job_id=f"cancel-round-{round_id}")

@@ -13,7 +13,8 @@ from rq.registry import ScheduledJobRegistry
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from campaigns.models import Round, RoundStatus, RoundTarget, TargetState
+from campaigns.models import InboundMode, Round, RoundStatus, RoundTarget, TargetState
+from campaigns.questionnaire import builtin_questionnaire, from_version
 from campaigns.runtime import set_runtime
 from campaigns.settings import Settings
 from tests.factories import (
@@ -111,6 +112,7 @@ def test_create_with_every_option(env: Settings, sessions: sessionmaker[Session]
         "--window", "08:30-12:00,14:00-21:00", "--max-attempts", "4", "--cps", "2", "--max-concurrent", "6",
         "--retry", "busy=15m,no-answer=1h", "--starts-at", "2026-12-01T08:00", "--ends-at", "2026-12-15T21:00",
         "--exclude-unsure", "--target", "security=0.9", "--target", "satisfaction=92.5%", "--machine-detection",
+        "--inbound", "answer",
     )  # fmt: skip
 
     assert result.exit_code == 0, result.output
@@ -124,6 +126,7 @@ def test_create_with_every_option(env: Settings, sessions: sessionmaker[Session]
     assert round_.exclude_unsure is True
     assert round_.rate_targets == {"security": 0.9, "satisfaction": 0.925}
     assert round_.machine_detection is True
+    assert round_.inbound is InboundMode.ANSWER
 
 
 def test_create_defaults_to_no_machine_detection_and_the_questionnaires_targets(
@@ -134,7 +137,27 @@ def test_create_defaults_to_no_machine_detection_and_the_questionnaires_targets(
     result = sanlv("round", "create", "--name", "r")
 
     round_, _counts = stored_round(sessions, int(result.stdout))
-    assert (round_.machine_detection, round_.rate_targets) == (False, {})
+    assert (round_.machine_detection, round_.rate_targets, round_.inbound) == (False, {}, InboundMode.CALL_BACK)
+
+
+def test_create_asks_the_delivery_check_unless_left_out(env: Settings, sessions: sessionmaker[Session]) -> None:
+    seed_roster(sessions)
+
+    asked = sanlv("round", "create", "--name", "with")
+    left_out = sanlv("round", "create", "--name", "without", "--no-delivery-check")
+
+    assert asked.exit_code == 0 and left_out.exit_code == 0, (asked.output, left_out.output)
+    with sessions() as s:
+        versions = {
+            name: from_version(s.get(Round, int(result.stdout)).questionnaire)
+            for name, result in (("with", asked), ("without", left_out))
+        }
+    assert versions["with"].has_step("delivery") and versions["with"].checksum == builtin_questionnaire().checksum
+    # The round's stored questionnaire is the default without the step: its calls never ask it.
+    assert not versions["without"].has_step("delivery")
+    assert [step.key for step in versions["without"].steps] == [
+        step.key for step in builtin_questionnaire().steps if step.key != "delivery"
+    ]
 
 
 def test_create_the_same_seed_twice_samples_the_same_households(
@@ -176,6 +199,7 @@ def test_create_the_same_seed_twice_samples_the_same_households(
         (["--target", "security=120%"], "--target: 'security=120%': a target is from 0 to 1"),
         (["--target", "security=0.9", "--target", "security=0.8"], "--target: security is given twice"),
         (["--target", "happiness=0.9"], "--target: happiness: not a rate of questionnaire default"),
+        (["--inbound", "always"], "--inbound: 'always' must be call-back or answer"),
     ],
 )
 def test_create_refuses_bad_options_with_one_line_naming_the_option(

@@ -51,6 +51,8 @@ def test_defaults_match_the_documented_table() -> None:
     assert settings.namespace == "sanlv"
     assert settings.public_base_url is None
     assert settings.secret_key is None
+    assert settings.log_format == "text"
+    assert settings.metrics_bind is None
 
 
 def test_blank_values_count_as_unset() -> None:
@@ -82,7 +84,6 @@ def test_every_variable_is_read() -> None:
     assert settings.telephony == "twilio"
     assert settings.twilio_account_sid == TWILIO_CREDENTIALS["TWILIO_ACCOUNT_SID"]
     assert settings.twilio_auth_token == "secret-token"
-    assert settings.webhook_token == "secret-token"
     assert settings.twilio_from_number == "+8659312345678"
     assert settings.twilio_api_base_url == "http://127.0.0.1:9999"  # trailing slash dropped
     assert settings.public_base_url == "https://survey.example.cn"
@@ -94,8 +95,19 @@ def test_every_variable_is_read() -> None:
     assert settings.namespace == "town-a"
 
 
-def test_the_simulator_signs_with_its_own_token() -> None:
-    assert load_settings({}).webhook_token == "sanlv-simulator"
+def test_a_public_base_url_over_plain_http_names_the_fix() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"PUBLIC_BASE_URL": "http://survey.example.cn"})
+
+    assert caught.value.summary() == (
+        "configuration: PUBLIC_BASE_URL='http://survey.example.cn' must start with https:// (plain http only for"
+        " a loopback host such as 127.0.0.1 or localhost)"
+    )
+
+
+def test_settings_carry_no_webhook_key_of_their_own() -> None:
+    # Without Twilio the deployment generates its key and keeps it in the database (campaigns.secrets).
+    assert not hasattr(load_settings({}), "webhook_token")
 
 
 @pytest.mark.parametrize(
@@ -116,6 +128,9 @@ def test_the_simulator_signs_with_its_own_token() -> None:
         ("PUBLIC_BASE_URL", "ftp://survey.example.cn"),
         ("PUBLIC_BASE_URL", "https://"),
         ("PUBLIC_BASE_URL", "https://my_survey.example.cn"),  # "_" is not allowed in a host name
+        ("PUBLIC_BASE_URL", "http://survey.example.cn"),  # clear text over the internet
+        ("PUBLIC_BASE_URL", "http://10.0.0.5:8000"),
+        ("PUBLIC_BASE_URL", "http://127.0.0.1.example.cn"),
         ("TWILIO_API_BASE_URL", "127.0.0.1:9999"),
         ("SANLV_TELEPHONY", "asterisk"),
         ("SANLV_TELEPHONY", "Twilio "),
@@ -129,6 +144,13 @@ def test_the_simulator_signs_with_its_own_token() -> None:
         ("SANLV_TWILIO_HTTP_TIMEOUT", "inf"),
         ("SANLV_REPORT_MIN_SAMPLE", "many"),
         ("SANLV_FOLLOWUP_OVERDUE_DAYS", "0"),
+        ("SANLV_LOG_FORMAT", "xml"),
+        ("SANLV_LOG_FORMAT", "JSON"),
+        ("SANLV_METRICS_BIND", "9100"),
+        ("SANLV_METRICS_BIND", "0.0.0.0:"),
+        ("SANLV_METRICS_BIND", ":9100"),
+        ("SANLV_METRICS_BIND", "0.0.0.0:70000"),
+        ("SANLV_METRICS_BIND", "0.0.0.0:metrics"),
     ],
 )
 def test_a_malformed_variable_is_named_in_the_error(name: str, value: str) -> None:
@@ -148,15 +170,23 @@ def test_a_malformed_variable_is_named_in_the_error(name: str, value: str) -> No
         ("REDIS_URL", "unix:///run/redis/redis.sock?db=3"),
         ("DATABASE_URL", "sqlite:////var/lib/sanlv/sanlv.db"),
         ("PUBLIC_BASE_URL", "http://127.0.0.1:5000"),
+        ("PUBLIC_BASE_URL", "http://localhost:5000"),
+        ("PUBLIC_BASE_URL", "http://[::1]:5000"),
+        ("PUBLIC_BASE_URL", "http://127.0.0.2:8000"),
         ("PUBLIC_BASE_URL", "https://gov-survey.example.cn/sanlv"),
         ("SANLV_TIMEZONE", "UTC"),
         ("SANLV_RING_TIMEOUT", "20"),
+        ("SANLV_LOG_FORMAT", "json"),
+        ("SANLV_METRICS_BIND", "0.0.0.0:9100"),
+        ("SANLV_METRICS_BIND", "[::1]:9100"),
     ],
 )
 def test_well_formed_values_are_accepted(name: str, value: str) -> None:
     settings = load_settings({name: value})
 
     assert value in {
+        settings.log_format,
+        settings.metrics_bind,
         settings.redis_url,
         settings.database_url,
         settings.public_base_url,

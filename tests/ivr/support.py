@@ -11,6 +11,7 @@ from twilio.request_validator import RequestValidator
 
 from campaigns.calls import claim_due_targets
 from campaigns.clock import now
+from campaigns.runtime import get_runtime
 from campaigns.models import CallAttempt, CallStatus, RoundStatus, RoundTarget
 from campaigns.settings import Settings
 from tests.factories import make_household, make_round
@@ -23,7 +24,7 @@ def post(settings: Settings, path: str, params: dict, *, sign: bool = True, toke
     url = path if path.startswith("http") else settings.public_base_url + path
     headers = {}
     if sign:
-        headers["X-Twilio-Signature"] = RequestValidator(token or settings.webhook_token).compute_signature(url, params)
+        headers["X-Twilio-Signature"] = RequestValidator(token or get_runtime().webhook_token).compute_signature(url, params)
     return requests.post(url, data=params, headers=headers, timeout=10)
 
 

@@ -9,6 +9,8 @@ callback has finished when ``Network.run()`` returns.
 from __future__ import annotations
 
 import copy
+import csv
+import io
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,6 +28,7 @@ from campaigns.models import (
     CallDirection,
     CallStatus,
     DoNotCall,
+    InboundMode,
     KeyPress,
     Response,
     ResponseStatus,
@@ -40,6 +43,8 @@ from campaigns.questionnaire import (
     store_version,
 )
 from campaigns.settings import Settings
+from reports.rates import village_rates
+from reports.render import render_bytes
 from sim.network import SimulatorProvider
 from sim.residents import set_script
 from sim.store import answers_from_transcript, read_transcript
@@ -171,7 +176,7 @@ def test_invalid_keys_silence_and_star_store_what_the_resident_meant(network: Ne
     assert stored == network.meant()
     # satisfaction: an invalid key then silence used both tries; the question is left unanswered.
     assert stored == {"consent": "1", "screen": "1", "security": "3", "concern": "2", "awareness": "1",
-                      "participation": "1", "cadre_contact": "1", "visit": "2"}
+                      "participation": "1", "cadre_contact": "1", "visit": "2", "delivery": "1"}
     assert "输入有误。" in said(transcript) and "没有听到您的按键。" in said(transcript)
     response = network.response(target_id)
     assert response.status is ResponseStatus.IN_PROGRESS  # a rate question is unanswered
@@ -263,8 +268,142 @@ def test_nine_after_the_rates_still_completes(network: Network) -> None:
 # ---------------------------------------------------------------------------------------- resume, call-back
 
 
-def test_a_resident_who_hangs_up_and_calls_back_resumes_where_they_left(network: Network) -> None:
+def call_back_said() -> list[str]:
+    return [Q.messages["call_back"]]
+
+
+def test_by_default_a_caller_is_not_interviewed_but_called_back_and_the_interview_resumes(network: Network) -> None:
     round_id = network.round()
+    target_id = network.target(round_id)
+    first = {"hangup_at_step": "participation", "call_back": True, "answers": {"security": "3", "concern": "4"}}
+    second = {"answers": {"participation": "2", "satisfaction": "3", "visit": "1"}}
+    set_script(network.settings, PHONE, [first, second])
+
+    network.dial(round_id)
+
+    outbound, inbound = network.transcripts()
+    assert steps_asked(outbound) == ["consent", "screen", "security", "concern", "awareness", "participation"]
+    # The call the resident made: the same greeting as anyone's, no question asked, hung up.
+    assert said(inbound) == call_back_said() and not any("step" in entry for entry in inbound)
+    assert {"hangup": "twiml"} in inbound
+    target = network.target_row(target_id)
+    assert target.state is TargetState.PENDING and target.call_backs == 1
+    assert target.call_back_requested_at is not None
+    assert abs((target.next_attempt_at - now()).total_seconds()) < 60  # the window is open: at once
+    with network.sessions() as session:
+        assert session.scalars(select(CallAttempt.direction)).all() == [CallDirection.OUTBOUND]
+
+    network.dial(round_id)  # our call-back: the interview resumes where it stopped
+
+    _outbound, _inbound, call_back = network.transcripts()
+    assert steps_asked(call_back) == ["participation", "satisfaction", "cadre_contact", "visit"]
+    assert said(call_back)[0].startswith("欢迎回来")
+    assert network.stored() == network.meant()
+    response = network.response(target_id)
+    assert response.status is ResponseStatus.COMPLETED and response.inbound is False
+    target = network.target_row(target_id)
+    assert target.state is TargetState.COMPLETED and target.call_back_requested_at is None
+
+
+def test_a_call_back_is_claimed_before_targets_that_waited_longer(network: Network) -> None:
+    round_id = network.round()
+    waiting = [network.target(round_id, f"+86138000000{n:02d}") for n in range(10, 13)]
+    target_id = network.target(round_id)
+    with network.sessions.begin() as session:
+        for n, other in enumerate(waiting):
+            session.get(RoundTarget, other).next_attempt_at = now() - timedelta(days=1, minutes=n)
+
+    network.call_in()
+
+    with network.sessions.begin() as session:
+        [first] = claim_due_targets(session, session.get(Round, round_id), now(), 1)
+        [second] = claim_due_targets(session, session.get(Round, round_id), now(), 1)
+    assert first.target_id == target_id
+    assert second.target_id == waiting[-1]
+
+
+def test_a_call_back_goes_beyond_the_attempt_budget_once_per_call_and_at_most_twice(network: Network) -> None:
+    round_id = network.round(max_attempts=1)
+    target_id = network.target(round_id)
+    set_script(network.settings, PHONE, [{"outcome": "no-answer"}, {"outcome": "no-answer"}, {"outcome": "no-answer"}])
+    network.dial(round_id)
+    assert network.target_row(target_id).state is TargetState.UNREACHABLE  # the budget is used up
+
+    for expected in (1, 2):
+        sid = network.call_in()
+        assert said(read_transcript(network.settings, sid)) == call_back_said()
+        target = network.target_row(target_id)
+        assert (target.state, target.call_backs, target.final_at) == (TargetState.PENDING, expected, None)
+        assert network.dial(round_id) != []  # one dial beyond the budget
+        assert network.target_row(target_id).state is TargetState.UNREACHABLE
+
+    sid = network.call_in()  # the household's call-backs are used up: the greeting, and nothing is dialled
+    assert said(read_transcript(network.settings, sid)) == call_back_said()
+    assert network.target_row(target_id).state is TargetState.UNREACHABLE
+    assert network.dial(round_id) == []
+    with network.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(CallAttempt)) == 3
+
+
+def test_outside_the_calling_window_the_call_back_waits_for_its_opening(network: Network) -> None:
+    tz = network.settings.tz
+    local = now().astimezone(tz)
+    opens = (local + timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
+    closes = opens + timedelta(hours=1)
+    if closes.date() != opens.date() or opens.date() != local.date():
+        opens, closes = local.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1), None
+    window = [opens.strftime("%H:%M"), closes.strftime("%H:%M") if closes else "01:00"]
+    round_id = network.round(windows=[window])
+    target_id = network.target(round_id)
+
+    network.call_in()
+
+    target = network.target_row(target_id)
+    assert target.call_backs == 1
+    assert target.next_attempt_at == opens.astimezone(UTC)
+
+
+def test_every_caller_hears_the_same_greeting_on_the_roster_or_not(network: Network) -> None:
+    round_id = network.round()
+    done_id = network.target(round_id, "+8613800000002")
+    dialling_id = network.target(round_id, "+8613800000003")
+    pending_id = network.target(round_id)
+    with network.sessions.begin() as session:
+        session.get(RoundTarget, done_id).state = TargetState.COMPLETED
+        session.get(RoundTarget, pending_id).next_attempt_at = now() + timedelta(hours=1)  # a retry, later
+        [claim] = claim_due_targets(session, session.get(Round, round_id), now(), 1)
+    assert claim.target_id == dialling_id
+
+    heard = {
+        phone: said(read_transcript(network.settings, network.call_in(phone)))
+        for phone in (PHONE, "+8613800000002", "+8613800000003", "+8613999999999")
+    }
+
+    assert all(words == call_back_said() for words in heard.values()), heard
+    assert network.target_row(pending_id).call_backs == 1  # only the household that can be called back is
+    with network.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Response)) == 0
+        assert session.scalar(select(func.count()).select_from(KeyPress)) == 0
+        assert session.scalars(select(CallAttempt.direction)).all() == [CallDirection.OUTBOUND]  # only the claim
+
+
+def test_a_number_on_the_do_not_call_list_is_not_called_back(network: Network) -> None:
+    round_id = network.round()
+    target_id = network.target(round_id)
+    with network.sessions.begin() as session:
+        session.add(DoNotCall(phone=PHONE, reason="test"))
+
+    sid = network.call_in()
+
+    assert said(read_transcript(network.settings, sid)) == call_back_said()
+    assert network.target_row(target_id).call_backs == 0
+
+
+# ------------------------------------------------------------------------------- answering on inbound calls
+
+
+def test_a_round_that_answers_on_inbound_calls_resumes_the_caller_and_marks_the_response(network: Network) -> None:
+    round_id = network.round(inbound=InboundMode.ANSWER)
     target_id = network.target(round_id)
     first = {"hangup_at_step": "participation", "call_back": True, "answers": {"security": "3", "concern": "4"}}
     second = {"answers": {"participation": "2", "satisfaction": "3", "visit": "1"}}
@@ -276,12 +415,12 @@ def test_a_resident_who_hangs_up_and_calls_back_resumes_where_they_left(network:
     assert steps_asked(outbound) == ["consent", "screen", "security", "concern", "awareness", "participation"]
     assert {"hangup": "resident", "step": "participation", "try": None, "n": 6} in outbound
     assert {"call_back": network.provider.find_calls_from(PHONE, network.started)[0].sid} in outbound
-    # The call-back never asks again what was answered, and greets with 欢迎回来.
-    assert steps_asked(inbound) == ["participation", "satisfaction", "cadre_contact", "visit"]
+    # The inbound call never asks again what was answered, and greets with 欢迎回来.
+    assert steps_asked(inbound) == ["participation", "satisfaction", "cadre_contact", "visit", "delivery"]
     assert said(inbound)[0].startswith("欢迎回来")
     assert network.stored() == network.meant() == {
         "consent": "1", "screen": "1", "security": "3", "concern": "4", "awareness": "1",
-        "participation": "2", "satisfaction": "3", "cadre_contact": "1", "visit": "1",
+        "participation": "2", "satisfaction": "3", "cadre_contact": "1", "visit": "1", "delivery": "1",
     }
     with network.sessions() as session:
         attempts = session.scalars(select(CallAttempt).where(CallAttempt.target_id == target_id).order_by(CallAttempt.id)).all()
@@ -292,13 +431,29 @@ def test_a_resident_who_hangs_up_and_calls_back_resumes_where_they_left(network:
     ]
     assert attempts[1].call_sid == network.provider.find_calls_from(PHONE, network.started)[0].sid
     assert responses == 1
-    assert network.response(target_id).status is ResponseStatus.COMPLETED
+    response = network.response(target_id)
+    assert response.status is ResponseStatus.COMPLETED and response.inbound is True
     target = network.target_row(target_id)
-    assert target.state is TargetState.COMPLETED and target.attempts == 1  # a call-back uses no dialling budget
+    assert target.state is TargetState.COMPLETED and target.attempts == 1  # an inbound call uses no dialling budget
+    assert target.call_backs == 0
+    # The reports count such responses per village (one column, every renderer).
+    other_id = network.target(round_id, "+8613800000002")
+    set_script(network.settings, "+8613800000002", {})
+    network.dial(round_id)
+    assert network.response(other_id).inbound is False
+    with network.sessions() as session:
+        report = village_rates(session, round_id, flags=False)
+    by_village = {v.village_id: (v.progress.completed, v.progress.completed_inbound) for v in report.villages}
+    assert by_village == {network.target_row(target_id).village_id: (1, 1), network.target_row(other_id).village_id: (1, 0)}
+    assert (report.total.progress.completed, report.total.progress.completed_inbound) == (2, 1)
+    csv_text = render_bytes(report, "csv").decode("utf-8-sig")
+    header, *rows = csv.reader(io.StringIO(csv_text))
+    column = header.index("其中呼入完成")
+    assert sorted(row[column] for row in rows) == ["0", "1", "1"]  # two villages and the township
 
 
-def test_a_call_back_that_drops_again_leaves_the_target_to_be_retried(network: Network) -> None:
-    round_id = network.round()
+def test_an_inbound_interview_that_drops_again_leaves_the_target_to_be_retried(network: Network) -> None:
+    round_id = network.round(inbound=InboundMode.ANSWER)
     target_id = network.target(round_id)
     set_script(network.settings, PHONE, [{"hangup_at_step": "awareness", "call_back": True},
                                      {"hangup_at_step": "satisfaction"}, {}])
@@ -312,68 +467,51 @@ def test_a_call_back_that_drops_again_leaves_the_target_to_be_retried(network: N
 
     _outbound1, inbound, outbound2 = network.transcripts()
     assert steps_asked(inbound) == ["awareness", "participation", "satisfaction"]
-    assert steps_asked(outbound2) == ["satisfaction", "cadre_contact"]
+    assert steps_asked(outbound2) == ["satisfaction", "cadre_contact", "delivery"]
     assert network.stored() == network.meant()
     assert network.target_row(target_id).state is TargetState.COMPLETED
+    assert network.response(target_id).inbound is True
 
 
-def test_an_unknown_caller_hears_a_polite_message(network: Network) -> None:
-    network.round()
-    sid = network.call_in("+8613999999999")
-
-    transcript = read_transcript(network.settings, sid)
-    assert said(transcript) == [Q.messages["unknown_caller"]]
-    assert {"hangup": "twiml"} in transcript
-    with network.sessions() as session:
-        assert session.scalar(select(func.count()).select_from(CallAttempt)) == 0
-
-
-def test_a_caller_whose_interview_is_over_hears_a_polite_message(network: Network) -> None:
-    round_id = network.round()
+def test_answering_rounds_greet_unknown_finished_and_live_callers_as_everyone_else(network: Network) -> None:
+    round_id = network.round(inbound=InboundMode.ANSWER)
     target_id = network.target(round_id)
     set_script(network.settings, PHONE, {})
     network.dial(round_id)
     assert network.target_row(target_id).state is TargetState.COMPLETED
+    live_id = network.target(round_id, "+8613800000002")
+    with network.sessions.begin() as session:
+        [claim] = claim_due_targets(session, session.get(Round, round_id), now(), 1)
+    assert claim.target_id == live_id
 
-    sid = network.call_in()
+    for phone in ("+8613999999999", PHONE, "+8613800000002"):
+        assert said(read_transcript(network.settings, network.call_in(phone))) == call_back_said()
 
-    assert said(read_transcript(network.settings, sid)) == [Q.messages["already_done"]]
     with network.sessions() as session:
-        assert session.scalar(select(func.count()).select_from(CallAttempt)) == 1
-        assert session.scalar(select(func.count()).select_from(KeyPress)) == 7
+        assert session.scalar(select(func.count()).select_from(CallAttempt)) == 2
+        assert session.scalar(select(func.count()).select_from(KeyPress)) == 8  # 7 questions and the delivery check
+    assert network.target_row(live_id).state is TargetState.DIALING
 
 
-def test_a_caller_of_a_finished_round_is_unknown(network: Network) -> None:
+def test_a_caller_of_a_finished_round_is_greeted_and_not_called_back(network: Network) -> None:
     round_id = network.round()
-    network.target(round_id)
+    target_id = network.target(round_id)
     with network.sessions.begin() as session:
         session.get(Round, round_id).status = RoundStatus.COMPLETED
 
     sid = network.call_in()
 
-    assert said(read_transcript(network.settings, sid)) == [Q.messages["unknown_caller"]]
+    assert said(read_transcript(network.settings, sid)) == call_back_said()
+    assert network.target_row(target_id).call_backs == 0
 
 
-def test_a_caller_we_are_dialling_right_now_is_asked_to_wait(network: Network) -> None:
-    round_id = network.round()
-    target_id = network.target(round_id)
-    with network.sessions.begin() as session:
-        [claim] = claim_due_targets(session, session.get(Round, round_id), now(), 1)
-
-    sid = network.call_in()
-
-    assert said(read_transcript(network.settings, sid)) == [Q.messages["call_later"]]
-    with network.sessions() as session:
-        assert session.scalars(select(CallAttempt.id)).all() == [claim.attempt_id]
-    assert network.target_row(target_id).state is TargetState.DIALING
-
-
-def test_a_caller_in_a_paused_round_resumes_and_the_latest_round_wins(network: Network) -> None:
-    old_round = network.round(status=RoundStatus.PAUSED)
+def test_a_caller_in_a_paused_answering_round_resumes_and_the_latest_round_wins(network: Network) -> None:
+    old_round = network.round(status=RoundStatus.PAUSED, inbound=InboundMode.ANSWER)
     with network.sessions.begin() as session:
         household = make_household(session, phone=PHONE)
         old = RoundTarget(round_id=old_round, household_id=household.id, phone=PHONE)
-        new_round = make_round(session, windows=[["00:00", "24:00"]], status=RoundStatus.PAUSED)
+        new_round = make_round(session, windows=[["00:00", "24:00"]], status=RoundStatus.PAUSED,
+                               inbound=InboundMode.ANSWER)
         new = RoundTarget(round_id=new_round.id, household_id=household.id, phone=PHONE)
         session.add_all([old, new])
     set_script(network.settings, PHONE, {})
@@ -461,15 +599,16 @@ def test_read_back_confirms_and_re_choosing_replaces_the_answer_with_history(net
         "security", "security.confirm", "security", "security.confirm",
         "awareness", "awareness.confirm",
         "participation", "participation.confirm", "satisfaction", "satisfaction.confirm",
-        "cadre_contact", "cadre_contact.confirm",
+        "cadre_contact", "cadre_contact.confirm", "delivery",
     ]
     texts = said(transcript)
     assert "您选择的是不太安全,确认请按1,重新选择请按2。" in texts
     assert "您选择的是安全,确认请按1,重新选择请按2。" in texts
-    # Security re-chosen as 1: concern (asked only after 3 or 4) and visit are not asked.
+    # Security re-chosen as 1: concern (asked only after 3 or 4) and visit are not asked. The delivery check
+    # feeds no rate: it is not read back.
     assert network.stored() == network.meant() == {
         "consent": "1", "screen": "1", "security": "1", "awareness": "1", "participation": "1",
-        "satisfaction": "1", "cadre_contact": "1",
+        "satisfaction": "1", "cadre_contact": "1", "delivery": "1",
     }
     with network.sessions() as session:
         changes = session.execute(select(AnswerChange.old_digit, AnswerChange.new_digit)).all()

@@ -18,12 +18,14 @@ from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
 from campaigns.clock import set_clock_file
+from campaigns.runtime import get_runtime
 from campaigns.models import (
     Answer,
     AnswerChange,
     CallAttempt,
     CallDirection,
     CallStatus,
+    InboundMode,
     KeyPress,
     Response,
     ResponseStatus,
@@ -89,7 +91,7 @@ def test_every_webhook_refuses_a_bad_signature(call, sessions, endpoint, forgery
     }[endpoint]
     params = base_params(Digits="2", CallStatus="completed", SequenceNumber="9", CallDuration="10")
     url = settings.public_base_url + path
-    signer = RequestValidator(settings.webhook_token)
+    signer = RequestValidator(get_runtime().webhook_token)
     headers = {
         "unsigned": {},
         "garbage": {"X-Twilio-Signature": "AAAAAAAAAAAAAAAAAAAAAAAAAAA="},
@@ -418,8 +420,32 @@ def test_paradata_counts_tries_invalid_keys_silences_and_seconds(call, sessions,
 # --------------------------------------------------------------------------------------------- inbound, AMD
 
 
-def test_inbound_call_back_resumes_and_its_status_callback_needs_no_attempt_id(call, sessions):
+def test_by_default_an_inbound_call_asks_nothing_and_asks_for_one_call_back(call, sessions):
     settings, attempt_id = call
+    doc = twiml(post(settings, f"/ivr/voice?attempt={attempt_id}", base_params()))
+    doc = press(settings, press(settings, press(settings, doc, "1"), "1"), "1")
+    post(settings, f"/ivr/status?attempt={attempt_id}", base_params(CallStatus="completed", SequenceNumber="3", CallDuration="30"))
+
+    inbound = twiml(post(settings, "/ivr/inbound", inbound_params(From="+86 138-0000-0001")))
+    replayed = twiml(post(settings, "/ivr/inbound", inbound_params(From="+86 138-0000-0001")))
+
+    for doc in (inbound, replayed):
+        assert doc.xpath("/Response/Gather") == [] and doc.xpath("/Response/*")[-1].tag == "Hangup"
+        assert spoken(doc) == [Q.messages["call_back"]]
+    with sessions() as session:
+        assert session.scalars(select(CallAttempt.direction)).all() == [CallDirection.OUTBOUND]
+        target = session.scalar(select(RoundTarget))
+    assert (target.state, target.call_backs, target.attempts) == (TargetState.PENDING, 1, 1)
+    assert target.next_attempt_at <= target.call_back_requested_at + timedelta(seconds=1)
+
+
+@pytest.fixture
+def answering_call(live_server, sessions):
+    return live_server, open_call(sessions, inbound=InboundMode.ANSWER)
+
+
+def test_inbound_call_back_resumes_and_its_status_callback_needs_no_attempt_id(answering_call, sessions):
+    settings, attempt_id = answering_call
     doc = twiml(post(settings, f"/ivr/voice?attempt={attempt_id}", base_params()))
     doc = press(settings, press(settings, press(settings, doc, "1"), "1"), "1")
     post(settings, f"/ivr/status?attempt={attempt_id}", base_params(CallStatus="completed", SequenceNumber="3", CallDuration="30"))
@@ -438,7 +464,7 @@ def test_inbound_call_back_resumes_and_its_status_callback_needs_no_attempt_id(c
     inbound_id = attempts[1].id
     assert f"attempt={inbound_id}&" in gather_url(replayed)
     doc = replayed
-    for digits in ["1", "1", "1", "1"]:
+    for digits in ["1", "1", "1", "1", "1"]:  # the rest of the rates, then the delivery check
         doc = twiml(post(settings, gather_url(doc), inbound_params(Digits=digits, CallStatus="in-progress")))
     assert doc.xpath("/Response/Hangup") and "110" in spoken(doc)[0]
     # Our number's status callback URL carries no attempt: the CallSid finds it.
@@ -457,7 +483,7 @@ def test_unknown_or_hidden_callers_hear_a_polite_message(call, sessions, caller)
     doc = twiml(post(settings, "/ivr/inbound", inbound_params(From=caller)))
 
     assert doc.xpath("/Response/Hangup") and doc.xpath("/Response/Gather") == []
-    assert spoken(doc) == [Q.messages["unknown_caller"]]
+    assert spoken(doc) == [Q.messages["call_back"]]
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(CallAttempt)) == 1
 

@@ -7,6 +7,7 @@ import requests
 from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
+from campaigns.runtime import get_runtime
 from campaigns.calls import claim_due_targets
 from campaigns.clock import now
 from campaigns.models import (
@@ -46,18 +47,19 @@ def test_whole_interview_stores_every_answer_once(call, sessions):
     assert doc.xpath("/Response/Gather/Say/@voice")[0] == "Polly.Zhiyu"
     assert "两分钟" in doc.xpath("string(/Response/Gather/Say[2])")
     asked = []
-    for digits in ["1", "1", "3", "2", "1", "2", "4", "1", "1"]:
+    for digits in ["1", "1", "3", "2", "1", "2", "4", "1", "1", "2"]:
         asked.append(step_of(doc))
         doc = press(settings, doc, digits)
     assert asked == ["consent", "screen", "security", "concern", "awareness", "participation", "satisfaction",
-                     "cadre_contact", "visit"]
+                     "cadre_contact", "visit", "delivery"]
     assert doc.xpath("/Response/Hangup") and "110" in doc.xpath("string(/Response/Say)")
     with sessions() as session:
         answers = dict(session.execute(select(Answer.question, Answer.digit)).all())
         response = session.scalar(select(Response))
         target = session.scalar(select(RoundTarget))
     assert answers == {"consent": "1", "screen": "1", "security": "3", "concern": "2", "awareness": "1",
-                       "participation": "2", "satisfaction": "4", "cadre_contact": "1", "visit": "1"}
+                       "participation": "2", "satisfaction": "4", "cadre_contact": "1", "visit": "1",
+                       "delivery": "2"}
     assert response.status is ResponseStatus.COMPLETED
     assert target.state is TargetState.COMPLETED
 
@@ -117,7 +119,7 @@ def test_unsigned_or_forged_webhooks_are_refused(call, sessions, signature):
 def test_signature_over_other_params_is_refused(call):
     settings, attempt_id = call
     url = settings.public_base_url + f"/ivr/voice?attempt={attempt_id}"
-    signature = RequestValidator(settings.webhook_token).compute_signature(url, base_params())
+    signature = RequestValidator(get_runtime().webhook_token).compute_signature(url, base_params())
     reply = requests.post(url, data=base_params(Digits="1"), headers={"X-Twilio-Signature": signature}, timeout=10)
     assert reply.status_code == 403
 

@@ -140,9 +140,9 @@ def test_rates_xlsx_sheets_formats_highlights_and_frozen_headers(session: Sessio
         "样本不足": "否",
     }
     progress = book["调查进度"]
-    assert [c.value for c in progress[1]][:4] == ["村", "抽样", "已拨打", "接通"]
+    assert [c.value for c in progress[1]][:7] == ["村", "抽样", "已拨打", "接通", "完成", "其中呼入完成", "拒访"]
     north = next(r for r in progress.iter_rows(min_row=2) if r[0].value == "北村")
-    assert (north[1].value, north[5].value, north[-1].value, north[-1].number_format) == (1, 1, 0, "0.0%")
+    assert (north[1].value, north[6].value, north[-1].value, north[-1].number_format) == (1, 1, 0, "0.0%")
 
 
 def test_xlsx_needs_an_output_file(session: Session, rated, env) -> None:

@@ -10,8 +10,10 @@ import pytest
 import requests
 from werkzeug.serving import make_server
 
-from campaigns.settings import Settings
-from tests.sim.fake_ivr import FakeIvr
+from campaigns.models import DeploymentSecret
+from campaigns.runtime import get_runtime
+from campaigns.secrets import WEBHOOK_TOKEN
+from tests.sim.fake_ivr import FAKE_TOKEN, FakeIvr
 
 
 @pytest.fixture(autouse=True)
@@ -21,8 +23,13 @@ def _no_sim_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def ivr() -> Iterator[FakeIvr]:
-    fake = FakeIvr(token=Settings().webhook_token)
+def ivr(request: pytest.FixtureRequest) -> Iterator[FakeIvr]:
+    if "env" in request.fixturenames:
+        # The network's job (run_call) signs with the deployment's own key: make it the one the fake IVR checks.
+        request.getfixturevalue("env")
+        with get_runtime().sessions.begin() as session:
+            session.add(DeploymentSecret(name=WEBHOOK_TOKEN, value=FAKE_TOKEN))
+    fake = FakeIvr(token=FAKE_TOKEN)
     server = make_server("127.0.0.1", 0, fake.app(), threaded=True)
     fake.base = f"http://127.0.0.1:{server.port}"
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

@@ -22,6 +22,7 @@ from sim.store import SimCall
 from workers.telephony.base import CallRequest
 
 PHONE = "+8613800000001"
+FAKE_TOKEN = "fake-ivr-signing-key"  # the key the fake IVR checks and the simulated calls sign with
 CALLER_ID = "+8659312345678"
 STEPS = ("q1", "q2", "q3")
 
@@ -199,7 +200,7 @@ def call_request(ivr: FakeIvr, *, attempt: int = 1, to: str = PHONE, path: str =
 
 def simulate(ivr: FakeIvr, http: requests.Session, script: dict[str, Any], **call_options: Any) -> CallResult:
     call = make_call(ivr, **call_options)
-    return SimulatedCall(sim_settings(), call, ScriptedResident(script), http).run()
+    return SimulatedCall(sim_settings(), call, ScriptedResident(script), http, token=FAKE_TOKEN).run()
 
 
 def gathered(ivr: FakeIvr) -> list[tuple[str, str, str]]:

@@ -15,7 +15,7 @@ from campaigns.settings import Settings
 from sim.call import MAX_REQUESTS, SimulatedCall
 from sim.residents import ScriptedResident
 from sim.store import answers_from_transcript
-from tests.sim.fake_ivr import CALLER_ID, PHONE, FakeIvr, gathered, make_call, sim_settings, simulate
+from tests.sim.fake_ivr import CALLER_ID, FAKE_TOKEN, PHONE, FakeIvr, gathered, make_call, sim_settings, simulate
 
 
 def test_answered_call_reaches_the_ivr_with_the_scripted_digits_and_valid_signatures(
@@ -187,8 +187,8 @@ def test_application_error_ends_the_call(ivr: FakeIvr, http: requests.Session, p
 
 
 def test_unreachable_ivr_is_an_application_error(http: requests.Session) -> None:
-    dead = FakeIvr(token=Settings().webhook_token, base="http://127.0.0.1:9")  # the discard port: nothing listens
-    result = SimulatedCall(sim_settings(), make_call(dead), ScriptedResident({}), http).run()
+    dead = FakeIvr(token=FAKE_TOKEN, base="http://127.0.0.1:9")  # the discard port: nothing listens
+    result = SimulatedCall(sim_settings(), make_call(dead), ScriptedResident({}), http, token=FAKE_TOKEN).run()
 
     assert result.status == "completed"
     assert result.end_reason == "error"
@@ -204,19 +204,19 @@ def test_a_looping_document_is_cut_off(ivr: FakeIvr, http: requests.Session) -> 
     assert ivr.callbacks[-1]["CallStatus"] == "completed"
 
 
-def test_the_auth_token_signs_when_configured(ivr: FakeIvr, http: requests.Session) -> None:
+def test_the_token_given_signs_every_request(ivr: FakeIvr, http: requests.Session) -> None:
     settings = Settings(telephony="simulator", twilio_auth_token="real-token", twilio_account_sid="AC" + "1" * 32)
-    SimulatedCall(settings, make_call(ivr), ScriptedResident({}), http).run()
+    SimulatedCall(settings, make_call(ivr), ScriptedResident({}), http, token="real-token").run()
 
     validator = RequestValidator("real-token")
-    assert ivr.received and not any(r.signed for r in ivr.received)  # not signed with the default token
+    assert ivr.received and not any(r.signed for r in ivr.received)  # not signed with the fake IVR's token
     assert all(validator.validate(r.url, r.form, r.signature) for r in ivr.received)
     assert ivr.callbacks[0]["AccountSid"] == "AC" + "1" * 32
 
 
 def test_speed_makes_the_call_take_simulated_time(ivr: FakeIvr, http: requests.Session) -> None:
     started = time.monotonic()
-    result = SimulatedCall(sim_settings(), make_call(ivr), ScriptedResident({}), http, speed=200.0).run()
+    result = SimulatedCall(sim_settings(), make_call(ivr), ScriptedResident({}), http, speed=200.0, token=FAKE_TOKEN).run()
     elapsed = time.monotonic() - started
 
     # Ringing, prompts and key presses take `duration` simulated seconds (and more for the ringing).

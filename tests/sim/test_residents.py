@@ -22,7 +22,7 @@ from sim.residents import (
 )
 from sim.store import answers_from_transcript
 from tests.factories import make_household, make_village
-from tests.sim.fake_ivr import PHONE, FakeIvr, make_call, sim_settings
+from tests.sim.fake_ivr import FAKE_TOKEN, PHONE, FakeIvr, make_call, sim_settings
 
 
 def test_a_script_list_is_consumed_one_per_call_and_the_last_repeats(settings: Settings, redis_conn: redis.Redis) -> None:
@@ -160,7 +160,7 @@ def test_population_resident_talks_to_the_ivr(ivr: FakeIvr, http: requests.Sessi
     for n in range(20):
         phone = f"+86138{n:08d}"
         resident = PopulationResident(VillageProfile.for_village("东山村"), phone, 1)
-        result = SimulatedCall(sim_settings(), make_call(ivr, to=phone), resident, http).run()
+        result = SimulatedCall(sim_settings(), make_call(ivr, to=phone), resident, http, token=FAKE_TOKEN).run()
         if resident.outcome != "answer":
             continue
         answered += 1

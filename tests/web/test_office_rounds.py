@@ -15,6 +15,7 @@ from campaigns.models import (
     CallAttempt,
     CallDirection,
     CallStatus,
+    InboundMode,
     Round,
     RoundStatus,
     RoundTarget,
@@ -76,7 +77,7 @@ def test_the_form_offers_every_option_with_the_defaults(office) -> None:
     for name in ("name", "questionnaire", "sample_kind", "sample_n", "seed", "windows", "blocked", "max_attempts",
                  "cps", "max_concurrent", "starts_at", "ends_at", "retry_busy", "retry_no-answer", "retry_failed",
                  "retry_machine", "retry_dropped", "target_security", "target_cadre_contact", "exclude_unsure",
-                 "machine_detection"):  # fmt: skip
+                 "machine_detection", "inbound_answer"):  # fmt: skip
         assert f'name="{name}"' in html, name
     assert 'value="09:00-11:30,14:30-20:30"' in html and 'value="30m"' in html
     assert 'placeholder="100"' in html  # the security target the questionnaire sets
@@ -101,6 +102,7 @@ def test_a_round_is_created_with_every_option(office, sessions) -> None:
         target_participation="80%",
         exclude_unsure="1",
         machine_detection="1",
+        inbound_answer="1",
     )
 
     round_id = created_id(response)
@@ -113,12 +115,21 @@ def test_a_round_is_created_with_every_option(office, sessions) -> None:
         assert round_.retry["busy"] == 600 and round_.retry["no-answer"] == 7200
         assert round_.rate_targets == {"security": 0.9, "participation": 0.8}
         assert round_.exclude_unsure and round_.machine_detection
+        assert round_.inbound is InboundMode.ANSWER
         assert round_.starts_at.isoformat().startswith("2030-05-01T01:00")  # 09:00 in Shanghai
         targets = session.scalars(select(RoundTarget).where(RoundTarget.round_id == round_id)).all()
         assert len(targets) == 2  # one per cadre
     [entry] = entries(sessions, audit.ROUND_CREATE)
     assert entry.username == "office1" and entry.object_id == str(round_id)
     assert entry.detail["sample"] == "cadre:1"
+
+
+def test_by_default_a_round_calls_inbound_callers_back(office, sessions) -> None:
+    round_id = created_id(create(office, name="默认"))
+
+    with sessions() as session:
+        assert session.get(Round, round_id).inbound is InboundMode.CALL_BACK
+    assert "回拨后作答" in office.get(f"/rounds/{round_id}").get_data(as_text=True)
 
 
 @pytest.mark.parametrize(
