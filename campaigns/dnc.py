@@ -151,8 +151,9 @@ def add(
     return _insert(session, number, why, source, actor, round_id)
 
 
-def add_from_keypad(session: Session, number: str, round_id: int | None) -> None:
-    """The resident pressed 9: put the (E.164) number on the list unless it is there already.
+def add_from_keypad(session: Session, number: str, round_id: int | None, *, reason: str = KEYPAD_REASON) -> None:
+    """The resident pressed 9 (in a survey, or a voice notice): put the (E.164) number on the list unless it is
+    there already.
 
     Safe against a concurrent addition of the same number (the loser changes nothing).
     """
@@ -160,7 +161,7 @@ def add_from_keypad(session: Session, number: str, round_id: int | None) -> None
         return
     try:
         with session.begin_nested():
-            _insert(session, number, KEYPAD_REASON, DncSource.KEYPAD, None, round_id)
+            _insert(session, number, reason[:REASON_MAX_LENGTH], DncSource.KEYPAD, None, round_id)
     except IntegrityError:
         pass
 

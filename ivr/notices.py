@@ -21,7 +21,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
 from campaigns import clock, dnc, notices
-from campaigns.models import DoNotCall, Notice, NoticeTarget, NoticeTargetState
+from campaigns.models import Notice, NoticeTarget, NoticeTargetState
 from campaigns.notices import RECORDINGS_KEY
 from ivr.twiml import webhook_url
 from ivr.views import (
@@ -253,8 +253,7 @@ def notice_key():
             notices.mark_played(session, target)
             return "again", target.id, target.attempts, notice
         if digits == "9":
-            if session.get(DoNotCall, target.phone) is None:
-                dnc.add(session, target.phone, "语音通知中按9退订 / pressed 9 during a voice notice")
+            dnc.add_from_keypad(session, target.phone, None, reason="语音通知中按9退订 / pressed 9 during a voice notice")
             return "opted_out", target.id, target.attempts, notice
         return "hint", target.id, target.attempts, notice
 
