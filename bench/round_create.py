@@ -39,6 +39,7 @@ from sqlalchemy import text
 
 from campaigns.clock import now
 from campaigns.db import make_engine, make_session_factory, session_scope
+from campaigns.models import Round
 from campaigns.questionnaire import builtin_questionnaire, store_version
 from campaigns.rounds import RoundOptions, change_round, create_round
 
@@ -59,7 +60,8 @@ def measure(url: str, sample: str) -> dict:
             conn.execute(
                 text(
                     "INSERT INTO round_targets (round_id, household_id, village_id, phone, state, attempts,"
-                    " updated_at) SELECT :round_id, h.id, h.village_id, h.phone, 'pending', 0, :at FROM households h"
+                    " call_backs, updated_at) SELECT :round_id, h.id, h.village_id, h.phone, 'pending', 0, 0, :at"
+                    " FROM households h"
                     " WHERE h.phone_status = 'ok' AND h.retired_at IS NULL"
                     " AND NOT EXISTS (SELECT 1 FROM do_not_call d WHERE d.phone = h.phone)"
                     " ORDER BY h.id"
@@ -105,18 +107,13 @@ def measure(url: str, sample: str) -> dict:
 
 def _baseline_round(engine, sessions) -> int:
     """A round row for the baseline to write targets for (with the questionnaire version a round needs)."""
+    # Through the model, so every column a round needs gets its default (the baseline times the targets only).
     with session_scope(sessions) as session:
         version_id = store_version(session, builtin_questionnaire()).id
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO rounds (name, questionnaire_id, status, sample, windows, blocked_dates, max_attempts,"
-                " cps, max_concurrent, retry, exclude_unsure, rate_targets, machine_detection, created_at)"
-                " VALUES ('baseline', :q, 'draft', 'all', '[]', '[]', 3, 1.0, 10, '{}', false, '{}', false, :at)"
-            ),
-            {"q": version_id, "at": now().replace(tzinfo=None)},
-        )
-        return conn.execute(text("SELECT max(id) FROM rounds")).scalar()
+        round_ = Round(name="baseline", questionnaire_id=version_id, windows=[], retry={})
+        session.add(round_)
+        session.flush()
+        return round_.id
 
 
 def _peak_rss_mb() -> float:
