@@ -73,9 +73,13 @@ def timed(client, url: str) -> Callable[[], float]:
 def compare(name: str, page: Callable[[], float], data: Callable[[], float], repeat: int) -> dict:
     page(), data()  # warm-up: templates compiled, caches filled
     times: dict[str, list[float]] = {"page": [], "json": []}
-    for _ in range(repeat):
-        times["page"].append(page())
-        times["json"].append(data())
+    for turn in range(repeat):  # each goes first every other turn
+        if turn % 2:
+            times["json"].append(data())
+            times["page"].append(page())
+        else:
+            times["page"].append(page())
+            times["json"].append(data())
     best = {kind: min(values) for kind, values in times.items()}
     median = {kind: statistics.median(values) for kind, values in times.items()}
     ratio = best["page"] / best["json"]

@@ -848,13 +848,16 @@ class NoticeTarget(Base):
     __tablename__ = "notice_targets"
     __table_args__ = (
         UniqueConstraint("notice_id", "household_id"),
+        # The dispatcher's hot query: a notice's pending targets in id order (the due filter is applied on the way).
         Index(
             "ix_notice_targets_due",
             "notice_id",
-            "next_attempt_at",
+            "id",
             sqlite_where=text("state = 'pending'"),
             postgresql_where=text("state = 'pending'"),
         ),
+        # Counting a notice's targets by state (claims waiting, live calls, "any left?") without scanning them all.
+        Index("ix_notice_targets_state", "notice_id", "state"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

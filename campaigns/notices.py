@@ -538,12 +538,11 @@ def complete_if_done(session: Session, notice_id: int) -> bool:
         return True
     if notice.status != NoticeStatus.RUNNING:
         return False
-    open_targets = session.scalar(
-        select(func.count())
-        .select_from(NoticeTarget)
-        .where(NoticeTarget.notice_id == notice_id, NoticeTarget.state.not_in(FINAL_NOTICE_TARGET_STATES))
+    open_states = [s for s in NoticeTargetState if s not in FINAL_NOTICE_TARGET_STATES]
+    any_open = session.scalar(
+        select(NoticeTarget.id).where(NoticeTarget.notice_id == notice_id, NoticeTarget.state.in_(open_states)).limit(1)
     )
-    if open_targets:
+    if any_open is not None:
         return False
     notice.status = NoticeStatus.COMPLETED
     notice.finished_at = clock.now()
@@ -574,31 +573,47 @@ def claim_due(session: Session, notice: Notice, now: datetime, limit: int) -> li
     """Claim up to ``limit`` due pending targets with one conditional UPDATE (pending -> sending).
 
     A target another dispatcher claimed meanwhile no longer matches, so a re-run never claims it twice. A
-    number put on the do-not-contact list since the notice was created is skipped (``opted_out``).
+    number put on the do-not-contact list since the notice was created is skipped (``opted_out``) as it comes
+    up: the lists are checked for the candidates only, so a tick costs the same on a notice of any size.
     """
     if limit <= 0:
         return []
-    skipped = _skip_opted_out(session, notice, now)
-    if skipped:
-        session.flush()
     due = or_(NoticeTarget.next_attempt_at.is_(None), NoticeTarget.next_attempt_at <= now)
-    candidates = session.scalars(
-        select(NoticeTarget.id)
+    # In id order along the partial index ix_notice_targets_due (notice_id, id) WHERE state = 'pending'.
+    candidates = session.execute(
+        select(NoticeTarget.id, NoticeTarget.phone)
         .where(
             NoticeTarget.notice_id == notice.id,
             NoticeTarget.state == NoticeTargetState.PENDING,
             due,
             NoticeTarget.attempts < notice.max_attempts,
         )
-        .order_by(NoticeTarget.next_attempt_at.is_not(None), NoticeTarget.next_attempt_at, NoticeTarget.id)
+        .order_by(NoticeTarget.id)
         .limit(limit)
     ).all()
     if not candidates:
         return []
+    phones = {phone for _id, phone in candidates}
+    blocked = set(session.scalars(select(DoNotCall.phone).where(DoNotCall.phone.in_(phones))))
+    if notice.channel == NoticeChannel.SMS:
+        blocked |= set(session.scalars(select(SmsOptOut.phone).where(SmsOptOut.phone.in_(phones))))
+    if blocked:
+        session.execute(
+            update(NoticeTarget)
+            .where(
+                NoticeTarget.id.in_([i for i, phone in candidates if phone in blocked]),
+                NoticeTarget.state == NoticeTargetState.PENDING,
+            )
+            .values(state=NoticeTargetState.OPTED_OUT, final_at=now, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    ids = [i for i, phone in candidates if phone not in blocked]
+    if not ids:
+        return []
     claimed = session.execute(
         update(NoticeTarget)
         .where(
-            NoticeTarget.id.in_(candidates),
+            NoticeTarget.id.in_(ids),
             NoticeTarget.state == NoticeTargetState.PENDING,
             due,
         )
@@ -614,19 +629,6 @@ def claim_due(session: Session, notice: Notice, now: datetime, limit: int) -> li
         .execution_options(synchronize_session=False)
     ).all()
     return [SendClaim(target_id, phone) for target_id, phone in sorted(claimed)]
-
-
-def _skip_opted_out(session: Session, notice: Notice, now: datetime) -> int:
-    lists = [select(DoNotCall.phone).where(DoNotCall.phone == NoticeTarget.phone).exists()]
-    if notice.channel == NoticeChannel.SMS:
-        lists.append(select(SmsOptOut.phone).where(SmsOptOut.phone == NoticeTarget.phone).exists())
-    result = session.execute(
-        update(NoticeTarget)
-        .where(NoticeTarget.notice_id == notice.id, NoticeTarget.state == NoticeTargetState.PENDING, or_(*lists))
-        .values(state=NoticeTargetState.OPTED_OUT, final_at=now, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount or 0
 
 
 def _started_is(started: datetime | None):
@@ -730,27 +732,32 @@ def mark_invalid(session: Session, target_id: int, code: int | None, message: st
 
 
 def record_sms_sent(session: Session, target_id: int, sid: str, status: str, now: datetime) -> bool:
-    """The provider accepted the message (or it was adopted after an ambiguous create): the target is ``sent``.
+    """The provider accepted the message (or it was adopted after an ambiguous create, or named by a callback
+    whose create reply was lost): the target is ``sent``, with the provider's status as it stood.
 
-    Returns False if the target already has a message (a second record is ignored).
+    One UPDATE (the send path's hot write). Returns False if the target already has a message (a second
+    record is ignored).
     """
+    status = (status or "").strip().lower()
+    known = status if status in MESSAGE_STATUS_ORDER else None
+    values: dict = {
+        "state": NoticeTargetState.SENT,
+        "message_sid": sid,
+        "provider_status": known,
+        "sent_at": now,
+        "final_at": now,
+        "updated_at": now,
+        "error_message": None,
+    }
+    if known == "delivered":
+        values.update(delivered=True, delivered_at=now)
     result = session.execute(
         update(NoticeTarget)
         .where(NoticeTarget.id == target_id, NoticeTarget.state == NoticeTargetState.SENDING, _no_sid())
-        .values(
-            state=NoticeTargetState.SENT,
-            message_sid=sid,
-            sent_at=now,
-            final_at=now,
-            updated_at=now,
-            error_message=None,
-        )
+        .values(**values)
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:
-        return False
-    apply_message_status(session, sid, status, None)
-    return True
+    return result.rowcount == 1
 
 
 def record_call_placed(session: Session, target_id: int, sid: str, now: datetime) -> bool:

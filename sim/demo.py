@@ -43,9 +43,8 @@ from campaigns import accounts, audit
 from campaigns.db import session_scope
 from campaigns.errors import SanlvError
 from campaigns.migrate import upgrade
-from campaigns.models import NoticeChannel
+from campaigns.models import Cadre, FollowUp, FollowUpStatus, NoticeChannel
 from campaigns.notices import NoticeOptions, change_notice, create_notice, notice_status_report, segment_count
-from campaigns.models import Cadre, FollowUp, FollowUpStatus
 from campaigns.roster import import_roster
 from campaigns.rounds import (
     RoundOptions,

@@ -115,8 +115,8 @@ class MessageStore:
         return [s.decode() for s in self.connection.zrangebyscore(sim_key(self.settings, "msgs", to), since, "+inf")]
 
 
-def _post(settings: Settings, http: requests.Session, url: str, params: dict[str, str]) -> int | str:
-    signature = RequestValidator(settings.webhook_token).compute_signature(url, params)
+def _post(token: str, http: requests.Session, url: str, params: dict[str, str]) -> int | str:
+    signature = RequestValidator(token).compute_signature(url, params)
     try:
         return http.post(url, data=params, headers={"X-Twilio-Signature": signature}, timeout=HTTP_TIMEOUT).status_code
     except requests.RequestException as exc:
@@ -126,7 +126,9 @@ def _post(settings: Settings, http: requests.Session, url: str, params: dict[str
 def deliver_message(sid: str) -> str:
     """RQ job: the carrier's part for message ``sid``: ``sent``, then ``delivered`` or ``undelivered``, each
     reported to its status callback; then perhaps the resident's TD reply. Returns the final status."""
-    settings = get_runtime().settings
+    runtime = get_runtime()
+    settings = runtime.settings
+    token = runtime.webhook_token  # the key the IVR checks (campaigns.secrets.webhook_token)
     store = MessageStore(settings)
     info = store.info(sid)
     if info is None:
@@ -148,7 +150,7 @@ def deliver_message(sid: str) -> str:
                           "MessageSid": sid, "SmsSid": sid, "MessageStatus": status, "SmsStatus": status}  # fmt: skip
                 if status == "undelivered":
                     params["ErrorCode"] = "30003"  # unreachable destination handset
-                answered = _post(settings, http, url, params)
+                answered = _post(token, http, url, params)
                 if answered != 204:
                     log.warning("event=sms_status_callback_failed sid=%s status=%s http=%s", sid, status, answered)
         if replies_td and settings.public_base_url:
@@ -156,6 +158,6 @@ def deliver_message(sid: str) -> str:
             params = {"AccountSid": account, "ApiVersion": "2010-04-01", "MessageSid": reply_sid,
                       "SmsSid": reply_sid, "From": info.to, "To": info.from_, "Body": "TD", "NumSegments": "1",
                       "NumMedia": "0", "SmsStatus": "received"}  # fmt: skip
-            _post(settings, http, f"{settings.public_base_url}/ivr/sms/inbound", params)
+            _post(token, http, f"{settings.public_base_url}/ivr/sms/inbound", params)
             log.info("event=sim_td_reply sid=%s", sid)
     return final

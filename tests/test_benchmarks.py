@@ -97,9 +97,18 @@ def test_dial_scale_benchmark_runs() -> None:
     assert baseline[1:3] == ["1", "3"] and pool[1:3] == ["3", "9"]  # accounts, pool cps
     assert [p.split("=")[0] for p in pool[-3:]] == ["a", "b", "c"]  # the peak of each account of the pool
     assert "rss growth after warm-up" in out
+
+
 def test_web_pages_benchmark_runs() -> None:
     out = run_bench("web_pages.py", "--answers", "3000", "--households", "500", "--repeat", "1")
 
     assert "goal: a page costs at most 1.5x its JSON" in out
     verdicts = re.findall(r"^    (sqlite|postgres) .* \d+\.\d\dx  (ok|over the goal)$", out, re.MULTILINE)
     assert len(verdicts) == 3, out
+
+
+def test_notice_rate_benchmark_runs() -> None:
+    out = run_bench("notice_rate.py", "--households", "300", "--limit", "5", "--seconds", "4", "--workers", "1")
+
+    assert "notice created in" in out and "300 households," in out
+    assert "verdict" in out and "goal: ratio >= 0.95, max/1s <= 5, no doubles" in out

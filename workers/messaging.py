@@ -25,6 +25,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from rq import get_current_job
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 from sqlalchemy import func, select
 
 from campaigns import clock
@@ -212,14 +214,29 @@ def rebuild_notice_dispatch(settings: Settings) -> list[int]:
     restarted = []
     for notice_id in running:
         job_id = conn.get(chain_key(settings, notice_id))
-        if job_id is None or not job_waiting(settings, job_id.decode()):
-            # A tick runs in well under a second; a chain whose next job is neither waiting nor scheduled is lost
-            # (or its tick is running right now: a second chain then replaces it, and the older one stops).
+        if job_id is None or not _chain_alive(settings, job_id.decode()):
             kick_notice_dispatch(settings, notice_id)
             restarted.append(notice_id)
     if restarted:
         log.info("event=notice_dispatch_rebuilt notices=%s", ",".join(map(str, restarted)))
     return restarted
+
+
+def _chain_alive(settings: Settings, job_id: str) -> bool:
+    """The chain's next job waits in a queue (or is scheduled), or is running and not for long."""
+    if job_waiting(settings, job_id):
+        return True
+    try:
+        job = Job.fetch(job_id, connection=redis_connection(settings))
+    except NoSuchJobError:
+        return False
+    if job.get_status(refresh=False) != JobStatus.STARTED:
+        return False
+    started = job.started_at
+    if started is not None and started.tzinfo is None:
+        started = started.replace(tzinfo=UTC)
+    # A tick takes well under a second; one "running" for a minute lost its worker.
+    return started is None or datetime.now(UTC) - started < timedelta(seconds=60)
 
 
 # --- sending one --------------------------------------------------------------------------------------------
@@ -379,11 +396,12 @@ def _send(rt: Runtime, lease: Lease, target_id: int) -> str:
     with session_scope(rt.sessions) as session:
         if row.channel == NoticeChannel.SMS:
             record_sms_sent(session, target_id, sid, status, clock.now())
+            stopped = False  # a text cannot be called back
         else:
             record_call_placed(session, target_id, sid, clock.now())
-        stopped = session.scalar(select(Notice.status).where(Notice.id == row.id)) == NoticeStatus.CANCELLED
+            stopped = session.scalar(select(Notice.status).where(Notice.id == row.id)) == NoticeStatus.CANCELLED
     log.info("event=notice_sent target=%s sid=%s", target_id, sid)
-    if stopped and row.channel == NoticeChannel.VOICE:
+    if stopped:
         _cancel_quietly(provider, sid)
     return sid
 

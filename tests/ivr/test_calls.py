@@ -296,7 +296,7 @@ def test_by_default_a_caller_is_not_interviewed_but_called_back_and_the_intervie
     network.dial(round_id)  # our call-back: the interview resumes where it stopped
 
     _outbound, _inbound, call_back = network.transcripts()
-    assert steps_asked(call_back) == ["participation", "satisfaction", "cadre_contact", "visit"]
+    assert steps_asked(call_back) == ["participation", "satisfaction", "cadre_contact", "visit", "delivery"]
     assert said(call_back)[0].startswith("欢迎回来")
     assert network.stored() == network.meant()
     response = network.response(target_id)

@@ -208,7 +208,9 @@ class VoiceNetwork(threading.Thread):
 
         def status(value: str) -> None:
             nonlocal seq
-            self.post(status_url, base | {"CallStatus": value, "SequenceNumber": str(seq)})
+            callback = base | {"CallStatus": value, "SequenceNumber": str(seq)}
+            self.post(status_url, callback)
+            self.post(status_url, callback)  # Twilio may deliver a callback twice
             seq += 1
 
         what = self.behaviour(to)
@@ -242,6 +244,8 @@ def test_voice_notice_plays_repeats_opts_out_and_records_heard_to_end(campaign):
     plan = {phones[0]: "listen", phones[1]: "again", phones[2]: "opt_out", phones[3]: "hang_up", phones[4]: "busy"}
     network = VoiceNetwork(c, lambda phone: plan[phone])
     network.start()
+    c.standin.fail_next(429)  # refused: nothing created, retried
+    c.standin.fail_next(500, create_anyway=True)  # ambiguous: the call exists; looked up and adopted
     try:
         c.start_workers(2)
         c.wait_for_workers(2)
@@ -259,6 +263,8 @@ def test_voice_notice_plays_repeats_opts_out_and_records_heard_to_end(campaign):
     assert by_phone[phones[4]].state == NoticeTargetState.FAILED and not by_phone[phones[4]].delivered
     with c.sessions() as session:
         assert session.scalars(select(DoNotCall.phone)).all() == [phones[2]]
-    assert Counter(call["to"] for call in c.standin.calls).most_common(1)[0][1] == 1
+    assert Counter(call["to"] for call in c.standin.calls).most_common(1)[0][1] == 1  # nobody called twice
+    assert sorted(call["to"] for call in c.standin.calls) == sorted(phones)
+    assert sum(t.ambiguous for t in by_phone.values()) == 1
     report = notice_status(c, notice_id)
     assert report["heard_to_end"] == 2 and report["delivered"] == 4

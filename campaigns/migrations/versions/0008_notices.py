@@ -22,7 +22,6 @@ depends_on = None
 
 
 def upgrade() -> None:
-
     op.create_table(
         "sms_opt_outs",
         sa.Column("phone", sa.String(length=20), nullable=False),
@@ -136,20 +135,21 @@ def upgrade() -> None:
     with op.batch_alter_table("notice_targets", schema=None) as batch_op:
         batch_op.create_index(
             "ix_notice_targets_due",
-            ["notice_id", "next_attempt_at"],
+            ["notice_id", "id"],
             unique=False,
             sqlite_where=sa.text("state = 'pending'"),
             postgresql_where=sa.text("state = 'pending'"),
         )
+        batch_op.create_index("ix_notice_targets_state", ["notice_id", "state"], unique=False)
         batch_op.create_index(batch_op.f("ix_notice_targets_household_id"), ["household_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_notice_targets_notice_id"), ["notice_id"], unique=False)
 
 
 def downgrade() -> None:
-
     with op.batch_alter_table("notice_targets", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_notice_targets_notice_id"))
         batch_op.drop_index(batch_op.f("ix_notice_targets_household_id"))
+        batch_op.drop_index("ix_notice_targets_state")
         batch_op.drop_index(
             "ix_notice_targets_due",
             sqlite_where=sa.text("state = 'pending'"),
