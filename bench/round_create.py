@@ -9,7 +9,8 @@ SQLite file, or a PostgreSQL schema of its own) and bulk-loads a roster of that 
 villages (setup, not measured). Then, in a fresh Python process (so that its memory figures are its own):
 
 - ``baseline``: one raw ``INSERT INTO round_targets ... SELECT ... FROM households`` of the same rows (callable,
-  not on the do-not-call list) for a round row inserted by hand, committed: the floor for writing the targets.
+  still on the roster, not on the do-not-call list) for a round row inserted by hand, committed: the floor for
+  writing the targets.
   Best of three runs (the rows deleted after each), the first of which also warms the database's pages;
 - ``create+launch``: what ``sanlv round create`` and ``sanlv round launch`` do in the database:
   :func:`campaigns.rounds.create_round` (questionnaire version, round row, sampling with the do-not-call and
@@ -38,7 +39,7 @@ from sqlalchemy import text
 
 from campaigns.clock import now
 from campaigns.db import make_engine, make_session_factory, session_scope
-from campaigns.models import Round, RoundStatus
+from campaigns.models import Round
 from campaigns.questionnaire import builtin_questionnaire, store_version
 from campaigns.rounds import RoundOptions, change_round, create_round
 
@@ -58,9 +59,10 @@ def measure(url: str, sample: str) -> dict:
         with engine.begin() as conn:
             conn.execute(
                 text(
-                    "INSERT INTO round_targets (round_id, household_id, village_id, phone, state, attempts, call_backs,"
-                    " updated_at) SELECT :round_id, h.id, h.village_id, h.phone, 'pending', 0, 0, :at FROM households h"
-                    " WHERE h.phone_status = 'ok'"
+                    "INSERT INTO round_targets (round_id, household_id, village_id, phone, state, attempts,"
+                    " call_backs, updated_at) SELECT :round_id, h.id, h.village_id, h.phone, 'pending', 0, 0, :at"
+                    " FROM households h"
+                    " WHERE h.phone_status = 'ok' AND h.retired_at IS NULL"
                     " AND NOT EXISTS (SELECT 1 FROM do_not_call d WHERE d.phone = h.phone)"
                     " ORDER BY h.id"
                 ),
@@ -105,9 +107,10 @@ def measure(url: str, sample: str) -> dict:
 
 def _baseline_round(engine, sessions) -> int:
     """A round row for the baseline to write targets for (with the questionnaire version a round needs)."""
+    # Through the model, so every column a round needs gets its default (the baseline times the targets only).
     with session_scope(sessions) as session:
         version_id = store_version(session, builtin_questionnaire()).id
-        round_ = Round(name="baseline", questionnaire_id=version_id, status=RoundStatus.DRAFT, windows=[], retry={})
+        round_ = Round(name="baseline", questionnaire_id=version_id, windows=[], retry={})
         session.add(round_)
         session.flush()
         return round_.id

@@ -28,9 +28,9 @@ from sqlalchemy.orm import Session
 
 from campaigns.calls import finish_listed_targets
 from campaigns.errors import SanlvError
+from campaigns.hashing import phone_hash
 from campaigns.models import DncAction, DncSource, DoNotCall, DoNotCallEvent
 from campaigns.phones import PhoneNumberError, mask, normalise
-from campaigns.hashing import phone_hash
 from campaigns.roster import RosterError, RowProblem, _header_key, read_cells
 
 REASON_MAX_LENGTH = 200  # DoNotCall.reason is String(200)
@@ -145,12 +145,15 @@ def add(
     number = parse_phone(phone)
     why = _reason(reason)
     if _entry_of(session, number) is not None:
-        raise DncError(f"号码 {phone.strip()} 已在免打扰名单上 / {mask(number)} is already on the do-not-call list", "phone")
+        raise DncError(
+            f"号码 {phone.strip()} 已在免打扰名单上 / {mask(number)} is already on the do-not-call list", "phone"
+        )
     return _insert(session, number, why, source, actor, round_id)
 
 
-def add_from_keypad(session: Session, number: str, round_id: int | None) -> None:
-    """The resident pressed 9: put the (E.164) number on the list unless it is there already.
+def add_from_keypad(session: Session, number: str, round_id: int | None, *, reason: str = KEYPAD_REASON) -> None:
+    """The resident pressed 9 (in a survey, or a voice notice): put the (E.164) number on the list unless it is
+    there already.
 
     Safe against a concurrent addition of the same number (the loser changes nothing).
     """
@@ -158,7 +161,7 @@ def add_from_keypad(session: Session, number: str, round_id: int | None) -> None
         return
     try:
         with session.begin_nested():
-            _insert(session, number, KEYPAD_REASON, DncSource.KEYPAD, None, round_id)
+            _insert(session, number, reason[:REASON_MAX_LENGTH], DncSource.KEYPAD, None, round_id)
     except IntegrityError:
         pass
 
@@ -189,7 +192,9 @@ def remove(session: Session, phone: str, reason: str, *, actor: str | None = Non
     why = _reason(reason)  # checked before anything changes
     entry = _entry_of(session, number)
     if entry is None:
-        raise DncError(f"号码 {phone.strip()} 不在免打扰名单上 / {mask(number)} is not on the do-not-call list", "phone")
+        raise DncError(
+            f"号码 {phone.strip()} 不在免打扰名单上 / {mask(number)} is not on the do-not-call list", "phone"
+        )
     _event(session, entry.phone_hash, number, DncAction.REMOVED, why, source=entry.source, actor=actor)
     session.delete(entry)
     session.flush()
@@ -206,9 +211,7 @@ def forget(session: Session, number: str, reason: str, *, actor: str | None = No
         entry = _insert(session, number, why, DncSource.OFFICE, actor, None)
     entry.phone = None
     session.execute(
-        DoNotCallEvent.__table__.update()
-        .where(DoNotCallEvent.phone_hash == entry.phone_hash)
-        .values(phone_masked=None)
+        DoNotCallEvent.__table__.update().where(DoNotCallEvent.phone_hash == entry.phone_hash).values(phone_masked=None)
     )
     _event(session, entry.phone_hash, None, DncAction.FORGOTTEN, why, source=entry.source, actor=actor)
     session.flush()
@@ -252,7 +255,9 @@ def history(session: Session, phone: str | None = None) -> list[DoNotCallEvent]:
 
 # --- import ---------------------------------------------------------------------------------------------
 
-_PHONE_HEADERS = {_header_key(name) for name in ("电话", "号码", "手机", "手机号", "电话号码", "phone", "number", "mobile")}
+_PHONE_HEADERS = {
+    _header_key(name) for name in ("电话", "号码", "手机", "手机号", "电话号码", "phone", "number", "mobile")
+}
 _REASON_HEADERS = {_header_key(name) for name in ("原因", "备注", "reason", "note")}
 
 
@@ -273,7 +278,9 @@ class DncImport:
         )
 
 
-def import_file(session: Session, path: str | Path, *, actor: str | None = None, reason: str | None = None) -> DncImport:
+def import_file(
+    session: Session, path: str | Path, *, actor: str | None = None, reason: str | None = None
+) -> DncImport:
     """Put every number of a CSV or XLSX file on the list, all or nothing.
 
     The file has a phone column (电话/号码/phone ...) and may have a reason column (原因/备注/reason); a file
@@ -288,8 +295,10 @@ def import_file(session: Session, path: str | Path, *, actor: str | None = None,
     source = path.name
     rows = read_cells(path)
     if not rows:
-        raise RosterError(source, [RowProblem(0, "", source, "文件中没有号码", "the file holds no number")], kind="file")
-    header_line, header = rows[0]
+        raise RosterError(
+            source, [RowProblem(0, "", source, "文件中没有号码", "the file holds no number")], kind="file"
+        )
+    _header_line, header = rows[0]
     keys = [_header_key(cell) for cell in header]
     phone_col = next((i for i, key in enumerate(keys) if key in _PHONE_HEADERS), None)
     reason_col = next((i for i, key in enumerate(keys) if key in _REASON_HEADERS), None)

@@ -267,10 +267,11 @@ def parse_local_time(text: str, tz: ZoneInfo, option: str) -> datetime:
 
 
 def _contactable(channel: NoticeChannel):
-    """Households a notice may reach on ``channel``: a valid number, not on the do-not-call list, and for SMS
-    not on the SMS opt-out list either."""
+    """Households a notice may reach on ``channel``: a valid number still on the roster, not on the do-not-call
+    list, and for SMS not on the SMS opt-out list either."""
     clauses = [
         Household.phone_status == PhoneStatus.OK,
+        Household.retired_at.is_(None),
         ~select(DoNotCall.phone).where(DoNotCall.phone == Household.phone).exists(),
     ]
     if channel == NoticeChannel.SMS:

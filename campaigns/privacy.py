@@ -28,10 +28,12 @@ from campaigns.models import (
     FollowUpEvent,
     Household,
     KeyPress,
+    NoticeTarget,
     Response,
     Round,
     RoundStatus,
     RoundTarget,
+    SmsOptOut,
     TargetState,
 )
 from campaigns.phones import mask
@@ -74,13 +76,15 @@ class Forgotten:
     attempts: int = 0
     key_presses: int = 0
     follow_ups: int = 0
+    notices: int = 0  # notice targets deleted (the lift of those notices counts one household fewer)
     call_sids: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (
-            f"{mask(self.phone)}: {self.households} household, {self.attempts} calls, {self.key_presses} key presses "
-            f"and {self.follow_ups} follow-ups deleted; {self.targets} survey targets kept anonymous; the number "
-            f"stays on the do-not-call list as a keyed hash (已删除该号码的个人数据; 号码以密钥散列保留在免打扰名单)"
+            f"{mask(self.phone)}: {self.households} household, {self.attempts} calls, {self.key_presses} key presses, "
+            f"{self.follow_ups} follow-ups and {self.notices} notices deleted; {self.targets} survey targets kept "
+            f"anonymous; the number stays on the do-not-call list as a keyed hash "
+            f"(已删除该号码的个人数据; 号码以密钥散列保留在免打扰名单)"
         )
 
 
@@ -111,7 +115,7 @@ def forget_household(session: Session, phone: str, reason: str, *, actor: str | 
     """Erase ``phone``'s phone-level data everywhere; keep the rates of every round reproducible.
 
     Deleted: the household, the number's call attempts and their key presses, its follow-up items and their
-    history. Kept, anonymous: its survey targets (village and cadre, no number, no household) with their
+    history, the notices sent to it (or held out from it) and its SMS opt-out. Kept, anonymous: its survey targets (village and cadre, no number, no household) with their
     responses and answers, so every round's rates are what they were. The number stays on the do-not-call list
     as its keyed hash only, so it is never called again; a roster that brings it back puts it on the list in
     clear again.
@@ -150,7 +154,9 @@ def forget_household(session: Session, phone: str, reason: str, *, actor: str | 
         .values(state=TargetState.OPTED_OUT, last_outcome=DNC_OUTCOME, final_at=now, updated_at=now)
         .execution_options(synchronize_session=False)
     ) if target_ids else None  # fmt: skip
-    responses = list(session.scalars(select(Response.id).where(Response.target_id.in_(target_ids)))) if target_ids else []
+    responses = (
+        list(session.scalars(select(Response.id).where(Response.target_id.in_(target_ids)))) if target_ids else []
+    )
     attempts = session.execute(
         select(CallAttempt.id, CallAttempt.call_sid).where(CallAttempt.target_id.in_(target_ids))
     ).all() if target_ids else []  # fmt: skip
@@ -176,6 +182,13 @@ def forget_household(session: Session, phone: str, reason: str, *, actor: str | 
     for chunk in _chunks(followups):
         session.execute(delete(FollowUpEvent).where(FollowUpEvent.follow_up_id.in_(chunk)))
         result.follow_ups += session.execute(delete(FollowUp).where(FollowUp.id.in_(chunk))).rowcount or 0
+    # Notices sent to (or held out from) the number go too: their rows name the household and the number.
+    sent = or_(NoticeTarget.phone == number, NoticeTarget.household_id.in_(households) if households else false())
+    for message_sid, call_sid in session.execute(select(NoticeTarget.message_sid, NoticeTarget.call_sid).where(sent)):
+        result.call_sids += [sid for sid in (message_sid, call_sid) if sid]
+    result.notices = session.execute(delete(NoticeTarget).where(sent)).rowcount or 0
+    # The SMS opt-out is no longer needed: the do-not-call list (by hash) covers every channel.
+    session.execute(delete(SmsOptOut).where(SmsOptOut.phone == number))
     _anonymise_targets(session, target_ids)
     result.targets = len(target_ids)
     for chunk in _chunks(households):

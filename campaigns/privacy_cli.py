@@ -79,7 +79,9 @@ def dnc_add(phone: str, reason: str) -> None:
     with session_scope(rt.sessions) as session:
         entry = dnc.add(session, phone, reason, actor=actor)
         shown = mask(entry.phone or "")
-        audit.record(session, actor, audit.DNC_ADD, object_type="phone", object_id=shown, detail={"reason": entry.reason})
+        audit.record(
+            session, actor, audit.DNC_ADD, object_type="phone", object_id=shown, detail={"reason": entry.reason}
+        )
     click.echo(f"{shown} added to the do-not-call list (已加入免打扰名单)")
 
 
@@ -184,7 +186,9 @@ def data_retain(days: str | None, dry_run: bool) -> None:
     verb = "would pseudonymise" if dry_run else "pseudonymised"
     for item in done:
         finished = item.finished_at.astimezone(rt.settings.tz).date().isoformat()
-        click.echo(f"round {item.id} {item.name} (finished {finished}): {item.targets} targets, {item.follow_ups} follow-ups")
+        click.echo(
+            f"round {item.id} {item.name} (finished {finished}): {item.targets} targets, {item.follow_ups} follow-ups"
+        )
     zh = "试运行, 未修改" if dry_run else "已去标识"
     click.echo(f"{verb} {len(done)} rounds finished more than {older_than} days ago ({zh}: {len(done)}轮)")
 

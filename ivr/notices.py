@@ -253,7 +253,7 @@ def notice_key():
             notices.mark_played(session, target)
             return "again", target.id, target.attempts, notice
         if digits == "9":
-            dnc.add_from_keypad(session, target.phone, None)  # once, whatever else put it there
+            dnc.add_from_keypad(session, target.phone, None, reason="语音通知中按9退订 / pressed 9 during a voice notice")
             return "opted_out", target.id, target.attempts, notice
         return "hint", target.id, target.attempts, notice
 

@@ -82,7 +82,7 @@ def _claimable_round(session: Session, phones: list[str]):
 
 
 def test_the_claim_skips_a_listed_number_and_ends_its_target_once_nothing_else_is_due(session: Session) -> None:
-    round_, (listed_target, other) = _claimable_round(session, ["+8613800000001", "+8613800000002"])
+    round_, (listed_target, _other) = _claimable_round(session, ["+8613800000001", "+8613800000002"])
     # Put on the list directly (as another process's commit would): the claim itself must see it.
     session.add(DoNotCall(phone="+8613800000001", phone_hash="x" * 64, source=DncSource.OFFICE, reason="r"))
     session.flush()
@@ -96,7 +96,10 @@ def test_the_claim_skips_a_listed_number_and_ends_its_target_once_nothing_else_i
     assert claim_due_targets(session, round_, now, 10) == []
     session.refresh(listed_target)
     assert (listed_target.state, listed_target.last_outcome) == (TargetState.OPTED_OUT, "do-not-call")
-    assert session.scalar(select(func.count()).select_from(CallAttempt).where(CallAttempt.target_id == listed_target.id)) == 0
+    assert (
+        session.scalar(select(func.count()).select_from(CallAttempt).where(CallAttempt.target_id == listed_target.id))
+        == 0
+    )
 
 
 def test_adding_a_number_ends_its_waiting_targets_in_every_round_and_the_placing_check_refuses_a_claim(

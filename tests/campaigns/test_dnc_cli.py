@@ -27,13 +27,13 @@ def test_add_list_and_remove(env: Settings, sessions) -> None:
     assert "already on the do-not-call list" in one_line_error(sanlv("dnc", "add", "13812345678", "--reason", "x"))
     assert "a reason is required" in one_line_error(sanlv("dnc", "add", "13900000000", "--reason", ""))
     assert "号码" in one_line_error(sanlv("dnc", "add", "12345", "--reason", "x"))
-    sanlv("dnc", "add", "13900001234", "--reason", "=HYPERLINK(\"http://x\")")
+    sanlv("dnc", "add", "13900001234", "--reason", '=HYPERLINK("http://x")')
 
     listed = sanlv("dnc", "list", "--format", "csv")
     assert listed.exit_code == 0, listed.output
     rows = list(csv.DictReader(io.StringIO(listed.stdout)))
     assert [(r["phone"], r["source"], r["reason"]) for r in rows] == [
-        ("139****1234", "office", "'=HYPERLINK(\"http://x\")"),  # a formula is neutralised
+        ("139****1234", "office", '\'=HYPERLINK("http://x")'),  # a formula is neutralised
         ("138****5678", "office", "居民来电要求"),
     ]
     assert all(r["added_by"].startswith("cli:") for r in rows)
@@ -46,7 +46,9 @@ def test_add_list_and_remove(env: Settings, sessions) -> None:
     with sessions() as session:
         assert session.scalars(select(DoNotCall.phone)).all() == ["+8613900001234"]
         events = session.execute(
-            select(DoNotCallEvent.action, DoNotCallEvent.reason, DoNotCallEvent.phone_masked).order_by(DoNotCallEvent.id)
+            select(DoNotCallEvent.action, DoNotCallEvent.reason, DoNotCallEvent.phone_masked).order_by(
+                DoNotCallEvent.id
+            )
         ).all()
         assert events[-1] == (DncAction.REMOVED, "居民本人要求参加调查", "138****5678")
         actions = session.scalars(select(AuditEntry.action).order_by(AuditEntry.id)).all()
@@ -113,7 +115,9 @@ def test_replace_retires_households_a_full_roster_no_longer_lists(env: Settings,
     with sessions() as session:
         retired = session.scalar(select(Household).where(Household.phone == "+8613811110003"))
         assert retired is not None and retired.retired_at is not None  # kept, with its history
-        assert session.scalar(select(func.count()).select_from(RoundTarget).where(RoundTarget.round_id == first_id)) == 3
+        assert (
+            session.scalar(select(func.count()).select_from(RoundTarget).where(RoundTarget.round_id == first_id)) == 3
+        )
         second = create_round(session, RoundOptions(name="第二轮"))
         sampled = session.scalars(select(RoundTarget.phone).where(RoundTarget.round_id == second.id)).all()
         assert sorted(sampled) == ["+8613811110001", "+8613811110002"]

@@ -21,10 +21,12 @@ from campaigns.models import (
     FollowUpEvent,
     Household,
     KeyPress,
+    NoticeTarget,
     Response,
     Round,
     RoundStatus,
     RoundTarget,
+    SmsOptOut,
     TargetState,
 )
 from campaigns.rounds import RoundOptions, create_round
@@ -33,6 +35,7 @@ from campaigns.settings import Settings, load_settings
 from sim.residents import script_key, set_script
 from sim.store import CallStore, SimCall, transcript_key
 from tests.campaigns.test_cli import one_line_error, sanlv
+from tests.factories import make_notice, make_notice_target
 from tests.reports.scenarios import visits_township
 from workers.queues import redis_connection
 
@@ -89,7 +92,13 @@ def text_cells(session: Session) -> list[tuple[str, str, str]]:
         columns = [c for c in table.columns if isinstance(c.type, String | Text) or c.type.__class__.__name__ == "JSON"]
         for column in columns:
             for (value,) in session.execute(select(column).where(column.is_not(None))):
-                found.append((table.name, column.name, json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value))
+                found.append(
+                    (
+                        table.name,
+                        column.name,
+                        json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value,
+                    )
+                )
     return found
 
 
@@ -154,6 +163,11 @@ def test_retain_takes_its_default_from_the_environment(env: Settings, sessions, 
 
 def test_forget_erases_the_number_everywhere_and_keeps_the_rates(env: Settings, sessions, tmp_path) -> None:
     old = finished_township(sessions)
+    with sessions() as session:
+        household_a = session.scalar(select(Household).where(Household.phone == PHONE_A))
+        make_notice_target(session, make_notice(session), household_a, message_sid="SM" + "b" * 32)
+        session.add(SmsOptOut(phone=PHONE_A, keyword="TD"))
+        session.commit()
     before = reports(old, followups=False)
     store = CallStore(env)
     store.create(SimCall(sid="CA" + "a" * 32, to=PHONE_A, from_="+8610000000", url="", status_callback=""))
@@ -174,7 +188,9 @@ def test_forget_erases_the_number_everywhere_and_keeps_the_rates(env: Settings, 
     # number) of the forgotten household's cadre drop.
     cadres_before, cadres_after = json.loads(before["cadres.json"]), json.loads(after["cadres.json"])
     for old_entry, new_entry in zip(
-        [*cadres_before["cadres"], cadres_before["total"]], [*cadres_after["cadres"], cadres_after["total"]], strict=True
+        [*cadres_before["cadres"], cadres_before["total"]],
+        [*cadres_after["cadres"], cadres_after["total"]],
+        strict=True,
     ):
         changed = {key for key in old_entry if old_entry[key] != new_entry[key]}
         if old_entry["cadre"] == "陈志强":
@@ -192,6 +208,7 @@ def test_forget_erases_the_number_everywhere_and_keeps_the_rates(env: Settings, 
         assert session.scalar(select(func.count()).select_from(KeyPress)) == 0
         assert session.scalar(select(func.count()).select_from(CallAttempt)) == 0
         assert session.scalar(select(func.count()).select_from(Response)) == 7  # anonymous, still counted
+        assert session.scalar(select(func.count()).select_from(NoticeTarget)) == 0
         audit_entry = session.scalar(select(AuditEntry).where(AuditEntry.action == "household.forget"))
         assert audit_entry is not None and audit_entry.object_id is None
     assert conn.exists(script_key(env, PHONE_A), transcript_key(env, "CA" + "a" * 32)) == 0

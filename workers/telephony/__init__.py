@@ -46,7 +46,13 @@ def get_provider(settings: Settings, account: str | None = None) -> TelephonyPro
             twilio_from_number=chosen.from_number or settings.twilio_from_number,
             twilio_accounts=(),
         )
-    key = (settings.telephony, settings.twilio_account_sid, settings.twilio_api_base_url, settings.redis_url)
+    key = (
+        settings.telephony,
+        settings.twilio_account_sid,
+        settings.twilio_api_base_url,
+        settings.redis_url,
+        settings.namespace,  # the simulated network keeps its calls under the namespace
+    )
     provider = _providers.get(key)
     if provider is None:
         factory = _factories.get(settings.telephony)
