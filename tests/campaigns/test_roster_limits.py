@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from campaigns.models import Household
-from campaigns.runtime import Runtime, set_runtime
 from campaigns.roster import MB, RosterError, RosterLimits, import_roster, read_roster
+from campaigns.runtime import Runtime, set_runtime
 from campaigns.settings import Settings, load_settings
 from tests.campaigns.test_roster import ROWS, write_csv, write_xlsx
 
@@ -68,11 +68,13 @@ def test_the_header_is_checked_before_the_rows(tmp_path: Path, kind: str) -> Non
 def xlsx_bomb(path: Path, unpacked_mb: int) -> Path:
     """A real roster workbook with one more part that unpacks to ``unpacked_mb`` MB of zeros (a few kB packed)."""
     write_xlsx(path, ROWS)
-    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-        with archive.open("xl/media/padding.bin", "w", force_zip64=True) as part:
-            chunk = bytes(MB)
-            for _ in range(unpacked_mb):
-                part.write(chunk)
+    with (
+        zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive,
+        archive.open("xl/media/padding.bin", "w", force_zip64=True) as part,
+    ):
+        chunk = bytes(MB)
+        for _ in range(unpacked_mb):
+            part.write(chunk)
     return path
 
 
