@@ -134,6 +134,31 @@ def event_fields(record: logging.LogRecord, message: str) -> dict[str, Any]:
     return fields
 
 
+class MaskPhonesFilter(logging.Filter):
+    """Masks phone numbers in a record's message and traceback, for a handler that does not write through
+    :class:`SanlvFormatter` (the record is rewritten in place: its message and traceback text are final)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "sanlv_masked", False):
+            return True
+        record.msg = mask_phones(record.getMessage())
+        record.args = None
+        if record.exc_info:
+            record.exc_text = mask_phones(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = mask_phones(record.exc_text)
+        record.sanlv_masked = True
+        return True
+
+
+def mask_handlers(logger: logging.Logger | None = None) -> None:
+    """Add :class:`MaskPhonesFilter` to every handler of ``logger`` (default: the root logger) that lacks it."""
+    for handler in (logger or logging.getLogger()).handlers:
+        if not any(isinstance(f, MaskPhonesFilter) for f in handler.filters):
+            handler.addFilter(MaskPhonesFilter())
+
+
 class ContextFilter(logging.Filter):
     """Stamps each record with the process role and the :func:`log_context` in force where it was logged."""
 

@@ -44,6 +44,7 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 from twilio.rest import Client
 
+from campaigns.logs import mask_handlers, mask_phones
 from campaigns.phones import mask
 from campaigns.runtime import get_runtime
 from campaigns.settings import Settings
@@ -133,6 +134,13 @@ class InProcessWorker(SimpleWorker):
     thread, which then ends.
     """
 
+    def handle_job_failure(self, job: Job, queue: Queue, started_job_registry=None, exc_string: str = ""):
+        # The traceback is kept in Redis (the failed-job registry, the job's results): numbers in an exception
+        # message (a provider's error quoting the number it refused) are masked before it is stored.
+        return super().handle_job_failure(
+            job, queue, started_job_registry=started_job_registry, exc_string=mask_phones(exc_string or "")
+        )
+
     def unsubscribe(self) -> None:
         thread = self.pubsub_thread
         if not thread:
@@ -203,6 +211,7 @@ def run_worker(settings: Settings, *, burst: bool = False) -> None:
     """Run a worker on sanlv's queues with the scheduler until a signal stops it (or, with ``burst``, until
     the queues are empty), reconnecting with backoff whenever Redis is lost."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    mask_handlers()  # an exception a job raised may quote a resident's number: masked in every line
     logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
     preload()
     # What is loaded by now lives as long as the process: frozen, it is left out of garbage collections, so a
