@@ -40,7 +40,7 @@ def failed_records(settings) -> list[str]:
     return texts
 
 
-def test_a_failed_job_keeps_its_traceback_with_the_number_masked(twilio_env, redis_conn) -> None:
+def test_a_failed_job_keeps_its_traceback_with_the_number_masked(twilio_env, redis_conn) -> None:  # noqa: F811 - the imported fixture
     settings, _standin = twilio_env
     enqueue(settings, refuse_quoting_a_number, 7, job_id="quoting-7")
 
@@ -52,12 +52,12 @@ def test_a_failed_job_keeps_its_traceback_with_the_number_masked(twilio_env, red
     assert args.startswith("(7,)")  # the job carries the attempt id, nothing else
 
 
-def test_a_worker_process_never_logs_the_number(twilio_env, redis_conn, tmp_path: Path) -> None:
+def test_a_worker_process_never_logs_the_number(twilio_env, redis_conn, tmp_path: Path) -> None:  # noqa: F811 - the imported fixture
     settings, _standin = twilio_env
     enqueue(settings, refuse_quoting_a_number, 8, job_id="quoting-8")
 
     worker = subprocess.run([sys.executable, "-m", "web", "worker", "--burst"], env=process_environment(settings),
-                            capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
+                            capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)  # fmt: skip
 
     output = worker.stdout + worker.stderr
     assert "refuse_quoting_a_number" in output and "is not a valid phone number" in output  # it was logged
@@ -66,7 +66,7 @@ def test_a_worker_process_never_logs_the_number(twilio_env, redis_conn, tmp_path
     assert any(SHOWN in text for text in failed_records(settings))
 
 
-def test_twilios_error_text_is_stored_with_the_number_masked(twilio_env, sessions) -> None:
+def test_twilios_error_text_is_stored_with_the_number_masked(twilio_env, sessions) -> None:  # noqa: F811 - the imported fixture
     _settings, standin = twilio_env
     round_id, attempt_id = claimed(sessions, phone=NUMBER)
     standin.fail_next(400, 21211, f"The 'To' number {NUMBER} is not a valid phone number.")
@@ -86,7 +86,7 @@ def test_twilios_error_text_is_stored_with_the_number_masked(twilio_env, session
     assert all("13812345678" not in text for text in stored)
 
 
-def test_the_dialler_enqueues_ids_only(twilio_env, sessions) -> None:
+def test_the_dialler_enqueues_ids_only(twilio_env, sessions) -> None:  # noqa: F811 - the imported fixture
     settings, _standin = twilio_env
     _round_id, attempt_id = claimed(sessions, phone=NUMBER)
 
