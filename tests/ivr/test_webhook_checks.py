@@ -18,7 +18,6 @@ from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
 from campaigns.clock import set_clock_file
-from campaigns.runtime import get_runtime
 from campaigns.models import (
     Answer,
     AnswerChange,
@@ -39,6 +38,7 @@ from campaigns.questionnaire import (
     parse_questionnaire,
     store_version,
 )
+from campaigns.runtime import get_runtime
 from tests.ivr.support import (
     PHONE,
     SID,
