@@ -11,7 +11,7 @@ from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
 from campaigns.models import Round, RoundStatus
-from campaigns.runtime import Runtime
+from campaigns.runtime import get_runtime
 from tests.factories import make_household, make_round, make_target
 from tests.ivr.support import SID, base_params
 from tests.web.conftest import sign_in
@@ -81,7 +81,7 @@ def test_an_id_past_the_database_range_is_a_404_not_a_database_error(app: Flask,
 def test_webhooks_with_malformed_ids_are_refused_with_a_4xx(live_server) -> None:
     import requests
 
-    token = Runtime(live_server).webhook_token
+    token = get_runtime().webhook_token  # the live server's runtime
     for path in ("/ivr/voice", "/ivr/gather", "/ivr/status", "/ivr/inbound"):
         for value in BAD_IDS:
             url = f"{live_server.public_base_url}{path}?attempt={value}&step=consent&n={value}"
