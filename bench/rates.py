@@ -71,6 +71,7 @@ COLUMNS = {
         "final_at",
         "response_status",
         "updated_at",
+        "call_backs",
     ),
     "responses": (
         "id",
@@ -82,6 +83,7 @@ COLUMNS = {
         "started_at",
         "completed_at",
         "updated_at",
+        "inbound",
     ),
     "answers": (
         "id",
@@ -129,17 +131,17 @@ def generate(answers_wanted: int, round_id: int, seed: int = 2026) -> Iterator[t
         outcome = _pick(rng, {"completed": 0.80, "none": 0.12, "refused": 0.03, "ineligible": 0.02, "partial": 0.03})
         if outcome == "none":
             yield "round_targets", (
-                target, round_id, target, village, phone, "unreachable", 3, "no-answer", when, None, when
+                target, round_id, target, village, phone, "unreachable", 3, "no-answer", when, None, when, 0
             )  # fmt: skip
             continue
         state = {"completed": "completed", "refused": "refused", "ineligible": "ineligible", "partial": "unreachable"}
         status = "in_progress" if outcome == "partial" else outcome
         attempts = rng.randint(1, 3)
         yield "round_targets", (
-            target, round_id, target, village, phone, state[outcome], attempts, outcome, when, status, when
+            target, round_id, target, village, phone, state[outcome], attempts, outcome, when, status, when, 0
         )  # fmt: skip
         response += 1
-        yield "responses", (response, round_id, target, status, 0, 9, when, when, when)
+        yield "responses", (response, round_id, target, status, 0, 9, when, when, when, False)
         given = {"consent": "2" if outcome == "refused" else "1"}
         if outcome != "refused":
             given["screen"] = "2" if outcome == "ineligible" else "1"

@@ -7,7 +7,8 @@ Recorded (by whoever performs the action, in the same transaction as the action 
 - every export written to a file (CLI) or downloaded (web);
 - every view of a list with full phone numbers (a cadre's own list);
 - user changes (CLI and the admin pages);
-- do-not-call list changes, questionnaire and recording uploads (the office pages).
+- do-not-call list changes (the office pages and ``sanlv dnc``), questionnaire and recording uploads;
+- erasing a number's data (``household forget``) and pseudonymising old rounds (``data retain``).
 
 The application only ever appends: :func:`record` is the one writer, and the ``AuditEntry`` model refuses
 updates and deletes. Admins read it in the audit page; ``sanlv audit`` prints it.
@@ -45,6 +46,9 @@ USER_TOKEN = "user.token"
 USER_TOKENS_REVOKE = "user.tokens_revoke"
 DNC_ADD = "dnc.add"
 DNC_REMOVE = "dnc.remove"
+DNC_IMPORT = "dnc.import"
+HOUSEHOLD_FORGET = "household.forget"
+DATA_RETAIN = "data.retain"
 QUESTIONNAIRE_UPLOAD = "questionnaire.upload"
 RECORDING_UPLOAD = "recording.upload"
 
@@ -76,6 +80,9 @@ ACTION_LABELS = {
     USER_TOKENS_REVOKE: "吊销 API 令牌",
     DNC_ADD: "加入免打扰",
     DNC_REMOVE: "移出免打扰",
+    DNC_IMPORT: "导入免打扰名单",
+    HOUSEHOLD_FORGET: "删除号码数据",
+    DATA_RETAIN: "到期数据去标识",
     QUESTIONNAIRE_UPLOAD: "上传问卷",
     RECORDING_UPLOAD: "上传录音",
 }

@@ -89,11 +89,47 @@ def live_calls(session: Session, round_id: int) -> int:
     )
 
 
+def listed(phone_column=RoundTarget.phone):
+    """True where the number in ``phone_column`` is on the do-not-call list (a correlated EXISTS)."""
+    return select(DoNotCall.id).where(DoNotCall.phone == phone_column).exists()
+
+
+DNC_OUTCOME = "do-not-call"
+
+
+def finish_listed_targets(session: Session, phone: str | None = None, round_id: int | None = None) -> int:
+    """Targets still waiting (``pending``) whose number is on the do-not-call list end as ``opted_out``.
+
+    With ``phone``: that number's targets in every round (the moment it is listed). With ``round_id``: that
+    round's (the dispatcher, once nothing else is due). Targets being dialled or in a call are left to the
+    placing step and to the call's end, which check the list too.
+    """
+    now = clock.now()
+    stmt = update(RoundTarget).where(RoundTarget.state == TargetState.PENDING)
+    if phone is not None:
+        stmt = stmt.where(RoundTarget.phone == phone)
+    if round_id is not None:
+        stmt = stmt.where(RoundTarget.round_id == round_id, listed())
+    result = session.execute(
+        stmt.values(
+            state=TargetState.OPTED_OUT, last_outcome=DNC_OUTCOME, final_at=now, updated_at=now, next_attempt_at=None
+        ).execution_options(synchronize_session=False)
+    )
+    count = result.rowcount or 0
+    if count:
+        log.info("event=dnc_targets_finished round=%s count=%s", round_id if round_id is not None else "any", count)
+    return count
+
+
 def claim_due_targets(session: Session, round_: Round, now: datetime, limit: int) -> list[Claim]:
     """Claim up to ``limit`` due pending targets with one conditional UPDATE, and a ``claimed`` attempt each.
 
     A target claimed by another dispatcher in the meantime is skipped (it no longer matches the UPDATE), so a
     duplicated or re-run job never creates a second attempt; nor can two attempts get the same number.
+
+    Numbers on the do-not-call list are never claimed, whenever they were added: both the candidates' query
+    and the conditional UPDATE exclude them. Once nothing else is due, the round's listed targets end as
+    ``opted_out`` (so the round can complete).
     """
     if limit <= 0:
         return []
@@ -105,6 +141,7 @@ def claim_due_targets(session: Session, round_: Round, now: datetime, limit: int
             RoundTarget.state == TargetState.PENDING,
             due,
             RoundTarget.attempts < round_.max_attempts + RoundTarget.call_backs,
+            ~listed(),
         )
         # A call-back the household asked for comes first, then what has waited longest.
         .order_by(
@@ -117,6 +154,7 @@ def claim_due_targets(session: Session, round_: Round, now: datetime, limit: int
         .limit(limit)
     ).all()
     if not candidates:
+        finish_listed_targets(session, round_id=round_.id)
         return []
     # One conditional UPDATE for them all: a target another dispatcher took meanwhile no longer matches.
     claimed = session.execute(
@@ -126,6 +164,7 @@ def claim_due_targets(session: Session, round_: Round, now: datetime, limit: int
             RoundTarget.state == TargetState.PENDING,
             due,
             RoundTarget.attempts < round_.max_attempts + RoundTarget.call_backs,
+            ~listed(),
         )
         .values(
             state=TargetState.DIALING,
@@ -170,10 +209,17 @@ def begin_create(session: Session, attempt_id: int, started: datetime | None, no
 
     Returns:
         True if this caller may send the create request now; False if the attempt was released, placed or
-        re-marked, or its round is no longer running (paused, cancelled) — then nothing may be sent.
+        re-marked, its round is no longer running (paused, cancelled), or its number is on the do-not-call list
+        by now — then nothing may be sent.
     """
     round_running = (
         select(Round.id).where(Round.id == CallAttempt.round_id, Round.status == RoundStatus.RUNNING).exists()
+    )
+    number_listed = (
+        select(DoNotCall.id)
+        .join(RoundTarget, RoundTarget.phone == DoNotCall.phone)
+        .where(RoundTarget.id == CallAttempt.target_id)
+        .exists()
     )
     result = session.execute(
         update(CallAttempt)
@@ -183,6 +229,7 @@ def begin_create(session: Session, attempt_id: int, started: datetime | None, no
             CallAttempt.call_sid.is_(None),
             _create_started_is(started),
             round_running,
+            ~number_listed,
         )
         .values(error_code=CREATING, error_message=None, placed_at=now)
         .execution_options(synchronize_session=False)
@@ -259,6 +306,12 @@ def release_claim(session: Session, attempt_id: int, reason: str, started: datet
         .where(RoundTarget.id == target_id, RoundTarget.state == TargetState.PENDING, cancelled.exists())
         .values(state=TargetState.CANCELLED, final_at=now, updated_at=now, last_outcome="cancelled")
     )
+    # A claim given back because its number was listed meanwhile ends here: it is never claimed again.
+    session.execute(
+        update(RoundTarget)
+        .where(RoundTarget.id == target_id, RoundTarget.state == TargetState.PENDING, listed())
+        .values(state=TargetState.OPTED_OUT, final_at=now, updated_at=now, last_outcome=DNC_OUTCOME)
+    )
     return True
 
 
@@ -274,22 +327,35 @@ def mark_placed(session: Session, attempt: CallAttempt, sid: str, status: str, n
     attempt.placed_at = now
 
 
-def record_placed(session: Session, attempt_id: int, sid: str, status: str, now: datetime) -> None:
-    """``mark_placed`` as one UPDATE, for the dialler's hot path (the attempt need not be loaded)."""
+def record_placed(
+    session: Session,
+    attempt_id: int,
+    sid: str,
+    status: str,
+    now: datetime,
+    *,
+    account: str | None = None,
+    from_number: str | None = None,
+) -> None:
+    """``mark_placed`` as one UPDATE, for the dialler's hot path (the attempt need not be loaded); also the
+    Twilio account the call went through and the caller ID it shows."""
     new = _parse_status(status) or CallStatus.QUEUED
     if new in FINAL_CALL_STATUSES:
         new = CallStatus.QUEUED
     session.execute(
         update(CallAttempt)
         .where(CallAttempt.id == attempt_id, CallAttempt.status == CallStatus.CLAIMED)
-        .values(status=new, call_sid=sid, placed_at=now, error_code=None, error_message=None)
+        .values(
+            status=new, call_sid=sid, placed_at=now, error_code=None, error_message=None,
+            account=account, from_number=from_number,
+        )
         .execution_options(synchronize_session=False)
     )
     # A status callback may have adopted the call first (and moved it on): only the sid is ours to set then.
     session.execute(
         update(CallAttempt)
         .where(CallAttempt.id == attempt_id, CallAttempt.call_sid.is_(None))
-        .values(call_sid=sid, placed_at=now)
+        .values(call_sid=sid, placed_at=now, account=account, from_number=from_number)
         .execution_options(synchronize_session=False)
     )
 
@@ -492,6 +558,10 @@ def settle_attempt(session: Session, attempt: CallAttempt, now: datetime, outcom
     if round_.status == RoundStatus.CANCELLED:
         finish_target(session, target, TargetState.CANCELLED, "cancelled", now)
         return
+    if target.phone is not None and session.scalar(select(listed(literal(target.phone)))):
+        # Listed while the call was on: no retry, in this round or any other.
+        finish_target(session, target, TargetState.OPTED_OUT, DNC_OUTCOME, now)
+        return
     plan = plan_retry(
         now,
         outcome,
@@ -644,16 +714,39 @@ def open_claims(session: Session, claimed_before: datetime) -> list[OpenClaim]:
     ]
 
 
-def unsettled_attempts(session: Session, created_before: datetime) -> list[CallAttempt]:
-    """Attempts (any round, any direction) with a CallSid and no final status, created before the limit."""
-    return list(
-        session.scalars(
-            select(CallAttempt)
-            .where(
-                CallAttempt.status.not_in(FINAL_CALL_STATUSES),
-                CallAttempt.call_sid.is_not(None),
-                CallAttempt.created_at < created_before,
-            )
-            .order_by(CallAttempt.id)
-        )
+def heard_from(session: Session, attempt_id: int, now: datetime | None = None) -> None:
+    """A webhook about the attempt's call arrived (or the provider said it is still live): it is not quiet.
+
+    One UPDATE by primary key in the caller's transaction; the row need not have been read.
+    """
+    session.execute(
+        update(CallAttempt)
+        .where(CallAttempt.id == attempt_id)
+        .values(last_heard_at=now or clock.now())
+        .execution_options(synchronize_session=False)
     )
+
+
+@dataclass(frozen=True)
+class QuietCall:
+    attempt_id: int
+    round_id: int
+    call_sid: str
+    heard_at: datetime  # the last webhook about it, else when it was placed (or claimed)
+    account: str | None  # the Twilio account it went through (None: the single account)
+
+
+def quiet_calls(session: Session, heard_before: datetime) -> list[QuietCall]:
+    """Calls (any round, any direction) with a CallSid and no final status, last heard of before the limit."""
+    # coalesce() takes its first argument's type (UTCDateTime): aware UTC out, naive UTC bound.
+    heard = func.coalesce(CallAttempt.last_heard_at, CallAttempt.placed_at, CallAttempt.created_at)
+    rows = session.execute(
+        select(CallAttempt.id, CallAttempt.round_id, CallAttempt.call_sid, heard, CallAttempt.account)
+        .where(
+            CallAttempt.status.not_in(FINAL_CALL_STATUSES),
+            CallAttempt.call_sid.is_not(None),
+            heard < heard_before,
+        )
+        .order_by(CallAttempt.id)
+    ).all()
+    return [QuietCall(*row) for row in rows]

@@ -25,11 +25,25 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from campaigns import accounts, audit
+from campaigns import accounts, audit, callerids
 from campaigns.db import session_scope
 from campaigns.errors import SanlvError
 from campaigns.followups import STATUS_LABELS, mark_followup, sync_all_rounds
 from campaigns.migrate import alembic_config, current, upgrade
+from campaigns.notices import (
+    NOTICE_ACTIONS,
+    NOTICE_CREATE,
+    NoticeError,
+    NoticeOptions,
+    change_notice,
+    create_notice,
+    create_presurvey_notice,
+    follow_round,
+    notice_changed,
+    notice_status_report,
+    save_notice_recording,
+    segment_count,
+)
 from campaigns.questionnaire import (
     QuestionnaireError,
     find_recording,
@@ -168,25 +182,35 @@ def roster_group() -> None:
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Check every row and report what would change; write nothing.")
 @click.option("--skip-invalid", is_flag=True, help="Import the good rows and list the skipped ones.")
-def roster_import(file: Path, dry_run: bool, skip_invalid: bool) -> None:
+@click.option(
+    "--replace", is_flag=True,
+    help="FILE is the full roster: retire the households it does not list (never sampled again, history kept).",
+)  # fmt: skip
+def roster_import(file: Path, dry_run: bool, skip_invalid: bool, replace: bool) -> None:
     """Import FILE: CSV (UTF-8, UTF-8 with BOM, GBK) or XLSX, Chinese or English headers."""
+    if replace and skip_invalid:
+        raise SanlvError("--replace needs the full roster: it cannot be combined with --skip-invalid")
     rt = runtime_or_exit()
     try:
         with session_scope(rt.sessions) as session:
             result = import_roster(
-                session, file, dry_run=dry_run, skip_invalid=skip_invalid, limits=RosterLimits.from_settings(rt.settings)
-            )
+                session, file, dry_run=dry_run, skip_invalid=skip_invalid, replace=replace,
+                limits=RosterLimits.from_settings(rt.settings),
+            )  # fmt: skip
             if dry_run:
                 session.rollback()
             else:
                 audit.record(session, cli_actor(), audit.ROSTER_IMPORT, object_type="file", object_id=file.name,
-                             detail={"path": str(file), "summary": result.summary(), "skipped": len(result.skipped)})
+                             detail={"path": str(file), "summary": result.summary(), "skipped": len(result.skipped),
+                                     "retired": len(result.retired)})
     except RosterError as exc:
         for problem in exc.problems:  # every bad row, then the one-line summary
             click.echo(problem.describe(), err=True)
         raise
     for problem in result.skipped:
         click.echo(f"skipped: {problem.describe()}", err=True)
+    for household in result.retired:
+        click.echo(f"{'would retire' if dry_run else 'retired'}: {household}")
     click.echo(result.summary(dry_run=dry_run))
 
 
@@ -308,6 +332,8 @@ def round_group() -> None:
 @click.option(
     "--machine-detection", is_flag=True, help="Ask Twilio to detect answering machines; they are hung up and retried."
 )
+@click.option("--caller-id", default=None, help="A number of the caller-ID pool the calls show (a village's own wins).")
+@click.option("--accounts", default=None, help="Twilio accounts the round may dial through, e.g. a,b (default: all).")
 @click.option(
     "--inbound",
     default=None,
@@ -316,14 +342,37 @@ def round_group() -> None:
     " office calls the number back at once, so only the number's holder answers) or answer (interview the"
     " caller on the inbound call; such responses are counted apart in the reports).",
 )
-def round_create(**options) -> None:
+@click.option(
+    "--no-delivery-check",
+    is_flag=True,
+    help="Leave out the questionnaire's delivery check (was publicity material delivered to your door?).",
+)
+@click.option(
+    "--notify",
+    default=None,
+    help="Send each sampled household this SMS the day before its first call (caller number and dates added).",
+)
+@click.option("--notify-holdout", type=float, default=0.0, help="share of households held out of the --notify SMS")
+@click.option("--notify-seed", type=int, default=None, help="seed of the --notify hold-out draw")
+def round_create(notify: str | None, notify_holdout: float, notify_seed: int | None, **options) -> None:
     """Create a round and sample its targets; prints the new round's id."""
     rt = runtime_or_exit()
     round_options = RoundOptions.from_cli(rt.settings, **options)
+    if notify is not None and not notify.strip():
+        raise NoticeError("--notify: the pre-survey message must not be empty")
     with session_scope(rt.sessions) as session:
-        round_id = create_round(session, round_options).id
+        round_ = create_round(session, round_options)
+        round_id = round_.id
         audit.record(session, cli_actor(), audit.ROUND_CREATE, object_type="round", object_id=round_id,
                      detail={"name": round_options.name, "sample": round_options.sample})
+        if notify is not None:
+            notice = create_presurvey_notice(
+                session, round_, notify, holdout=notify_holdout, seed=notify_seed,
+                from_number=rt.settings.twilio_from_number, tz=rt.settings.tz,
+            )
+            audit.record(session, cli_actor(), NOTICE_CREATE, object_type="notice", object_id=notice.id,
+                         detail={"round": round_id, "holdout": notify_holdout})
+            click.echo(f"pre-survey notice {notice.id}: {segment_count(notice.text or '').describe()}", err=True)
     click.echo(round_id)
 
 
@@ -335,8 +384,12 @@ def _transition(command: str):
         with session_scope(rt.sessions) as session:
             status = change_round(session, round_id, command).status.value
             audit.record(session, cli_actor(), audit.ROUND_ACTIONS[command], object_type="round", object_id=round_id)
+            # A launch or cancel carries the round's pre-survey notices with it.
+            followed = follow_round(session, round_id, command) if command in ("launch", "cancel") else []
         # Work follows the commit: the dispatcher picks up a launched or resumed round.
         round_changed(rt.settings, round_id, command)
+        for notice_id, notice_command in followed:
+            notice_changed(rt.settings, notice_id, notice_command)
         click.echo(f"round {round_id}: {status}")
 
     run.__doc__ = f"{command.capitalize()} ROUND."
@@ -580,5 +633,154 @@ def _local(iso: str, tz) -> str:
     return datetime.fromisoformat(iso).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
 
 
-COMMAND_GROUPS = (db_group, roster_group, questionnaire_group, round_group, followup_group, user_group, audit_command)
+@click.group("callerid", cls=SanlvGroup)
+def callerid_group() -> None:
+    """The pool of caller IDs: local numbers shown to a village's or a round's residents."""
+
+
+@callerid_group.command("add")
+@click.argument("number")
+@click.option("--account", default=None, help="The Twilio account that owns the number (default: any).")
+@click.option("--label", default=None, help="A note for the office, e.g. 东村村委.")
+def callerid_add(number: str, account: str | None, label: str | None) -> None:
+    """Add a number to the pool."""
+    rt = runtime_or_exit()
+    with session_scope(rt.sessions) as session:
+        caller_id = callerids.add_caller_id(session, number, account=account, label=label, settings=rt.settings)
+        click.echo(caller_id.number)
+
+
+@callerid_group.command("list")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def callerid_list(fmt: str) -> None:
+    """The pool, with the villages and rounds each number is given to."""
+    rt = runtime_or_exit()
+    with rt.sessions() as session:
+        rows = callerids.list_caller_ids(session)
+    if fmt == "json":
+        echo_json([row.__dict__ for row in rows])
+        return
+    for row in rows:
+        given = [f"village {name}" for name in row.villages] + [f"round {rid}" for rid in row.rounds]
+        click.echo(f"{row.number}  account={row.account or '-'}  {row.label or ''}  {', '.join(given) or '-'}")
+
+
+@callerid_group.command("assign")
+@click.argument("number")
+@click.option("--village", default=None, help="The village (by name) whose calls show NUMBER.")
+@click.option("--round", "round_id", type=int, default=None, help="The round whose calls show NUMBER.")
+def callerid_assign(number: str, village: str | None, round_id: int | None) -> None:
+    """Give a village or a round a caller ID of the pool (NUMBER `none` takes it away)."""
+    rt = runtime_or_exit()
+    with session_scope(rt.sessions) as session:
+        what = callerids.assign_caller_id(
+            session, None if number.lower() == "none" else number, village=village, round_id=round_id
+        )
+    click.echo(f"{what}: {number}")
+
+
+# --- notice ---------------------------------------------------------------------------------------------
+
+
+@click.group("notice", cls=SanlvGroup)
+def notice_group() -> None:
+    """SMS and voice notices to the roster, with a hold-out: create, launch, pause, resume, cancel, status."""
+
+
+@notice_group.command("create")
+@click.option("--name", required=True)
+@click.option("--channel", required=True, type=click.Choice(["sms", "voice"]))
+@click.option("--text", default=None, help="the SMS text (回复TD退订 is added), or the text a voice notice speaks")
+@click.option("--recording", type=click.Path(path_type=Path), default=None, help="voice: a WAV or MP3 to play")
+@click.option("--sample", default="all", show_default=True, help="all | village:N | cadre:N")
+@click.option("--sample-seed", type=int, default=None, help="seed of a village:N / cadre:N sample")
+@click.option("--holdout", type=float, default=0.0, show_default=True, help="share held out in each village")
+@click.option("--seed", type=int, default=None, help="seed of the hold-out draw (required with --holdout)")
+@click.option("--window", "windows", default=None, help="e.g. 09:00-11:30,14:30-20:30")
+@click.option("--cps", type=float, default=None, help="messages (or calls) per second")
+@click.option("--max-attempts", type=int, default=None)
+@click.option("--starts-at", default=None, help="ISO time; local time if it has no offset")
+@click.option("--ends-at", default=None, help="ISO time; local time if it has no offset")
+def notice_create(recording: Path | None, **options) -> None:
+    """Create a draft notice, sample its households and draw the hold-out; prints the new notice's id.
+
+    The SMS segment count is shown (on stderr) before anything is sent.
+    """
+    rt = runtime_or_exit()
+    if recording is not None:
+        try:
+            data = recording.read_bytes()
+        except OSError as exc:
+            raise NoticeError(f"--recording: {recording}: {exc.strerror or exc}") from None
+        options["recording"] = "pending"  # validated below; stored only once the options are good
+    notice_options = NoticeOptions.from_cli(rt.settings, **options)
+    if recording is not None:
+        name = save_notice_recording(rt.settings.recordings_dir, data)
+        notice_options = NoticeOptions(**{**notice_options.__dict__, "recording": name})
+    with session_scope(rt.sessions) as session:
+        notice = create_notice(session, notice_options)
+        audit.record(session, cli_actor(), NOTICE_CREATE, object_type="notice", object_id=notice.id,
+                     detail={"name": notice.name, "channel": notice.channel.value, "holdout": notice.holdout})
+        report = notice_status_report(session, notice.id)
+    if notice_options.channel.value == "sms":
+        click.echo(
+            f"notice {report['id']}: {segment_count(notice.text or '').describe()}; "
+            f"{report['households'] - report['held_out']} households to send, {report['held_out']} held out, "
+            f"{report['messages_to_send']} segments in all",
+            err=True,
+        )
+    else:
+        click.echo(f"notice {report['id']}: {report['households'] - report['held_out']} households to call, "
+                   f"{report['held_out']} held out", err=True)
+    click.echo(report["id"])
+
+
+def _notice_transition(command: str):
+    @notice_group.command(command)
+    @click.argument("notice_id", metavar="NOTICE", type=int)
+    def run(notice_id: int) -> None:
+        rt = runtime_or_exit()
+        with session_scope(rt.sessions) as session:
+            status = change_notice(session, notice_id, command).status.value
+            audit.record(session, cli_actor(), NOTICE_ACTIONS[command], object_type="notice", object_id=notice_id)
+        notice_changed(rt.settings, notice_id, command)
+        click.echo(f"notice {notice_id}: {status}")
+
+    run.__doc__ = f"{command.capitalize()} NOTICE."
+    return run
+
+
+for _command in ("launch", "pause", "resume", "cancel"):
+    _notice_transition(_command)
+
+
+@notice_group.command("status")
+@click.argument("notice_id", metavar="NOTICE", type=int)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def notice_status(notice_id: int, fmt: str) -> None:
+    """A notice's state, its households by state, delivery, and the hold-out."""
+    rt = runtime_or_exit()
+    with rt.sessions() as session:
+        report = notice_status_report(session, notice_id)
+    if fmt == "json":
+        echo_json(report)
+        return
+    click.echo(f"notice {report['id']} {report['name']} ({report['channel']}): {report['status']}")
+    if report["channel"] == "sms":
+        click.echo(f"  {report['characters']} chars, {report['segments']} segment(s) ({report['encoding']})")
+    click.echo(f"  households {report['households']}, held out {report['held_out']} "
+               f"(holdout {report['holdout']:g}, seed {report['seed']})")
+    for state, count in report["targets"].items():
+        if count:
+            click.echo(f"  {state:<12} {count}")
+    for status, count in sorted(report["provider_statuses"].items()):
+        click.echo(f"  provider {status:<12} {count}")
+    click.echo(f"  delivered {report['delivered']}" + (
+        f", heard to the end {report['heard_to_end']}" if "heard_to_end" in report else ""))
+
+
+COMMAND_GROUPS = (
+    db_group, roster_group, questionnaire_group, round_group, followup_group, user_group, audit_command,
+    callerid_group, notice_group,
+)
 

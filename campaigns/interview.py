@@ -76,11 +76,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from campaigns import clock
+from campaigns import clock, dnc
 from campaigns.calls import adopt_call_sid, finish_from_response, mark_answered, request_call_back
 from campaigns.errors import SanlvError
 from campaigns.flow import (
@@ -105,7 +104,6 @@ from campaigns.models import (
     CallAttempt,
     CallDirection,
     CallStatus,
-    DoNotCall,
     InboundMode,
     KeyPress,
     QuestionnaireVersion,
@@ -568,12 +566,8 @@ def _store_answer(db: Connection, call: Call, answer: tuple[str, str], now: date
 
 
 def add_to_do_not_call(session: Session, phone: str, round_id: int | None, reason: str) -> None:
-    if session.get(DoNotCall, phone) is None:
-        try:
-            with session.begin_nested():
-                session.add(DoNotCall(phone=phone, reason=reason, round_id=round_id))
-        except IntegrityError:
-            pass
+    # The keypad's reason is the list's own (campaigns.dnc.KEYPAD_REASON); ``reason`` is kept for callers.
+    dnc.add_from_keypad(session, phone, round_id)
 
 
 # --- inbound calls ---------------------------------------------------------------------------------------
@@ -609,7 +603,10 @@ def begin_inbound_call(session: Session, call_sid: str, caller: str) -> InboundR
     except PhoneNumberError:
         log.info("event=inbound_call sid=%s outcome=unparsable_number", call_sid)
         return reply
-
+    if dnc.is_listed(session, phone):
+        # A listed number takes no interview and is not called back; it hears what every caller hears.
+        log.info("event=inbound_call sid=%s outcome=do_not_call", call_sid)
+        return reply
     rows = session.execute(
         select(RoundTarget, Round)
         .join(Round, Round.id == RoundTarget.round_id)

@@ -134,31 +134,6 @@ def event_fields(record: logging.LogRecord, message: str) -> dict[str, Any]:
     return fields
 
 
-class MaskPhonesFilter(logging.Filter):
-    """Masks phone numbers in a record's message and traceback, for a handler that does not write through
-    :class:`SanlvFormatter` (the record is rewritten in place: its message and traceback text are final)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "sanlv_masked", False):
-            return True
-        record.msg = mask_phones(record.getMessage())
-        record.args = None
-        if record.exc_info:
-            record.exc_text = mask_phones(logging.Formatter().formatException(record.exc_info))
-            record.exc_info = None
-        elif record.exc_text:
-            record.exc_text = mask_phones(record.exc_text)
-        record.sanlv_masked = True
-        return True
-
-
-def mask_handlers(logger: logging.Logger | None = None) -> None:
-    """Add :class:`MaskPhonesFilter` to every handler of ``logger`` (default: the root logger) that lacks it."""
-    for handler in (logger or logging.getLogger()).handlers:
-        if not any(isinstance(f, MaskPhonesFilter) for f in handler.filters):
-            handler.addFilter(MaskPhonesFilter())
-
-
 class ContextFilter(logging.Filter):
     """Stamps each record with the process role and the :func:`log_context` in force where it was logged."""
 
@@ -230,9 +205,26 @@ def _log_format(settings: Settings) -> str:
     return getattr(settings, "log_format", None) or "text"
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not when the handler was made: a command
+    run inside another program (a test's CliRunner) must not leave the root logger writing to a stream that
+    program has since closed."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
+
+
 def make_handler(role: str, settings: Settings, stream: TextIO | None = None) -> logging.Handler:
     """The stderr handler every sanlv process logs through (``stream`` replaces stderr, for tests)."""
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else StderrHandler()
     handler.addFilter(ContextFilter(role))
     handler.setFormatter(SanlvFormatter(_log_format(settings), settings.timezone))
     handler.sanlv = True  # type: ignore[attr-defined]
@@ -245,7 +237,8 @@ def configure_logging(
     """Send every log record of this process to stderr, one line per event, as ``settings`` says.
 
     Call once at process start (the ``sanlv`` command does, per role). Calling again replaces the handler
-    installed before; handlers others installed on the root logger are left alone.
+    installed before; handlers others installed on the root logger are left alone. ``level`` is the handler's:
+    the root logger is opened down to it, never closed further (another handler may want more).
 
     Raises:
         ValueError: an unknown role or log format.
@@ -255,8 +248,9 @@ def configure_logging(
     for old in list(root.handlers):
         if getattr(old, "sanlv", False):
             root.removeHandler(old)
+    handler.setLevel(level)
     root.addHandler(handler)
-    root.setLevel(level)
+    root.setLevel(min(root.level or logging.WARNING, level))
     for name, quiet in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(quiet)
     return handler

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine
 
 from campaigns.db import make_engine
 
@@ -39,3 +42,17 @@ def current(url: str) -> str | None:
             return MigrationContext.configure(connection).get_current_revision()
     finally:
         engine.dispose()
+
+
+@functools.cache
+def head_revision() -> str:
+    """The newest migration of this release (the one head; read once from the migration scripts)."""
+    heads = ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads()
+    if len(heads) != 1:
+        raise RuntimeError(f"the migrations have {len(heads)} heads: {', '.join(heads)}")
+    return heads[0]
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The migration the database is at (None: never migrated)."""
+    return MigrationContext.configure(connection).get_current_revision()

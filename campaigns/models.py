@@ -7,6 +7,9 @@ in the service modules, never by assigning a status ad hoc in a handler.
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -169,12 +172,31 @@ FINAL_RESPONSE_STATUSES = frozenset(
 )
 
 
+class CallerId(Base):
+    """A number calls may show (a local caller ID: residents answer local numbers more often).
+
+    Given to a village or a round (``sanlv callerid assign``); a call shows its village's, else its round's,
+    else its Twilio account's default number. ``account`` names the Twilio account that owns the number
+    (None: any account may show it, e.g. the deployment has one); a call showing it goes through that account.
+    """
+
+    __tablename__ = "caller_ids"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(String(20), unique=True)  # E.164
+    account: Mapped[str | None] = mapped_column(String(30))
+    label: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Village(Base):
     __tablename__ = "villages"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The local number this village's residents see (None: the round's, else the account's default).
+    caller_id_id: Mapped[int | None] = mapped_column(ForeignKey("caller_ids.id"))
 
     households: Mapped[list[Household]] = relationship(back_populates="village")
 
@@ -206,6 +228,9 @@ class Household(Base):
     cadre_id: Mapped[int | None] = mapped_column(ForeignKey("cadres.id"), index=True)
     phone_status: Mapped[PhoneStatus] = mapped_column(_enum(PhoneStatus, "phone_status"), default=PhoneStatus.OK)
     phone_status_reason: Mapped[str | None] = mapped_column(String(200))
+    # Set when a full roster (``roster import --replace``) no longer lists the number: never sampled again,
+    # its history kept. A later roster that lists it again clears it.
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -213,15 +238,89 @@ class Household(Base):
     cadre: Mapped[Cadre | None] = relationship(back_populates="households")
 
 
+class DncSource(enum.StrEnum):
+    """How a number came onto the do-not-call list."""
+
+    KEYPAD = "keypad"  # the resident pressed 9 during a survey
+    OFFICE = "office"  # the office added it (web page or ``sanlv dnc add``; also ``sanlv household forget``)
+    IMPORT = "import"  # a list imported with ``sanlv dnc import``
+
+
+class DncAction(enum.StrEnum):
+    """What happened to a number on the do-not-call list (its history)."""
+
+    ADDED = "added"  # put on the list
+    REMOVED = "removed"  # taken off: the resident asked to take part after all
+    FORGOTTEN = "forgotten"  # the number itself was erased (``household forget``); only its keyed hash is kept
+
+
 class DoNotCall(Base):
-    """Numbers never to dial again, in any round (a resident pressed 9, or the office added them)."""
+    """Numbers never to dial again, in any round (campaigns.dnc).
+
+    ``phone_hash`` is a keyed hash (HMAC-SHA256, campaigns.hashing) of the E.164 number. A number whose
+    household was forgotten keeps only the hash (``phone`` is NULL): a roster that brings it back is matched
+    by the hash, and the number goes back on the list in clear so the claim can exclude it.
+    """
 
     __tablename__ = "do_not_call"
 
-    phone: Mapped[str] = mapped_column(String(20), primary_key=True)  # E.164
+    id: Mapped[int] = mapped_column(primary_key=True)
+    phone: Mapped[str | None] = mapped_column(String(20), unique=True)  # E.164; NULL once forgotten
+    phone_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    source: Mapped[DncSource] = mapped_column(_enum(DncSource, "dnc_source"), default=DncSource.OFFICE)
     reason: Mapped[str] = mapped_column(String(200))
     round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"))
+    actor: Mapped[str | None] = mapped_column(String(100))  # who added it ("cli:alice", a username); None: keypad
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DoNotCallEvent(Base):
+    """The history of the do-not-call list: every addition, removal and erasure, by whom, why and when.
+
+    Rows name the number by its keyed hash, and by its mask (first 3 and last 4 digits) until it is forgotten.
+    """
+
+    __tablename__ = "do_not_call_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    phone_hash: Mapped[str] = mapped_column(String(64), index=True)
+    phone_masked: Mapped[str | None] = mapped_column(String(20))
+    action: Mapped[DncAction] = mapped_column(_enum(DncAction, "dnc_action"))
+    source: Mapped[DncSource | None] = mapped_column(_enum(DncSource, "dnc_event_source"))
+    reason: Mapped[str] = mapped_column(String(200))
+    actor: Mapped[str | None] = mapped_column(String(100))
+    round_id: Mapped[int | None] = mapped_column(Integer)  # no foreign key: history outlives nothing it names
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class HashKey(Base):
+    """A generated secret for keyed hashes (campaigns.hashing), made once per database and never shown."""
+
+    __tablename__ = "hash_keys"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128))  # hex
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+PHONE_HASH_KEY = "phone"  # the HashKey that hashes phone numbers
+
+
+def keyed_phone_hash(key: bytes, e164: str) -> str:
+    """HMAC-SHA256 (hex) of an E.164 number: the one definition of ``do_not_call.phone_hash``."""
+    return hmac.new(key, e164.encode(), hashlib.sha256).hexdigest()
+
+
+@event.listens_for(DoNotCall, "before_insert")
+def _dnc_phone_hash(_mapper, connection, entry: DoNotCall) -> None:
+    # An entry added without its hash (campaigns.dnc always gives one) gets it here, so none is ever without.
+    if entry.phone_hash is None and entry.phone:
+        keys = HashKey.__table__
+        key = connection.scalar(select(keys.c.key).where(keys.c.name == PHONE_HASH_KEY))
+        if key is None:
+            key = secrets.token_hex(32)
+            connection.execute(keys.insert().values(name=PHONE_HASH_KEY, key=key, created_at=utcnow()))
+        entry.phone_hash = keyed_phone_hash(bytes.fromhex(key), entry.phone)
 
 
 class QuestionnaireVersion(Base):
@@ -260,11 +359,17 @@ class Round(Base):
     rate_targets: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
     # Ask Twilio to detect answering machines; a machine answer hangs up and counts as not reached.
     machine_detection: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The number the round's calls show where their village has none (None: the account's default).
+    caller_id_id: Mapped[int | None] = mapped_column(ForeignKey("caller_ids.id"))
+    # Names of the Twilio accounts the round may dial through (empty: every configured account).
+    accounts: Mapped[list[str]] = mapped_column(JSON, default=list)
     # What an inbound call from a household of the sample does (see InboundMode).
     inbound: Mapped[InboundMode] = mapped_column(_enum(InboundMode, "inbound_mode"), default=InboundMode.CALL_BACK)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     launched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When ``data retain`` pseudonymised the round's phone-level data (campaigns.privacy); None: not yet.
+    retained_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     questionnaire: Mapped[QuestionnaireVersion] = relationship()
     targets: Mapped[list[RoundTarget]] = relationship(back_populates="round")
@@ -288,10 +393,13 @@ class RoundTarget(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), index=True)
-    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
+    # None once the target is anonymous (campaigns.privacy: the household was forgotten, or the round's
+    # phone-level data was retained); ``cadre_id`` then keeps the cadre the household had, for the reports.
+    household_id: Mapped[int | None] = mapped_column(ForeignKey("households.id"), index=True)
     # Denormalised for the reports (see "Report figures" below): the household's village, kept equal to it.
     village_id: Mapped[int] = mapped_column(ForeignKey("villages.id"))
-    phone: Mapped[str] = mapped_column(String(20))  # E.164 at sampling time
+    phone: Mapped[str | None] = mapped_column(String(20))  # E.164 at sampling time; None once anonymous
+    cadre_id: Mapped[int | None] = mapped_column(ForeignKey("cadres.id"))  # set only when anonymised
     state: Mapped[TargetState] = mapped_column(_enum(TargetState, "target_state"), default=TargetState.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # outbound calls placed or being placed
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # None: due now
@@ -307,7 +415,7 @@ class RoundTarget(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     round: Mapped[Round] = relationship(back_populates="targets")
-    household: Mapped[Household] = relationship()
+    household: Mapped[Household | None] = relationship()
     call_attempts: Mapped[list[CallAttempt]] = relationship(back_populates="target", order_by="CallAttempt.id")
     response: Mapped[Response | None] = relationship(back_populates="target", uselist=False)
 
@@ -326,6 +434,10 @@ class CallAttempt(Base):
         _enum(CallDirection, "call_direction"), default=CallDirection.OUTBOUND
     )
     call_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # The Twilio account the call was placed through and the caller ID it showed (None: not placed, or placed
+    # before accounts were recorded; then every account is asked about it).
+    account: Mapped[str | None] = mapped_column(String(30))
+    from_number: Mapped[str | None] = mapped_column(String(20))
     status: Mapped[CallStatus] = mapped_column(_enum(CallStatus, "call_status"), default=CallStatus.CLAIMED)
     last_sequence_number: Mapped[int] = mapped_column(Integer, default=-1)
     answered_by: Mapped[str | None] = mapped_column(String(30))
@@ -336,6 +448,9 @@ class CallAttempt(Base):
     placed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When sanlv last heard of the call: a webhook about it, or the provider saying it is still live. The
+    # sweeper asks the provider about a call quiet for longer than its questionnaire allows.
+    last_heard_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     target: Mapped[RoundTarget] = relationship(back_populates="call_attempts")
 
@@ -422,7 +537,7 @@ class FollowUp(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), index=True)
     response_id: Mapped[int] = mapped_column(ForeignKey("responses.id"), unique=True)
-    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
+    household_id: Mapped[int | None] = mapped_column(ForeignKey("households.id"), index=True)  # None: retained
     cadre_id: Mapped[int | None] = mapped_column(ForeignKey("cadres.id"), index=True)
     negatives: Mapped[list[str]] = mapped_column(JSON)  # rate keys answered negatively
     concern: Mapped[str | None] = mapped_column(String(5))  # the `concern` key pressed, if asked
@@ -633,3 +748,157 @@ def mirror_response_status(
         connection.execute(
             update(answers).where(answers.c.response_id == response_id, ~answers.c.counted).values(counted=True)
         )
+
+
+# --- Notices: SMS and voice broadcasts to the roster (campaigns.notices) --------------------------------
+
+
+class NoticeChannel(enum.StrEnum):
+    SMS = "sms"  # a text message through the Messages API
+    VOICE = "voice"  # a phone call that plays the recording (or the text spoken by TTS)
+
+
+class NoticeStatus(enum.StrEnum):
+    """A notice's lifecycle; the same states and commands as a round's (RoundStatus)."""
+
+    DRAFT = "draft"  # created, targets sampled and the hold-out drawn, nothing sent yet
+    RUNNING = "running"  # sending inside its windows (it also waits, still running, outside them)
+    PAUSED = "paused"  # nothing new is sent; messages already at the provider go on
+    COMPLETED = "completed"  # every target reached a final state
+    CANCELLED = "cancelled"  # stopped by the office; targets not yet sent are cancelled
+
+
+class NoticeTargetState(enum.StrEnum):
+    PENDING = "pending"  # to be sent, including a scheduled retry (next_attempt_at) or a later send_after
+    SENDING = "sending"  # claimed by a worker, or sent to the provider and not final yet
+    SENT = "sent"  # final: the provider accepted it (SMS: delivery is tracked in ``message_status``)
+    HEARD = "heard"  # final (voice): the resident answered and the notice was played
+    FAILED = "failed"  # final: the provider could not deliver it, or the attempts/deadline ran out
+    INVALID = "invalid"  # final: permanent number failure
+    OPTED_OUT = "opted_out"  # final: the number is on the do-not-contact list for this channel
+    HELD_OUT = "held_out"  # final: drawn into the hold-out; never sent (the comparison group of the lift)
+    CANCELLED = "cancelled"  # final: the notice was cancelled before this target was sent
+
+
+FINAL_NOTICE_TARGET_STATES = frozenset(
+    {
+        NoticeTargetState.SENT,
+        NoticeTargetState.HEARD,
+        NoticeTargetState.FAILED,
+        NoticeTargetState.INVALID,
+        NoticeTargetState.OPTED_OUT,
+        NoticeTargetState.HELD_OUT,
+        NoticeTargetState.CANCELLED,
+    }
+)
+
+# Twilio's message statuses in progress order: a status callback never moves a message backwards, and the
+# final ones (delivered, undelivered, failed) are never replaced. "receiving/received" concern inbound only.
+MESSAGE_STATUS_ORDER = {
+    "accepted": 0,
+    "scheduled": 0,
+    "queued": 1,
+    "sending": 2,
+    "sent": 3,
+    "delivered": 4,
+    "undelivered": 4,
+    "failed": 4,
+    "canceled": 4,
+}
+FINAL_MESSAGE_STATUSES = frozenset({"delivered", "undelivered", "failed", "canceled"})
+
+
+class Notice(Base):
+    """A publicity notice sent to a sample of the roster, with a random hold-out (stratified by village).
+
+    A pre-survey notice (``round_id`` set) goes to the round's sampled households the day before its first
+    call; its hold-out is drawn from the round's targets.
+    """
+
+    __tablename__ = "notices"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[NoticeChannel] = mapped_column(_enum(NoticeChannel, "notice_channel"))
+    text: Mapped[str | None] = mapped_column(Text)  # SMS body (opt-out line included) or TTS text
+    recording: Mapped[str | None] = mapped_column(String(255))  # voice: file name in the recordings dir
+    status: Mapped[NoticeStatus] = mapped_column(_enum(NoticeStatus, "notice_status"), default=NoticeStatus.DRAFT)
+    sample: Mapped[str] = mapped_column(String(50), default="all")  # all | village:N | cadre:N
+    sample_seed: Mapped[int | None] = mapped_column(Integer)
+    holdout: Mapped[float] = mapped_column(Float, default=0.0)  # share of each village's targets held out
+    seed: Mapped[int | None] = mapped_column(Integer)  # the hold-out draw's seed (reproducible)
+    windows: Mapped[list[list[str]]] = mapped_column(JSON)  # as Round.windows
+    blocked_dates: Mapped[list[str]] = mapped_column(JSON, default=list)
+    cps: Mapped[float] = mapped_column(Float, default=1.0)  # messages (or calls) per second
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)  # sends per target (429s are not counted)
+    segments: Mapped[int] = mapped_column(Integer, default=1)  # SMS segments per message (shown before launch)
+    round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"), index=True)  # pre-survey notice
+    starts_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    launched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    targets: Mapped[list[NoticeTarget]] = relationship(back_populates="notice")
+
+
+class NoticeTarget(Base):
+    """One household of a notice: sent to, or held out (``held_out``; stored so the lift can compare)."""
+
+    __tablename__ = "notice_targets"
+    __table_args__ = (
+        UniqueConstraint("notice_id", "household_id"),
+        # The dispatcher's hot query: a notice's pending targets in id order (the due filter is applied on the way).
+        Index(
+            "ix_notice_targets_due",
+            "notice_id",
+            "id",
+            sqlite_where=text("state = 'pending'"),
+            postgresql_where=text("state = 'pending'"),
+        ),
+        # Counting a notice's targets by state (claims waiting, live calls, "any left?") without scanning them all.
+        Index("ix_notice_targets_state", "notice_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    notice_id: Mapped[int] = mapped_column(ForeignKey("notices.id"), index=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
+    village_id: Mapped[int] = mapped_column(ForeignKey("villages.id"))
+    phone: Mapped[str] = mapped_column(String(20))  # E.164 at sampling time
+    held_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    state: Mapped[NoticeTargetState] = mapped_column(
+        _enum(NoticeTargetState, "notice_target_state"), default=NoticeTargetState.PENDING
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # sends placed or being placed
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # None: due now (a retry, or send_after)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The exactly-once mark: set just before a create request; whoever finds it set looks the message or call
+    # up at the provider before anything else. ``ambiguous``: the request got a timeout or a 5xx.
+    create_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ambiguous: Mapped[bool] = mapped_column(Boolean, default=False)
+    message_sid: Mapped[str | None] = mapped_column(String(64), unique=True)  # SM... (SMS)
+    call_sid: Mapped[str | None] = mapped_column(String(64), unique=True)  # CA... (voice)
+    provider_status: Mapped[str | None] = mapped_column(String(20))  # the provider's last status, never backwards
+    last_sequence_number: Mapped[int] = mapped_column(Integer, default=-1)  # voice callbacks
+    delivered: Mapped[bool] = mapped_column(Boolean, default=False)  # SMS delivered / voice answered by a person
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heard_to_end: Mapped[bool | None] = mapped_column(Boolean)  # voice: the notice played to its end
+    plays: Mapped[int] = mapped_column(Integer, default=0)  # voice: times played (``*`` hears it again)
+    error_code: Mapped[str | None] = mapped_column(String(20))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    final_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    notice: Mapped[Notice] = relationship(back_populates="targets")
+
+
+class SmsOptOut(Base):
+    """Numbers that replied TD / 退订 / STOP: never sent an SMS notice again (the do-not-contact list for SMS)."""
+
+    __tablename__ = "sms_opt_outs"
+
+    phone: Mapped[str] = mapped_column(String(20), primary_key=True)  # E.164
+    keyword: Mapped[str] = mapped_column(String(20))  # what they replied (TD, 退订, STOP)
+    message_sid: Mapped[str | None] = mapped_column(String(64))  # the inbound message
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -60,7 +60,13 @@ OPTIONAL_MESSAGES = (
 )
 KNOWN_MESSAGES = REQUIRED_MESSAGES + OPTIONAL_MESSAGES
 TOP_FIELDS = ("key", "title", "max_tries", "gather_timeout", "readback", "messages", "rates", "steps")
-STEP_FIELDS = ("key", "prompt", "options", "rate", "positive", "unsure", "ask_if", "end_on", "audio")
+STEP_FIELDS = ("key", "prompt", "options", "rate", "positive", "unsure", "ask_if", "end_on", "audio", "optional")
+# The check on the claim that publicity material was delivered door to door: an optional step, asked after the
+# rates, whose answers the supervisors' view counts per cadre. 1 confirms a delivery, 2 denies it, 0 记不清.
+DELIVERY_STEP = "delivery"
+DELIVERY_YES = "1"
+DELIVERY_NO = "2"
+DELIVERY_UNSURE = "0"
 VALID_DIGITS = frozenset("0123456789")
 # Step keys travel in webhook URLs and in Response.current_step (50 characters with a ".confirm" suffix).
 STEP_KEY = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
@@ -91,6 +97,7 @@ class Step:
     ask_if: Mapping[str, frozenset[str]] = field(default_factory=dict)
     end_on: Mapping[str, str] = field(default_factory=dict)
     audio: str | None = None  # a recorded prompt (file name under the recordings folder)
+    optional: bool = False  # a round may leave it out (see without_steps)
 
 
 @dataclass(frozen=True)
@@ -137,6 +144,31 @@ class Questionnaire:
     @property
     def checksum(self) -> str:
         return content_checksum(self.content)
+
+
+# Speaking rate assumed when estimating how long a prompt takes to say: slower than Mandarin TTS (about 4 to 5
+# characters a second), so the estimate errs long. A recorded prompt is assumed to be about as long.
+SPEECH_CHARS_PER_SECOND = 3.0
+# Messages that may be said before a question in the same <Gather> (a greeting, then a retry's reason).
+_PREFACE_GREETINGS = ("intro", "welcome_back")
+_PREFACE_RETRIES = ("invalid", "silence")
+
+
+def longest_silence(questionnaire: Questionnaire) -> float:
+    """Seconds a live call of ``questionnaire`` can go without any webhook: the longest prompt a <Gather> plays
+    (a greeting, a retry's reason and the longest question or read-back), spoken slowly, then the keypad wait.
+    After that Twilio requests the Gather's action (a key) or its Redirect (silence), or the call has ended."""
+    messages = questionnaire.messages
+    questions = [step.prompt for step in questionnaire.steps]
+    if questionnaire.readback:
+        longest_option = max((len(o) for step in questionnaire.rate_steps for o in step.options.values()), default=0)
+        questions.append(messages.get("readback", "") + "x" * longest_option)
+    characters = (
+        max(len(messages.get(name, "")) for name in _PREFACE_GREETINGS)
+        + max(len(messages.get(name, "")) for name in _PREFACE_RETRIES)
+        + max(len(text) for text in questions)
+    )
+    return characters / SPEECH_CHARS_PER_SECOND + questionnaire.gather_timeout
 
 
 def content_checksum(content: Mapping[str, Any]) -> str:
@@ -365,6 +397,25 @@ def parse_questionnaire(content: Any, source: str = "<questionnaire>") -> Questi
                 problems.append(f"{where}.end_on.{d}: outcome {outcome!r} must be one of {', '.join(END_OUTCOMES)}")
             end_on[d] = str(outcome)
 
+        optional = raw.get("optional", False)
+        if not isinstance(optional, bool):
+            problems.append(f"{where}.optional: {optional!r} must be true or false")
+            optional = False
+        elif optional and rate is not None:
+            problems.append(f"{where}.optional: a rate question cannot be left out (rates need every answer)")
+        elif optional and end_on:
+            problems.append(f"{where}.optional: a step that ends the survey (end_on) cannot be left out")
+        if step_key == DELIVERY_STEP:
+            for d in (DELIVERY_YES, DELIVERY_NO):
+                if d not in options:
+                    problems.append(
+                        f"{where}.options: the delivery check needs key {DELIVERY_YES} (delivered) and "
+                        f"{DELIVERY_NO} (not delivered)"
+                    )
+                    break
+            if rate is not None:
+                problems.append(f"{where}.rate: the delivery check feeds no rate")
+
         audio = raw.get("audio")
         if audio is not None and (not isinstance(audio, str) or not AUDIO_NAME.match(audio)):
             problems.append(f"{where}.audio: {audio!r} must be a .wav or .mp3 file name (no folders)")
@@ -380,6 +431,7 @@ def parse_questionnaire(content: Any, source: str = "<questionnaire>") -> Questi
                 ask_if=ask_if,
                 end_on=end_on,
                 audio=str(audio) if audio else None,
+                optional=optional,
             )
         )
 
@@ -393,6 +445,12 @@ def parse_questionnaire(content: Any, source: str = "<questionnaire>") -> Questi
             if step.rate in rate_steps_by_rate:
                 problems.append(f"steps ({step.key}).rate: {step.rate} is already fed by {rate_steps_by_rate[step.rate]}")
             rate_steps_by_rate[step.rate] = step.key
+    optional_keys = {step.key for step in steps if step.optional}
+    for step in steps:
+        for other in sorted(optional_keys & set(step.ask_if)):
+            problems.append(
+                f"steps[{seen[step.key]}] ({step.key}).ask_if: branches on {other}, which a round may leave out"
+            )
     for step in unreachable_steps(steps):
         problems.append(
             f"steps[{seen[step.key]}] ({step.key}): unreachable: no answers to the earlier questions lead to it"
@@ -411,6 +469,28 @@ def parse_questionnaire(content: Any, source: str = "<questionnaire>") -> Questi
         readback=readback,
         content=json.loads(json.dumps(content, ensure_ascii=False, default=str)),  # YAML dates become text
     )
+
+
+def without_steps(questionnaire: Questionnaire, keys: Iterable[str]) -> Questionnaire:
+    """``questionnaire`` with its optional steps ``keys`` left out (keys it does not have are ignored).
+
+    The result is a questionnaire of its own (its content, and so its checksum, differ): a round that leaves a
+    step out is created with it and stores it as its version, so what the round asks is what its version says.
+
+    Raises:
+        QuestionnaireError: a step named is not optional.
+    """
+    leave_out = {key for key in keys if questionnaire.has_step(key)}
+    if not leave_out:
+        return questionnaire
+    required = sorted(key for key in leave_out if not questionnaire.step(key).optional)
+    if required:
+        raise QuestionnaireError(
+            questionnaire.key, [f"steps ({key}): not optional, so a round cannot leave it out" for key in required]
+        )
+    content = json.loads(json.dumps(dict(questionnaire.content), ensure_ascii=False))
+    content["steps"] = [step for step in content["steps"] if step.get("key") not in leave_out]
+    return parse_questionnaire(content, f"{questionnaire.key} without {', '.join(sorted(leave_out))}")
 
 
 def load_questionnaire_file(path: Path | str) -> Questionnaire:

@@ -31,8 +31,9 @@ from sqlalchemy.orm import Session
 
 from campaigns.db import utcnow
 from campaigns.errors import SanlvError
-from campaigns.models import Answer, Cadre, Household, Response, RoundTarget, Village
-from campaigns.phones import PhoneNumberError, normalise
+from campaigns.hashing import phone_hash
+from campaigns.models import Answer, Cadre, DoNotCall, Household, Response, RoundTarget, Village
+from campaigns.phones import PhoneNumberError, mask, normalise
 from campaigns.settings import Settings
 
 __all__ = ["ImportResult", "RosterError", "RosterLimits", "RowProblem", "import_roster", "read_roster"]
@@ -233,6 +234,10 @@ class ImportResult:
     cadres_created: int
     skipped: list[RowProblem] = field(default_factory=list)
     source: str = ""
+    replace: bool = False  # a full roster: households it does not list are retired
+    retired: list[str] = field(default_factory=list)  # households retired (or to be): "village 户主 138****1234"
+    restored: int = 0  # retired households the file lists again
+    relisted: int = 0  # numbers forgotten on request that the file brings back: on the do-not-call list again
 
     @property
     def skipped_rows(self) -> int:
@@ -267,6 +272,16 @@ class ImportResult:
         if skipped:
             en += f"; {_n(skipped, 'row')} skipped"
             zh += f", 跳过{skipped}行"
+        if self.replace:
+            verb = "would retire" if dry_run else "retired"
+            en += f"; {verb} {_n(len(self.retired), 'household')} the file does not list"
+            zh += f", {'将停用' if dry_run else '停用'}{len(self.retired)}户 (文件中没有)"
+            if self.restored:
+                en += f", {self.restored} retired listed again"
+                zh += f", {self.restored}户恢复"
+        if self.relisted:
+            en += f"; {self.relisted} on the do-not-call list (erased on request) stay on it"
+            zh += f", {self.relisted}个号码曾申请删除, 仍在免打扰名单"
         return f"{en} ({zh})"
 
 
@@ -767,12 +782,16 @@ def import_roster(
     *,
     dry_run: bool = False,
     skip_invalid: bool = False,
+    replace: bool = False,
     limits: RosterLimits | None = None,
 ) -> ImportResult:
     """Import a roster file: create villages and cadres on demand, add new numbers, update changed ones.
 
     A known number (same E.164) whose village, cadre or household name differs is updated; numbers that
-    are in the database but not in the file are left alone. A cadre is identified by (name, cadre phone or
+    are in the database but not in the file are left alone, unless ``replace`` says the file is the full
+    roster: then they are retired (``retired_at``; never sampled again, their history kept), and retired
+    numbers the file lists are restored. A number erased on request (``household forget``) that the file
+    brings back is put on the do-not-call list in clear again, so it is still never called. A cadre is identified by (name, cadre phone or
     ""). When the file has no household column, existing household names are kept; when it has one, an
     empty cell clears the name. Does not commit.
 
@@ -782,6 +801,8 @@ def import_roster(
         dry_run: compute and return what would change, write nothing.
         skip_invalid: import the good rows and return the bad ones in ``ImportResult.skipped`` instead of
             raising.
+        replace: the file is the full roster (see above); not with ``skip_invalid`` (a skipped row would
+            retire its household).
         limits: how big the file may be (default RosterLimits()).
 
     Returns:
@@ -793,6 +814,13 @@ def import_roster(
     """
     path = Path(path)
     source = path.name
+    if replace and skip_invalid:
+        raise RosterError(
+            source,
+            [RowProblem(0, "", source, "--replace 需要完整名单, 不能与 --skip-invalid 同用",
+                        "--replace needs the full roster and cannot be combined with --skip-invalid")],
+            kind="file",
+        )  # fmt: skip
     rows, problems, total, has_household = read_roster(path, limits)
     if problems and not skip_invalid:
         raise RosterError(source, problems, kind="rows")
@@ -831,9 +859,35 @@ def import_roster(
         cadres_created=len(new_cadres),
         skipped=problems,
         source=source,
+        replace=replace,
     )
+    listed = {row.phone for row in rows}
+    retire_ids: list[int] = []
+    restore_ids: list[int] = []
+    if replace:
+        for household_id, phone, name, village, retired_at in session.execute(
+            select(Household.id, Household.phone, Household.name, Village.name, Household.retired_at)
+            .join(Village, Village.id == Household.village_id)
+            .order_by(Village.name, Household.id)
+        ):
+            if phone not in listed and retired_at is None:
+                retire_ids.append(household_id)
+                result.retired.append(" ".join(part for part in (village, name, mask(phone)) if part))
+            elif phone in listed and retired_at is not None:
+                restore_ids.append(household_id)
+        result.restored = len(restore_ids)
+    forgotten = set(session.scalars(select(DoNotCall.phone_hash).where(DoNotCall.phone.is_(None))))
+    relist = [row.phone for row in to_create if forgotten and phone_hash(session, row.phone) in forgotten]
+    result.relisted = len(relist)
     if dry_run:
         return result
+    if relist:
+        session.execute(
+            update(DoNotCall.__table__)
+            .where(DoNotCall.phone_hash == bindparam("hash"))
+            .values(phone=bindparam("number")),
+            [{"hash": phone_hash(session, number), "number": number} for number in relist],
+        )
 
     # Insert without RETURNING, then read the ids back: SQLite cannot promise RETURNING's row order, so the
     # ORM would fall back to one INSERT per village or cadre.
@@ -879,6 +933,11 @@ def import_roster(
             if village_ids[row.village] != existing[row.phone][2]
         ],
     )
+    now = utcnow()
+    for ids in _chunks(retire_ids, _WRITE_BATCH):
+        session.execute(update(Household).where(Household.id.in_(ids)).values(retired_at=now, updated_at=now))
+    for ids in _chunks(restore_ids, _WRITE_BATCH):
+        session.execute(update(Household).where(Household.id.in_(ids)).values(retired_at=None, updated_at=now))
     if to_update:
         # Bulk UPDATE by primary key bypasses the identity map; households the caller already loaded would
         # otherwise show their old village and cadre until the session ends.
@@ -889,3 +948,15 @@ def import_roster(
             ):
                 session.expire(obj)
     return result
+
+
+def read_cells(path: str | Path) -> list[tuple[int, list[str]]]:
+    """Every non-empty row of a CSV (UTF-8, UTF-8 with BOM, GBK) or XLSX file as (line, cells as text).
+
+    The same reading rules as a roster (encodings, delimiters, Excel's numbers), for other lists the office
+    keeps in spreadsheets (``sanlv dnc import``). Raises RosterError (kind ``file``) for an unreadable file.
+    """
+    path = Path(path)
+    sheet = _read_sheet(path, path.name)
+    rows = [(line, [_cell_text(cell) for cell in cells]) for line, cells in sheet.rows]
+    return [(line, cells) for line, cells in rows if any(cells)]

@@ -16,6 +16,7 @@ from sqlalchemy import and_, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from campaigns import clock
+from campaigns.callerids import CallerIdError, find_caller_id
 from campaigns.calls import release_claim
 from campaigns.errors import SanlvError
 from campaigns.models import (
@@ -34,9 +35,11 @@ from campaigns.models import (
     TargetState,
 )
 from campaigns.questionnaire import (
+    DELIVERY_STEP,
     QuestionnaireError,
     resolve_in,
     store_version,
+    without_steps,
 )
 from campaigns.runtime import get_runtime
 from campaigns.schedule import (
@@ -78,6 +81,10 @@ class RoundOptions:
     machine_detection: bool = False
     inbound: InboundMode = InboundMode.CALL_BACK  # what a call from a household of the sample does
     rate_targets: dict[str, float] = field(default_factory=dict)  # per-rate overrides of the questionnaire's
+    caller_id: str | None = None  # a number of the caller-ID pool the round's calls show (villages' win)
+    accounts: tuple[str, ...] = ()  # the Twilio accounts the round may dial through (empty: all)
+    # Ask the questionnaire's delivery check (an optional step after the rates); False leaves it out.
+    delivery_check: bool = True
 
     @classmethod
     def from_cli(cls, settings: Settings, **raw) -> RoundOptions:
@@ -90,6 +97,7 @@ class RoundOptions:
             "exclude_unsure": bool(raw.get("exclude_unsure")),
             "machine_detection": bool(raw.get("machine_detection")),
             "rate_targets": parse_rate_targets(raw.get("targets") or ()),
+            "delivery_check": not raw.get("no_delivery_check"),
         }
         if raw.get("inbound"):
             values["inbound"] = parse_inbound(raw["inbound"])
@@ -120,6 +128,10 @@ class RoundOptions:
         for option, key in (("--starts-at", "starts_at"), ("--ends-at", "ends_at")):
             if raw.get(key):
                 values[key] = parse_local_time(raw[key], settings, option)
+        if raw.get("caller_id"):
+            values["caller_id"] = raw["caller_id"].strip()
+        if raw.get("accounts"):
+            values["accounts"] = parse_accounts(raw["accounts"], settings)
         options = cls(**values)
         options.validate()
         return options
@@ -149,6 +161,22 @@ class RoundOptions:
             raise RoundError(str(exc)) from None
 
 
+def parse_accounts(text: str, settings: Settings) -> tuple[str, ...]:
+    """``--accounts a,b``: names of configured Twilio accounts (SANLV_TWILIO_ACCOUNTS), in order, once each."""
+    known = [a.name for a in settings.accounts]
+    names: list[str] = []
+    for name in (part.strip().lower() for part in text.split(",")):
+        if not name:
+            continue
+        if name not in known:
+            raise RoundError(
+                f"--accounts: {name!r} is not a Twilio account of this deployment ({', '.join(known) or 'none'})"
+            )
+        if name not in names:
+            names.append(name)
+    if not names:
+        raise RoundError("--accounts: name at least one Twilio account")
+    return tuple(names)
 def parse_inbound(text: str) -> InboundMode:
     """``--inbound``: ``call-back`` (take no answers on an inbound call; call the number back) or ``answer``."""
     try:
@@ -208,12 +236,26 @@ def create_round(session: Session, options: RoundOptions) -> Round:
         questionnaire = resolve_in(session, options.questionnaire)
     except QuestionnaireError as exc:
         raise RoundError(f"--questionnaire: {exc}") from None
+    if not options.delivery_check:
+        # The round stores the questionnaire without the step, so its calls never ask it.
+        questionnaire = without_steps(questionnaire, [DELIVERY_STEP])
     unknown = sorted(set(options.rate_targets) - set(questionnaire.rates))
     if unknown:
         raise RoundError(
             f"--target: {', '.join(unknown)}: not a rate of questionnaire {questionnaire.key} "
             f"(its rates: {', '.join(questionnaire.rates)})"
         )
+    caller_id = None
+    if options.caller_id:
+        try:
+            caller_id = find_caller_id(session, options.caller_id, "--caller-id")
+        except CallerIdError as exc:
+            raise RoundError(str(exc)) from None
+        if caller_id.account and options.accounts and caller_id.account not in options.accounts:
+            raise RoundError(
+                f"--caller-id: {caller_id.number} belongs to Twilio account {caller_id.account}, "
+                f"which --accounts leaves out"
+            )
     version = store_version(session, questionnaire)
     round_ = Round(
         name=options.name,
@@ -233,6 +275,8 @@ def create_round(session: Session, options: RoundOptions) -> Round:
         machine_detection=options.machine_detection,
         inbound=InboundMode(options.inbound),
         rate_targets=dict(options.rate_targets),
+        caller_id_id=caller_id.id if caller_id else None,
+        accounts=list(options.accounts),
     )
     session.add(round_)
     session.flush()
@@ -243,9 +287,10 @@ def create_round(session: Session, options: RoundOptions) -> Round:
 
 
 def _callable_households():
-    """Households that may be called: a valid number that is not on the do-not-call list."""
+    """Households that may be called: a valid number, still on the roster, not on the do-not-call list."""
     return and_(
         Household.phone_status == PhoneStatus.OK,
+        Household.retired_at.is_(None),
         ~select(DoNotCall.phone).where(DoNotCall.phone == Household.phone).exists(),
     )
 

@@ -49,7 +49,10 @@ def deployment_secret(sessions: sessionmaker[Session], name: str) -> str:
 
 
 def webhook_token(settings: Settings, sessions: sessionmaker[Session]) -> str:
-    """The key webhooks are signed with: Twilio's auth token; without one, the deployment's own."""
+    """The key webhooks are signed with: Twilio's auth token (the first named account's when there are several);
+    without one, the deployment's own."""
     if settings.twilio_auth_token:
         return settings.twilio_auth_token
+    if settings.twilio_accounts:
+        return settings.twilio_accounts[0].auth_token
     return deployment_secret(sessions, WEBHOOK_TOKEN)

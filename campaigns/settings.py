@@ -8,8 +8,10 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -20,9 +22,31 @@ from sqlalchemy.exc import ArgumentError
 from campaigns.errors import SanlvError
 
 TELEPHONY_PROVIDERS = ("twilio", "simulator")
+LOG_FORMATS = ("text", "json")
 # The shortest SECRET_KEY the web app accepts, and keys that are examples, not secrets.
 SECRET_KEY_MIN_LENGTH = 32
 PLACEHOLDER_SECRET_KEYS = frozenset({"sanlv-demo-only", "change-me", "changeme", "secret", "...", "test-secret"})
+
+
+# Names of Twilio accounts in SANLV_TWILIO_ACCOUNTS (they also name the accounts' variables, upper-cased).
+ACCOUNT_NAME = re.compile(r"^[a-z][a-z0-9_]{0,29}$")
+DEFAULT_ACCOUNT = "default"  # the one account of TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN
+TWILIO_DEFAULT_CPS = 1.0  # what Twilio allows an account unless it was raised
+
+
+@dataclass(frozen=True)
+class TwilioAccount:
+    """One Twilio account the deployment dials through. Its secrets come from the environment only.
+
+    ``cps`` is the account's calls-per-second limit, held across every worker and round (None: only the
+    rounds' own limits apply, the single-account deployment as before).
+    """
+
+    name: str
+    sid: str
+    auth_token: str = dataclass_field(repr=False)
+    cps: float | None = None
+    from_number: str | None = None
 
 
 class SettingsError(SanlvError, ValueError):
@@ -70,6 +94,17 @@ class Settings:
     roster_max_mb: int = 20
     roster_max_rows: int = 200_000
     roster_max_xlsx_mb: int = 200
+    # Days after a round finished before ``sanlv data retain`` pseudonymises its phone-level data (None: the
+    # command needs --older-than).
+    retention_days: int | None = None
+    # Log lines: "text" (key=value) or "json" (one object per line); see campaigns.logs.
+    log_format: str = "text"
+    # host:port of the web server's second listener, which serves /metrics (and nothing else); None: no metrics.
+    metrics_bind: str | None = None
+    # Several Twilio accounts (SANLV_TWILIO_ACCOUNTS), each with its own CPS; empty: the one account above.
+    twilio_accounts: tuple[TwilioAccount, ...] = ()
+    # The calls-per-second limit of the one account above (TWILIO_CPS); None: rounds' own limits only.
+    twilio_cps: float | None = None
 
     @property
     def max_content_length(self) -> int:
@@ -89,12 +124,58 @@ class Settings:
             )
         return key
 
+    def webhook_token_for(self, account_sid: str | None) -> str | None:
+        """The auth token that signed a webhook naming ``account_sid`` (its ``AccountSid`` parameter) when it is
+        one of our accounts; None otherwise (the deployment's webhook key applies: campaigns.secrets)."""
+        if account_sid:
+            for account in self.accounts:
+                if account.sid == account_sid:
+                    return account.auth_token
+        return None
+
+    @property
+    def accounts(self) -> tuple[TwilioAccount, ...]:
+        """The Twilio accounts calls may be placed through: the named ones, else the one of TWILIO_ACCOUNT_SID
+        (named ``default``), else none (the simulated network)."""
+        if self.twilio_accounts:
+            return self.twilio_accounts
+        if self.twilio_account_sid and self.twilio_auth_token:
+            return (
+                TwilioAccount(
+                    DEFAULT_ACCOUNT,
+                    self.twilio_account_sid,
+                    self.twilio_auth_token,
+                    self.twilio_cps,
+                    self.twilio_from_number,
+                ),
+            )
+        return ()
+
+    def account(self, name: str) -> TwilioAccount:
+        """The account called ``name``. Raises SettingsError naming the accounts there are."""
+        for account in self.accounts:
+            if account.name == name:
+                return account
+        known = ", ".join(a.name for a in self.accounts) or "none"
+        raise SettingsError(f"Twilio account {name!r} is not configured (SANLV_TWILIO_ACCOUNTS: {known})")
+
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
     def require_twilio(self) -> None:
         """Raise SettingsError unless everything the Twilio provider needs is set."""
+        if self.twilio_accounts:
+            if not self.public_base_url:
+                raise SettingsError("PUBLIC_BASE_URL is required when SANLV_TELEPHONY=twilio")
+            for account in self.twilio_accounts:
+                if not (account.from_number or self.twilio_from_number):
+                    suffix = account.name.upper()
+                    raise SettingsError(
+                        f"TWILIO_FROM_NUMBER_{suffix} (or TWILIO_FROM_NUMBER) is required for Twilio account "
+                        f"{account.name!r}"
+                    )
+            return
         for name, value in (
             ("TWILIO_ACCOUNT_SID", self.twilio_account_sid),
             ("TWILIO_AUTH_TOKEN", self.twilio_auth_token),
@@ -146,6 +227,14 @@ def _addresses(name: str, value: str) -> tuple[str, ...]:
         except ValueError:
             raise SettingsError(f"{name}: {item!r} is not an IP address or network such as 10.0.0.0/8") from None
     return tuple(networks)
+
+
+def _bind(name: str, value: str) -> str:
+    """``host:port`` (an IPv6 host in brackets), the port from 1 to 65535."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise SettingsError(f"{name}={value!r} is not host:port, such as 0.0.0.0:9100")
+    return value
 
 
 def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None = Path(".env")) -> Settings:
@@ -237,10 +326,25 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
     ):
         if limit := get(name):
             values[field] = _positive_number(name, limit, int)
+    if retention := get("SANLV_RETENTION_DAYS"):
+        values["retention_days"] = _positive_number("SANLV_RETENTION_DAYS", retention, int)
+
+    if log_format := get("SANLV_LOG_FORMAT"):
+        if log_format not in LOG_FORMATS:
+            raise SettingsError(f"SANLV_LOG_FORMAT={log_format!r} must be one of: {', '.join(LOG_FORMATS)}")
+        values["log_format"] = log_format
+    if metrics_bind := get("SANLV_METRICS_BIND"):
+        values["metrics_bind"] = _bind("SANLV_METRICS_BIND", metrics_bind)
+
+    if cps := get("TWILIO_CPS"):
+        values["twilio_cps"] = _positive_number("TWILIO_CPS", cps, float)
+    if names := get("SANLV_TWILIO_ACCOUNTS"):
+        values["twilio_accounts"] = _twilio_accounts(names, get)
 
     telephony = get("SANLV_TELEPHONY")
     if telephony is None:
-        telephony = "twilio" if values.get("twilio_account_sid") and values.get("twilio_auth_token") else "simulator"
+        single = values.get("twilio_account_sid") and values.get("twilio_auth_token")
+        telephony = "twilio" if single or values.get("twilio_accounts") else "simulator"
     if telephony not in TELEPHONY_PROVIDERS:
         raise SettingsError(f"SANLV_TELEPHONY={telephony!r} must be one of: {', '.join(TELEPHONY_PROVIDERS)}")
     values["telephony"] = telephony
@@ -249,3 +353,32 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
     if settings.telephony == "twilio":
         settings.require_twilio()
     return settings
+
+
+def _twilio_accounts(names: str, get) -> tuple[TwilioAccount, ...]:
+    """The accounts SANLV_TWILIO_ACCOUNTS names (``a,b``): each from TWILIO_ACCOUNT_SID_A, TWILIO_AUTH_TOKEN_A,
+    TWILIO_CPS_A (default 1, Twilio's default) and TWILIO_FROM_NUMBER_A (default TWILIO_FROM_NUMBER)."""
+    accounts: list[TwilioAccount] = []
+    for name in (part.strip().lower() for part in names.split(",")):
+        if not name:
+            continue
+        if not ACCOUNT_NAME.match(name):
+            raise SettingsError(
+                f"SANLV_TWILIO_ACCOUNTS: {name!r} is not an account name (a letter, then letters, digits or _)"
+            )
+        if any(a.name == name for a in accounts):
+            raise SettingsError(f"SANLV_TWILIO_ACCOUNTS: {name!r} is named twice")
+        suffix = name.upper()
+        sid, token = get(f"TWILIO_ACCOUNT_SID_{suffix}"), get(f"TWILIO_AUTH_TOKEN_{suffix}")
+        if not sid:
+            raise SettingsError(f"TWILIO_ACCOUNT_SID_{suffix} is required for Twilio account {name!r}")
+        if not token:
+            raise SettingsError(f"TWILIO_AUTH_TOKEN_{suffix} is required for Twilio account {name!r}")
+        if any(a.sid == sid for a in accounts):
+            raise SettingsError(f"TWILIO_ACCOUNT_SID_{suffix}: the same account SID is named twice")
+        raw_cps = get(f"TWILIO_CPS_{suffix}")
+        cps = _positive_number(f"TWILIO_CPS_{suffix}", raw_cps, float) if raw_cps else TWILIO_DEFAULT_CPS
+        accounts.append(TwilioAccount(name, sid, token, float(cps), get(f"TWILIO_FROM_NUMBER_{suffix}")))
+    if not accounts:
+        raise SettingsError("SANLV_TWILIO_ACCOUNTS names no account")
+    return tuple(accounts)

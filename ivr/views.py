@@ -13,19 +13,22 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import time
 
-from flask import Blueprint, Response, abort, current_app, request, send_from_directory
+from flask import Blueprint, Response, abort, current_app, g, request, send_from_directory
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from twilio.request_validator import RequestValidator
 
 from campaigns import interview
-from campaigns.calls import MACHINE_ANSWERS, apply_call_status
+from campaigns.calls import MACHINE_ANSWERS, apply_call_status, heard_from
 from campaigns.db import session_scope
+from campaigns.logs import log_context
 from campaigns.models import CallAttempt
 from campaigns.questionnaire import Questionnaire, recording_path
 from campaigns.rounds import round_changed
 from campaigns.settings import Settings
+from ivr.metrics import webhook_metrics
 from ivr.twiml import render, say_and_hang_up
 
 log = logging.getLogger("sanlv.ivr")
@@ -38,6 +41,38 @@ POSITION = re.compile(r"^[A-Za-z0-9_.-]{1,50}$")
 NUMBER = re.compile(r"^[0-9]{1,10}$")  # ASCII digits only: str.isdigit() also accepts "²" and "١"
 MAX_ID = 2**31 - 1  # INTEGER columns: a larger id is malformed, not a database error
 ANSWERED_BY = frozenset(MACHINE_ANSWERS | {"human", "unknown"})
+
+
+@bp.before_request
+def _begin_webhook() -> None:
+    """Start the webhook's clock, and name its attempt and call sid on every line it logs."""
+    g.webhook_started = time.perf_counter()
+    attempt = request.args.get("attempt", "")
+    sid = request.form.get("CallSid", "").strip() if request.method == "POST" else ""
+    context = log_context(
+        attempt=int(attempt) if NUMBER.match(attempt) else None, sid=sid if CALL_SID.match(sid) else None
+    )
+    context.__enter__()
+    g.webhook_log_context = context
+
+
+@bp.teardown_request
+def _end_webhook(_exc: BaseException | None) -> None:
+    context = g.pop("webhook_log_context", None)
+    if context is not None:
+        context.__exit__(None, None, None)
+
+
+@bp.after_request
+def _count_response(response: Response) -> Response:
+    """Every webhook's latency and status, by route (its rule, never the query string), for Prometheus."""
+    started = g.pop("webhook_started", None)
+    if started is not None and request.url_rule is not None:
+        metrics = webhook_metrics()
+        route = request.url_rule.rule
+        metrics.seconds.labels(route).observe(time.perf_counter() - started)
+        metrics.responses.labels(route, str(response.status_code)).inc()
+    return response
 
 
 def settings() -> Settings:
@@ -61,13 +96,18 @@ def _validator(token: str) -> RequestValidator:
 
 
 def twilio_webhook(view):
-    """Refuse (403) any request whose X-Twilio-Signature is not valid for the public URL and its parameters."""
+    """Refuse (403) any request whose X-Twilio-Signature is not valid for the public URL and its parameters.
+
+    With several Twilio accounts, each signs with its own auth token: the token is the one of the account the
+    request's ``AccountSid`` names (itself covered by the signature), else the default account's.
+    """
 
     @functools.wraps(view)
     def wrapped(*args, **kwargs):
         signature = request.headers.get("X-Twilio-Signature", "")
         params = request.form if request.method == "POST" else {}
-        token = current_app.extensions["sanlv"].webhook_token
+        account_sid = request.form.get("AccountSid") if request.method == "POST" else request.args.get("AccountSid")
+        token = settings().webhook_token_for(account_sid) or current_app.extensions["sanlv"].webhook_token
         if not signature or not _validator(token).validate(signed_url(), params, signature):
             log.warning("event=bad_signature path=%s remote=%s", request.path, request.remote_addr)
             abort(403)
@@ -194,6 +234,7 @@ def voice():
             reject(exc.status, str(exc), attempt=attempt_id, sid=call_sid)
 
     def write(session, call: interview.Call) -> interview.Prompt | Questionnaire:
+        heard_from(session, attempt_id)
         if answered_by in MACHINE_ANSWERS:
             # Not reached: hang up at once; the status callback settles the attempt as "machine" (retried).
             interview.machine_answered(session, call, answered_by)
@@ -224,7 +265,11 @@ def gather():
     attempt_id = _int_param("attempt", request.args.get("attempt"))
     call_sid = _call_sid()
 
+    stored_answer = False
+
     def read(session) -> interview.Press | interview.Prompt:
+        nonlocal stored_answer
+        stored_answer = False
         try:
             press = interview.read_press(session, attempt_id, call_sid, position, seq, digits or None)
         except interview.InterviewError as exc:
@@ -232,9 +277,15 @@ def gather():
         return press.replay if press.nothing_to_write else press
 
     def write(session, press: interview.Press) -> interview.Prompt:
+        nonlocal stored_answer
+        heard_from(session, attempt_id)
+        stored_answer = press.turn is not None and press.turn.answer is not None
         return interview.store_press(session, press)
 
-    return twiml(render_prompt(in_transaction(write, read), attempt_id))
+    prompt = in_transaction(write, read)
+    if stored_answer:
+        webhook_metrics().answers.inc()
+    return twiml(render_prompt(prompt, attempt_id))
 
 
 @bp.post("/status")
@@ -260,6 +311,7 @@ def status():
                 return
         # Locked: callbacks for one call may arrive together; SequenceNumber decides which one counts.
         attempt = _attempt(session, lock=True, attempt_required=False)
+        heard_from(session, attempt.id)
         try:
             apply_call_status(
                 session, attempt, call_status, sequence, duration=duration, answered_by=answered_by, error_code=error_code

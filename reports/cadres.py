@@ -1,9 +1,21 @@
 """The supervisors' view (纪委/抽查组): per cadre, the households assigned, how many were reached, the contact
-rate (重视率) measured in the round, and their follow-ups (open, overdue).
+rate (重视率) measured in the round, the share of households that confirm a delivery of publicity material,
+and their follow-ups (open, overdue).
 
 The contact rate is what the residents of a cadre's households answered to the ``cadre_contact`` question,
 over completed interviews, with its Wilson interval and the "too few to judge" mark. It is for supervisors
 only: no cadre-facing report or endpoint includes it.
+
+The delivery check (``delivery``: "今年有没有人上门给您送过平安宣传资料?") tests the cadre's claim to have
+delivered material door to door (回执单). Per cadre (see :class:`DeliveryFigures`): ``confirmed`` households
+answered 1 (有), ``valid`` is every answer from a completed interview except that 记不清 (0) is left out when
+the round excludes 说不清 from its rates (by default it counts as not confirmed, as in the rates), with its
+Wilson interval and the too-few mark. A cadre is flagged ``check`` (需核查回执) when the answers are enough to
+judge (not too few) and the upper end of the cadre's 95% interval is below the township's share: even the
+most favourable reading of the cadre's households is below what the township's residents say. The township
+share includes the cadre's own households, which only makes a flag harder to earn. The figures are ``null``
+for a round whose questionnaire does not ask the delivery check (``round create --no-delivery-check``). Like
+the contact rate, they are for supervisors only.
 
 The view is a :class:`CadresReport` (typed rows, ``to_json()`` its JSON); :func:`tables` is its column
 specification.
@@ -38,8 +50,8 @@ from campaigns.models import (
     Village,
 )
 from campaigns.phones import mask
-from campaigns.questionnaire import from_version
-from reports.columns import FILES, Column, Kind, Table, only
+from campaigns.questionnaire import DELIVERY_STEP, DELIVERY_UNSURE, DELIVERY_YES, from_version
+from reports.columns import FILES, READING, Column, Kind, Table, only
 from reports.followups import DEFAULT_OVERDUE_DAYS, FollowUpCounts
 from reports.rates import (
     DEFAULT_MIN_SAMPLE,
@@ -54,9 +66,24 @@ from reports.rates import (
     target_overrides,
 )
 from reports.rows import Row
+from reports.stats import wilson_interval
 
 CONTACT_RATE = "cadre_contact"
 UNASSIGNED = "未分配"
+
+
+@dataclass(kw_only=True)
+class DeliveryFigures(Row):
+    """How many of a cadre's households confirm a delivery of publicity material (see the module notes)."""
+
+    positive: int  # confirmed: answered 1 (有)
+    valid: int
+    rate: float | None  # positive / valid: the share that confirm
+    ci_low: float | None
+    ci_high: float | None
+    too_few: bool  # valid below the minimum sample: too few to judge
+    unsure: int  # answered 0 (记不清), counted in valid unless the round excludes 说不清
+    check: bool = False  # well below the township: ci_high below the township's share (never when too few)
 
 
 @dataclass(kw_only=True)
@@ -72,6 +99,7 @@ class CadreRow(Row):
     reached: int
     completed: int
     contact: RateFigures | None  # None when the questionnaire has no contact question
+    delivery: DeliveryFigures | None  # None when the round does not ask the delivery check
     followups: FollowUpCounts
 
 
@@ -85,6 +113,7 @@ class CadreTotal(Row):
     reached: int
     completed: int
     contact: RateFigures | None
+    delivery: DeliveryFigures | None
     followups: FollowUpCounts
     # Not in the JSON: the total names no cadre, phone or village.
     cadre_id: ClassVar[None] = None
@@ -96,6 +125,7 @@ class CadreTotal(Row):
 class CadresRound(RoundInfo):
     min_sample: int
     overdue_days: int
+    delivery_check: bool  # the round asks whether publicity material was delivered
 
 
 @dataclass(kw_only=True)
@@ -127,21 +157,24 @@ def cadre_overview(
     questionnaire = from_version(round_.questionnaire)
     targets = effective_targets(questionnaire, target_overrides(round_))
     contact_step = rate_steps(questionnaire).get(CONTACT_RATE)
+    delivery_check = questionnaire.has_step(DELIVERY_STEP)
 
+    # A target made anonymous (campaigns.privacy) has no household; it keeps the cadre its household had.
+    cadre_of = func.coalesce(Household.cadre_id, RoundTarget.cadre_id)
     sample = {
         cadre_id: {"sampled": sampled, "reached": reached, "completed": int(completed or 0)}
         for cadre_id, sampled, reached, completed in session.execute(
             select(
-                Household.cadre_id,
+                cadre_of,
                 func.count(RoundTarget.id),
                 func.count(Response.id),
                 func.sum(case((Response.status == ResponseStatus.COMPLETED, 1), else_=0)),
             )
             .select_from(RoundTarget)
-            .join(Household, Household.id == RoundTarget.household_id)
+            .outerjoin(Household, Household.id == RoundTarget.household_id)
             .outerjoin(Response, Response.target_id == RoundTarget.id)
             .where(RoundTarget.round_id == round_id)
-            .group_by(Household.cadre_id)
+            .group_by(cadre_of)
         )
     }
     roster = dict(
@@ -155,31 +188,34 @@ def cadre_overview(
         roster[None] = session.scalar(select(func.count()).select_from(Household).where(Household.cadre_id.is_(None)))
     villages: dict[int | None, set[str]] = {}
     for cadre_id, name in session.execute(
-        select(Household.cadre_id, Village.name)
+        select(cadre_of, Village.name)
         .select_from(RoundTarget)
-        .join(Household, Household.id == RoundTarget.household_id)
-        .join(Village, Village.id == Household.village_id)
+        .outerjoin(Household, Household.id == RoundTarget.household_id)
+        .join(Village, Village.id == RoundTarget.village_id)
         .where(RoundTarget.round_id == round_id)
         .distinct()
     ):
         villages.setdefault(cadre_id, set()).add(name)
 
-    contact: dict[int | None, Counter[str]] = {}
-    if contact_step is not None:
-        for cadre_id, digit, count in session.execute(
-            select(Household.cadre_id, Answer.digit, func.count())
+    questions = ([contact_step.key] if contact_step is not None else []) + ([DELIVERY_STEP] if delivery_check else [])
+    answered: dict[str, dict[int | None, Counter[str]]] = {question: {} for question in questions}
+    if questions:
+        for cadre_id, question, digit, count in session.execute(
+            select(cadre_of, Answer.question, Answer.digit, func.count())
             .select_from(Answer)
             .join(Response, Response.id == Answer.response_id)
             .join(RoundTarget, RoundTarget.id == Response.target_id)
-            .join(Household, Household.id == RoundTarget.household_id)
+            .outerjoin(Household, Household.id == RoundTarget.household_id)
             .where(
                 Answer.round_id == round_id,
-                Answer.question == contact_step.key,
+                Answer.question.in_(questions),
                 Response.status == ResponseStatus.COMPLETED,
             )
-            .group_by(Household.cadre_id, Answer.digit)
+            .group_by(cadre_of, Answer.question, Answer.digit)
         ):
-            contact.setdefault(cadre_id, Counter())[digit] += count
+            answered[question].setdefault(cadre_id, Counter())[digit] += count
+    contact = answered.get(contact_step.key, {}) if contact_step is not None else {}
+    delivered = answered.get(DELIVERY_STEP, {})
 
     overdue = case(
         (
@@ -212,6 +248,18 @@ def cadre_overview(
             return None
         return rate_figures(contact_step, targets[CONTACT_RATE], digits, round_.exclude_unsure, min_sample)
 
+    township_delivery: Counter[str] = Counter()
+    for digits in delivered.values():
+        township_delivery.update(digits)
+    delivery_total = (
+        delivery_figures(township_delivery, round_.exclude_unsure, min_sample) if delivery_check else None
+    )
+
+    def delivery(digits: Counter[str]) -> DeliveryFigures | None:
+        if delivery_total is None:
+            return None
+        return delivery_figures(digits, round_.exclude_unsure, min_sample, township=delivery_total.rate)
+
     entries = []
     for cadre_id in ids:
         cadre = cadres.get(cadre_id) if cadre_id is not None else None
@@ -225,6 +273,7 @@ def cadre_overview(
                 households=roster.get(cadre_id, 0),
                 **counts,
                 contact=figures(contact.get(cadre_id, Counter())),
+                delivery=delivery(delivered.get(cadre_id, Counter())),
                 followups=FollowUpCounts(**followups.get(cadre_id, {})),
             )
         )
@@ -238,7 +287,10 @@ def cadre_overview(
         total_followups.update(counts)
     return CadresReport(
         round=CadresRound(
-            **round_info(round_, questionnaire, targets), min_sample=min_sample, overdue_days=overdue_days
+            **round_info(round_, questionnaire, targets),
+            min_sample=min_sample,
+            overdue_days=overdue_days,
+            delivery_check=delivery_check,
         ),
         cadres=entries,
         total=CadreTotal(
@@ -247,8 +299,32 @@ def cadre_overview(
             reached=sum(e.reached for e in entries),
             completed=sum(e.completed for e in entries),
             contact=figures(township),
+            delivery=delivery_total,
             followups=FollowUpCounts(**total_followups),
         ),
+    )
+
+
+def delivery_figures(
+    digits: Counter[str], exclude_unsure: bool, min_sample: int, *, township: float | None = None
+) -> DeliveryFigures:
+    """The delivery check's figures from the answers (counted by key pressed) of one cadre's households, or of
+    the township; ``township`` (the township's share) sets ``check`` (see the module notes)."""
+    answered = sum(digits.values())
+    unsure = digits.get(DELIVERY_UNSURE, 0)
+    positive = digits.get(DELIVERY_YES, 0)
+    valid = answered - unsure if exclude_unsure else answered
+    interval = wilson_interval(positive, valid)
+    too_few = valid < min_sample
+    return DeliveryFigures(
+        positive=positive,
+        valid=valid,
+        rate=positive / valid if valid else None,
+        ci_low=interval[0] if interval else None,
+        ci_high=interval[1] if interval else None,
+        too_few=too_few,
+        unsure=unsure,
+        check=bool(interval and township is not None and not too_few and interval[1] < township),
     )
 
 
@@ -274,8 +350,33 @@ def tables(report: CadresReport) -> list[Table]:
             Column("contact.ci_high", "95%上限", Kind.PERCENT),
             Column("contact.too_few", "样本不足", Kind.BOOL),
         ),
+        *(delivery_columns() if report.round.delivery_check else []),
         Column("followups.open", "未结回访", Kind.INT),
         Column("followups.overdue", "逾期回访", Kind.INT),
         *only(FILES, Column("followups.resolved", "已解决", Kind.INT)),
     ]
     return [Table("干部联系情况", columns, report.cadres, [report.total])]
+
+
+def delivery_columns() -> list[Column]:
+    """The delivery check's columns: the share with its interval in one cell for people, its figures one per
+    column in a spreadsheet, and the flag everywhere."""
+    return [
+        *only(READING, Column("delivery", "资料送达确认率", Kind.SHARE)),
+        *only(
+            FILES,
+            Column("delivery.positive", "确认送达", Kind.INT),
+            Column("delivery.valid", "送达有效回答", Kind.INT),
+            Column("delivery.rate", "送达确认率", Kind.PERCENT),
+            Column("delivery.ci_low", "送达95%下限", Kind.PERCENT),
+            Column("delivery.ci_high", "送达95%上限", Kind.PERCENT),
+            Column("delivery.too_few", "送达样本不足", Kind.BOOL),
+        ),
+        Column(
+            "delivery.check",
+            "需核查回执",
+            Kind.BOOL,
+            alert=lambda entry: bool(entry.delivery and entry.delivery.check),
+            alert_class="flag",
+        ),
+    ]

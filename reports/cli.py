@@ -1,4 +1,4 @@
-"""``sanlv report``: village rates, round comparison, follow-up lists, the supervisors' view;
+"""``sanlv report``: village rates, round comparison, follow-up lists, the supervisors' view, a notice's lift;
 ``sanlv followup show``: one follow-up and its history.
 
 Each command builds its report and hands it to :func:`reports.render.render`. Every error a user can cause
@@ -22,6 +22,7 @@ from reports.cadres import CadresReport, cadre_overview
 from reports.compare import CompareReport, compare_rounds
 from reports.followups import OPEN_STATUSES, FollowUpReport, followup_detail, followup_report
 from reports.format import local_time
+from reports.lift import LiftReport, notice_lift
 from reports.rates import RatesReport
 from reports.render import FORMATS, OutputError, formats_of, rates_for, render
 from reports.rows import to_json
@@ -180,6 +181,25 @@ def report_cadres(round_id: int, fmt: str, output: Path | None, min_sample: int 
             overdue_days=settings.followup_overdue_days,
             min_sample=min_sample or settings.report_min_sample,
         )
+    _deliver(report, fmt, output)
+
+
+@report_group.command("lift")
+@click.argument("round_id", metavar="ROUND", type=int)
+@click.option("--notice", "notice_id", required=True, type=int, help="The notice whose households are compared.")
+@_output_options(LiftReport)
+@_min_sample_option
+@audited_export("lift")
+def report_lift(round_id: int, notice_id: int, fmt: str, output: Path | None, min_sample: int | None) -> None:
+    """Each rate of ROUND (and its response rate) between the households sent NOTICE and those held out.
+
+    For the township and each village: the difference with its 95% interval, a two-proportion test and the
+    households on each side; intention to treat, with delivered-only beside it. html is the printable report.
+    """
+    _check_output(fmt, output)
+    rt = runtime_or_exit()
+    with rt.sessions() as session:
+        report = notice_lift(session, round_id, notice_id, min_sample=min_sample or rt.settings.report_min_sample)
     _deliver(report, fmt, output)
 
 

@@ -32,9 +32,15 @@ class Kind(Enum):
     DATETIME = "datetime"  # a moment, shown in local time to the minute
     RATE = "rate"  # a rate's figures (reports.rates.RateFigures): the rate, counts, interval and marks
     CHANGE = "change"  # a compared rate (reports.compare.RateChange): A → B and the change, arrowed if significant
+    # A share without a target: ``positive`` of ``valid`` with its interval (``ci_low``, ``ci_high``) and the
+    # ``too_few`` mark, such as reports.cadres.DeliveryFigures; read by people only (files get its figures).
+    SHARE = "share"
+    # A difference of two shares with its interval (reports.lift.Lift: ``difference``, ``ci_low``, ``ci_high``,
+    # ``direction``), in percentage points, arrowed when significant; read by people only.
+    DIFFERENCE = "difference"
 
 
-NUMERIC_KINDS = frozenset({Kind.INT, Kind.PERCENT, Kind.FLOAT, Kind.RATE, Kind.CHANGE})
+NUMERIC_KINDS = frozenset({Kind.INT, Kind.PERCENT, Kind.FLOAT, Kind.RATE, Kind.CHANGE, Kind.SHARE, Kind.DIFFERENCE})
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,7 @@ class FollowUpItem(Row):
     village: str
     village_id: int
     household: str | None
-    household_id: int
+    household_id: int | None  # None once the round was retained (campaigns.privacy)
     phone: str
     negatives: list[str]  # the rate keys answered negatively
     concern: str | None  # the concern's meaning in the round's questionnaire
@@ -295,8 +295,11 @@ def iter_followup_items(
             FollowUp.updated_at,
         )
         .select_from(FollowUp)
-        .join(Household, Household.id == FollowUp.household_id)
-        .join(Village, Village.id == Household.village_id)
+        # The village through the item's target (equal to its household's): a retained item has no household.
+        .join(Response, Response.id == FollowUp.response_id)
+        .join(RoundTarget, RoundTarget.id == Response.target_id)
+        .join(Village, Village.id == RoundTarget.village_id)
+        .outerjoin(Household, Household.id == FollowUp.household_id)
         .outerjoin(Cadre, Cadre.id == FollowUp.cadre_id)
         .order_by(FollowUp.created_at, FollowUp.id)
     )
@@ -338,7 +341,7 @@ def iter_followup_items(
             village_id=village_id,
             household=household,
             household_id=household_id,
-            phone=national(phone) if reveal_phones else mask(phone),
+            phone="" if phone is None else national(phone) if reveal_phones else mask(phone),
             negatives=list(negatives),
             concern=concerns.label(round_of, concern),
             concern_key=concern,
@@ -491,24 +494,25 @@ def village_followups(
     """
     now = now or clock.now()
     visits = (
-        select(Household.village_id, Answer.digit, func.count())
+        select(RoundTarget.village_id, Answer.digit, func.count())
         .select_from(Answer)
         .join(Response, Response.id == Answer.response_id)
         .join(RoundTarget, RoundTarget.id == Response.target_id)
-        .join(Household, Household.id == RoundTarget.household_id)
+        .outerjoin(Household, Household.id == RoundTarget.household_id)
         .where(Answer.round_id == round_id, Answer.question == VISIT_STEP, Answer.digit.in_((VISIT_YES, VISIT_NO)))
-        .group_by(Household.village_id, Answer.digit)
+        .group_by(RoundTarget.village_id, Answer.digit)
     )
     overdue = case((overdue_condition(now, overdue_days), 1), else_=0)
     items = (
-        select(Household.village_id, FollowUp.status, func.count(), func.sum(overdue))
+        select(RoundTarget.village_id, FollowUp.status, func.count(), func.sum(overdue))
         .select_from(FollowUp)
-        .join(Household, Household.id == FollowUp.household_id)
+        .join(Response, Response.id == FollowUp.response_id)
+        .join(RoundTarget, RoundTarget.id == Response.target_id)
         .where(FollowUp.round_id == round_id)
-        .group_by(Household.village_id, FollowUp.status)
+        .group_by(RoundTarget.village_id, FollowUp.status)
     )
     if cadre_id is not None:
-        visits = visits.where(Household.cadre_id == cadre_id)
+        visits = visits.where(func.coalesce(Household.cadre_id, RoundTarget.cadre_id) == cadre_id)
         items = items.where(FollowUp.cadre_id == cadre_id)
     rows: dict[int, Counter[str]] = {}
     for village_id, digit, count in session.execute(visits):

@@ -14,13 +14,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from reports import cadres, compare, followups, rates
+from reports import cadres, compare, followups, lift, rates
 from reports.columns import Column, Kind, Table
 
 if TYPE_CHECKING:
     from reports.cadres import CadresReport
     from reports.compare import CompareReport, RateChange
     from reports.followups import FollowUpReport
+    from reports.lift import LiftReport
     from reports.rates import RateFigures, RatesReport, RoundInfo
 
 BELOW_TARGET = "✗"
@@ -102,6 +103,10 @@ def reading_text(column: Column, value: Any, tz: ZoneInfo | None = None) -> str:
         return rate_cell(value) if value is not None else NO_DATA
     if kind is Kind.CHANGE:
         return change_cell(value)
+    if kind is Kind.SHARE:
+        return share_cell(value)
+    if kind is Kind.DIFFERENCE:
+        return difference_cell(value)
     if kind is Kind.BOOL:
         return column.title if value else ""
     if kind is Kind.TEXT:
@@ -172,6 +177,32 @@ def rate_cell(figures: RateFigures) -> str:
     mark = " " * (1 + display_width(BELOW_TARGET)) if figures.meets_target else f" {BELOW_TARGET}"
     few = TOO_FEW if figures.too_few else " " * display_width(TOO_FEW)
     return cell + mark + few
+
+
+def share_cell(figures: Any) -> str:
+    """A share without a target (see ``Kind.SHARE``): ``62.5% (5/8) [30.5%–86.3%]``, ``*`` when too few to judge;
+    ``—`` without valid answers."""
+    if figures is None or not figures.valid:
+        return NO_DATA
+    cell = f"{percent(figures.positive, figures.valid)} ({figures.positive}/{figures.valid})"
+    if getattr(figures, "ci_low", None) is not None:
+        cell += f" [{floor_percent(figures.ci_low)}–{floor_percent(figures.ci_high)}]"
+    return cell + (TOO_FEW if getattr(figures, "too_few", False) else " " * display_width(TOO_FEW))
+
+
+def points(value: float) -> str:
+    """A difference of two shares in percentage points with a sign and one decimal (``+6.0``, ``-12.5``)."""
+    return f"{value * 100:+.1f}"
+
+
+def difference_cell(lift: Any) -> str:
+    """A difference with its 95% interval, in points: ``+6.0 [-5.1, +17.3]``, ``↑``/``↓`` when significant,
+    ``*`` when a side has too few answers to judge; ``—`` when a side has no valid answers."""
+    if lift is None or lift.difference is None:
+        return NO_DATA
+    cell = f"{points(lift.difference)} [{points(lift.ci_low)}, {points(lift.ci_high)}]"
+    cell += {"up": "↑", "down": "↓"}.get(lift.direction or "", " ")
+    return cell + (TOO_FEW if lift.too_few else " " * display_width(TOO_FEW))
 
 
 def change_cell(figures: RateChange) -> str:
@@ -282,5 +313,64 @@ def render_cadres_table(report: CadresReport, tz: ZoneInfo | None = None) -> str
             "",
             f"重视率 = 答“联系过”的人数 / 有效回答；{BELOW_TARGET} 未达标，{TOO_FEW} 样本不足 {round_.min_sample} 个。"
             f"逾期回访：超过 {round_.overdue_days} 天仍未走访。",
+            *([delivery_note(report)] if round_.delivery_check else []),
+        ]
+    )
+
+
+def delivery_note(report: CadresReport) -> str:
+    """How to read the delivery check of the supervisors' view."""
+    township = report.total.delivery
+    share = percent(township.positive, township.valid) if township and township.valid else NO_DATA
+    return (
+        f"资料送达确认率 = 答“有人上门送过宣传资料”的户数 / 有效回答（方括号内为 95% 置信区间）；全镇 {share}。"
+        f"需核查回执：该干部的 95% 区间上限仍低于全镇确认率（样本不足的不作判断）。"
+    )
+
+
+CHANNEL_NAMES = {"sms": "短信", "voice": "语音"}
+
+
+def lift_heading(report: LiftReport) -> str:
+    """What is compared with what: the round and the notice."""
+    notice = report.notice
+    kind = "本轮的调查前短信" if notice.pre_survey else CHANNEL_NAMES.get(notice.channel, notice.channel)
+    return (
+        f"{round_title(report.round)}通知效果：通知 {notice.id}「{notice.name}」（{kind}，"
+        f"随机留出 {notice.holdout * 100:g}%）"
+    )
+
+
+def lift_notes(report: LiftReport) -> list[str]:
+    """How to read the lift report (the terminal and the printed page say the same)."""
+    return [
+        "差值 = 通知组 − 留出组，单位为百分点；方括号内为 95% 置信区间（Newcombe 混合得分法）。"
+        f"↑/↓ 表示差值大于抽样误差（双比例 z 检验，p < {report.round.alpha:g}）；"
+        f"{TOO_FEW} 表示一方有效样本少于 {report.round.min_sample} 个，不足以判断；{NO_DATA} 表示一方无有效样本。",
+        "按分配（意向处理）：所有被分配发送通知的户（不论是否送达）与留出户比较，这是随机分组保证的比较，以此为准。",
+        "仅送达：只计通知已送达的户，与同一批留出户比较；能否送达并非随机决定，仅供参考，不能代替按分配的结果。",
+        "三率只计完成的访问；应答率 = 完成 / (抽样 − 不符合条件)，回答“调查前短信是否提高了应答率”。",
+    ]
+
+
+def render_lift_table(report: LiftReport, tz: ZoneInfo | None = None) -> str:
+    """The ``report lift --format table`` text: the township, then each village, the households, the notes."""
+    comparison, households = lift.tables(report)
+    township = [line for line in comparison.rows if line.village == report.total.village]
+    villages = [line for line in comparison.rows if line.village != report.total.village]
+    return "\n".join(
+        [
+            lift_heading(report),
+            "",
+            "全镇",
+            render_table(replace(comparison, rows=township), tz),
+            "",
+            "各村",
+            render_table(replace(comparison, rows=villages), tz),
+            "",
+            "各组户数（同时在通知名单和本轮抽样中的户）",
+            render_table(households, tz),
+            "",
+            *lift_notes(report),
         ]
     )

@@ -9,6 +9,7 @@ visit, phone numbers masked. It never includes a cadre's contact rate (that is f
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import datetime
 from html import escape
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from campaigns import clock
-from reports import rates
+from reports import lift, rates
 from reports.columns import Column, Kind, Table
 from reports.followups import tables as followup_tables
 from reports.format import (
@@ -24,7 +25,10 @@ from reports.format import (
     NO_DATA,
     ROUND_STATUS_NAMES,
     TOO_FEW,
+    difference_cell,
     floor_percent,
+    lift_heading,
+    lift_notes,
     local_time,
     percent,
     reading_text,
@@ -34,11 +38,14 @@ from reports.format import (
 
 if TYPE_CHECKING:
     from reports.followups import FollowUpReport
+    from reports.lift import LiftReport
     from reports.rates import RateFigures, RatesReport
 
 PASS_COLOUR = "#2e7d32"
 FAIL_COLOUR = "#c62828"
 TARGET_COLOUR = "#1565c0"
+ITT_COLOUR = "#1565c0"
+DELIVERED_COLOUR = "#ef6c00"
 
 CSS = """
 @page { size: A4 landscape; margin: 12mm; }
@@ -285,3 +292,110 @@ def _followups(report: FollowUpReport, tz: ZoneInfo | None) -> str:
     if summary.total:
         parts.append(f"<h3>回访名单</h3>{html_table(items, tz)}")
     return "\n".join(parts)
+
+
+# --- the lift of a notice -------------------------------------------------------------------------------
+
+
+def render_lift_html(report: LiftReport, *, tz: ZoneInfo | None = None, generated_at: datetime | None = None) -> str:
+    """The printable lift report: the heading, one chart per measure, the tables and how to read them."""
+    comparison, households = lift.tables(report)
+    title = lift_heading(report)
+    generated = local_time(generated_at or clock.now(), tz)
+    township = [line for line in comparison.rows if line.village == report.total.village]
+    villages = [line for line in comparison.rows if line.village != report.total.village]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="zh-CN"><head><meta charset="utf-8">',
+        f"<title>{escape(title)}</title>",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>{escape(title)}</h1>",
+        f'<p class="meta">报告生成：{escape(generated)}</p>',
+        "<h2>一、全镇</h2>",
+        html_table(Table(comparison.title, comparison.columns, township), tz),
+        "<h2>二、各指标差值（图）</h2>",
+        *(lift_chart(report, key) for key in report.measures),
+        "<h2>三、各村</h2>",
+        html_table(Table(comparison.title, comparison.columns, villages), tz),
+        "<h2>四、各组户数</h2>",
+        html_table(households, tz),
+        "<h2>说明</h2>",
+        '<ul class="notes">',
+        *(f"<li>{escape(note)}</li>" for note in lift_notes(report)),
+        "</ul>",
+        "</body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def lift_chart(report: LiftReport, measure: str) -> str:
+    """The difference of one measure (notified − held out) for the township and each village: a point and
+    its 95% interval for the intention to treat, and below it the delivered-only comparison, around a zero
+    line. The axis is symmetric and holds every interval, so a village's whisker never runs off the chart."""
+    label = report.measures[measure]
+    entries = [report.total, *report.villages]
+    bounds = [
+        abs(value)
+        for entry in entries
+        for found in (entry.itt[measure], entry.delivered[measure])
+        for value in (found.ci_low, found.ci_high)
+        if value is not None
+    ]
+    reach = max(0.2, min(1.0, math.ceil(max(bounds, default=0.2) * 10) / 10))
+    left, plot, right, row_height, top = 120, 440, 230, 26, 44
+    width = left + plot + right
+    height = top + row_height * len(entries) + 14
+
+    def x(value: float) -> float:
+        return left + plot * (value + reach) / (2 * reach)
+
+    out = [
+        f'<div class="chart"><h3>{escape(label)}：通知组 − 留出组（百分点）</h3>',
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'role="img" aria-label="{escape(label)}：通知效果" font-size="11">',
+        f"<title>{escape(label)}：通知组与留出组之差及 95% 置信区间</title>",
+        f'<circle cx="{left + 6}" cy="10" r="4" fill="{ITT_COLOUR}"/>'
+        f'<text x="{left + 14}" y="14">按分配（意向处理）</text>'
+        f'<rect x="{left + 150}" y="6" width="8" height="8" fill="none" stroke="{DELIVERED_COLOUR}" stroke-width="1.5"/>'
+        f'<text x="{left + 164}" y="14">仅送达（仅供参考）</text>',
+    ]
+    steps = 4
+    for index in range(-steps, steps + 1):
+        value = reach * index / steps
+        tx = x(value)
+        colour = "#888" if index == 0 else "#ddd"
+        out.append(f'<line x1="{tx:.1f}" y1="{top - 8}" x2="{tx:.1f}" y2="{height - 10}" stroke="{colour}"/>')
+        out.append(f'<text x="{tx:.1f}" y="{top - 12}" text-anchor="middle" fill="#666">{value * 100:+.0f}</text>')
+    for index, entry in enumerate(entries):
+        y = top + index * row_height
+        weight = ' font-weight="bold"' if entry is report.total else ""
+        out.append(f'<text x="{left - 6}" y="{y + 14}" text-anchor="end"{weight}>{escape(entry.village)}</text>')
+        for offset, comparison, colour, shape in (
+            (8, entry.itt[measure], ITT_COLOUR, "circle"),
+            (18, entry.delivered[measure], DELIVERED_COLOUR, "square"),
+        ):
+            cy = y + offset
+            if comparison.difference is None:
+                continue
+            opacity = "0.45" if comparison.too_few else "1"
+            out.append(
+                f'<line class="ci" x1="{x(comparison.ci_low):.1f}" y1="{cy}" x2="{x(comparison.ci_high):.1f}" '
+                f'y2="{cy}" stroke="{colour}" stroke-width="1.5" stroke-opacity="{opacity}"/>'
+            )
+            cx = x(comparison.difference)
+            if shape == "circle":
+                out.append(f'<circle class="itt" cx="{cx:.1f}" cy="{cy}" r="4" fill="{colour}" fill-opacity="{opacity}"/>')
+            else:
+                out.append(
+                    f'<rect class="delivered" x="{cx - 4:.1f}" y="{cy - 4}" width="8" height="8" fill="#fff" '
+                    f'stroke="{colour}" stroke-width="1.5" stroke-opacity="{opacity}"/>'
+                )
+        out.append(
+            f'<text x="{left + plot + 8}" y="{y + 12}"{weight}>{escape(difference_cell(entry.itt[measure]))}</text>'
+        )
+        out.append(
+            f'<text x="{left + plot + 8}" y="{y + 22}" fill="{DELIVERED_COLOUR}">'
+            f"{escape(difference_cell(entry.delivered[measure]))}</text>"
+        )
+    out.append("</svg></div>")
+    return "\n".join(out)

@@ -2,7 +2,7 @@
 
 :func:`render` writes any report (``RatesReport``, ``CompareReport``, ``FollowUpReport``, ``CadresReport``)
 in any of its formats to a binary stream: the terminal table, JSON (the report's contract, see
-``reports.rows``), CSV, XLSX, and for the rates report the printable HTML page. Text formats are UTF-8 and end
+``reports.rows``), CSV, XLSX, and for the rates and lift reports the printable HTML page. Text formats are UTF-8 and end
 with a newline; CSV starts with a byte-order mark.
 """
 
@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.orm import Session
 
 from campaigns.errors import SanlvError
-from reports import cadres, compare, export, followups, html, rates
+from reports import cadres, compare, export, followups, html, lift, rates
 from reports import format as terminal
 from reports.rates import DEFAULT_MIN_SAMPLE, RatesReport
 
@@ -89,6 +89,12 @@ _WRITERS: dict[type, dict[str, Writer]] = {
         **_files(followups.tables),
     },
     cadres.CadresReport: {"table": _text(terminal.render_cadres_table), "json": _json, **_files(cadres.tables)},
+    lift.LiftReport: {
+        "table": _text(terminal.render_lift_table),
+        "json": _json,
+        **_files(lift.tables),
+        "html": _text(lambda report, tz: html.render_lift_html(report, tz=tz)),
+    },
 }
 
 

@@ -87,3 +87,30 @@ def two_proportion_test(
     z = (p_b - p_a) / math.sqrt(variance)
     p_value = two_sided_p(z)
     return ProportionTest(change=p_b - p_a, z=z, p_value=p_value, significant=p_value < alpha)
+
+
+def newcombe_interval(
+    successes_a: int, trials_a: int, successes_b: int, trials_b: int, z: float = Z_95
+) -> tuple[float, float] | None:
+    """Newcombe's hybrid score interval (1998, method 10) for the difference ``p_a − p_b``, 95% by default.
+
+    Built from each side's Wilson interval ``(l, u)``: with ``d = p_a − p_b``,
+    ``low = d − sqrt((p_a − l_a)² + (u_b − p_b)²)`` and ``high = d + sqrt((u_a − p_a)² + (p_b − l_b)²)``.
+    Unlike the Wald interval it stays inside [−1, 1] and is not empty at 0% or 100%, which matters for a
+    village with a few dozen households on each side.
+
+    Returns:
+        ``(low, high)``, or None when either side has no trials.
+
+    Raises:
+        ValueError: counts out of range.
+    """
+    a = wilson_interval(successes_a, trials_a, z)
+    b = wilson_interval(successes_b, trials_b, z)
+    if a is None or b is None:
+        return None
+    p_a, p_b = successes_a / trials_a, successes_b / trials_b
+    difference = p_a - p_b
+    low = difference - math.sqrt((p_a - a[0]) ** 2 + (b[1] - p_b) ** 2)
+    high = difference + math.sqrt((a[1] - p_a) ** 2 + (p_b - b[0]) ** 2)
+    return max(-1.0, low), min(1.0, high)

@@ -25,8 +25,26 @@ def register() -> None:
 @click.option("--dir", "directory", default=None, help="keep the demo's database here (default: a new temp dir)")
 @click.option("--seed", default=2026, show_default=True, type=int)
 @click.option("--timeout", default=110, show_default=True, type=int, help="give up after this many seconds")
-def demo_command(households: int, villages: int, worker_count: int, directory: str | None, seed: int, timeout: int) -> None:
-    """Run a whole survey round on the embedded default (SQLite, simulated phones), then print its report."""
+@click.option("--notice", is_flag=True, help="send an SMS notice (half held out) before the round")
+@click.option("--serve", is_flag=True, help="then keep the web app running, with demo logins (Ctrl-C stops)")
+@click.option("--port", default=None, type=click.IntRange(1, 65535), help="the web app's port (default: a free one)")
+def demo_command(
+    households: int,
+    villages: int,
+    worker_count: int,
+    directory: str | None,
+    seed: int,
+    timeout: int,
+    notice: bool,
+    serve: bool,
+    port: int | None,
+) -> None:
+    """Run a whole survey round on the embedded default (SQLite, simulated phones), then print its report.
+
+    With --notice, an SMS notice goes to the roster first, half of each village held out, and the lift table
+    follows the report. With --serve, the web app (and the workers) keep running afterwards: it prints the URL
+    and a demo admin, supervisor and cadre login, made in the demo's own database only.
+    """
     if villages < 1 or households < villages:
         raise click.UsageError("--households must be at least --villages, and --villages at least 1")
     code = run_demo(
@@ -36,5 +54,8 @@ def demo_command(households: int, villages: int, worker_count: int, directory: s
         directory=directory,
         seed=seed,
         timeout=timeout,
+        notice=notice,
+        serve=serve,
+        port=port,
     )
     raise SystemExit(code)

@@ -40,7 +40,8 @@ import requests
 from campaigns.runtime import get_runtime
 from campaigns.settings import Settings
 from sim.call import SimulatedCall, masked
-from sim.residents import BLOCKED, CREATE_ERRORS, INVALID, Resident, resident_for_call, take_script
+from sim.messages import MessageStore, deliver_message
+from sim.residents import BLOCKED, CREATE_ERRORS, INVALID, Resident, resident_for_call, script_key, take_script
 from sim.store import (
     CANCELABLE_STATUSES,
     CANCELED,
@@ -60,6 +61,8 @@ from workers.telephony.base import (
     AmbiguousCreateError,
     CallInfo,
     CallRequest,
+    MessageInfo,
+    MessageRequest,
     PermanentNumberError,
     RateLimitedError,
     TelephonyError,
@@ -112,6 +115,10 @@ class SimulatorProvider:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.store = CallStore(settings)
+
+    def forget_number(self, phone: str, sids: list[str]) -> int:
+        """Erase the network's calls of ``phone``, their transcripts and the resident's script."""
+        return self.store.forget(phone, sids) + int(self.store.connection.delete(script_key(self.settings, phone)))
 
     def place_call(self, request: CallRequest) -> CallInfo:
         """Accept the call as ``queued`` and hand it to a simulator worker.
@@ -248,6 +255,35 @@ class SimulatorProvider:
         calls = self.find_calls(phone, since) + self.find_calls_from(phone, since)
         return sorted(calls, key=lambda c: c.date_created or datetime.min.replace(tzinfo=UTC))
 
+    def send_message(self, request: MessageRequest) -> MessageInfo:
+        """Accept the SMS as ``queued`` and hand it to a simulator worker (``sim.messages.deliver_message``).
+
+        Raises:
+            PermanentNumberError: ``to`` is not an E.164 number (21211).
+            AmbiguousCreateError: Redis failed; the message may or may not exist.
+        """
+        if not E164.match(request.to or ""):
+            raise _invalid_number(request.to)
+        store = MessageStore(self.settings)
+        try:
+            info = store.create(request.to, request.from_, request.body, request.status_callback)
+            enqueue(self.settings, deliver_message, info.sid, job_id=f"sim-{info.sid}", queue_name=SIMULATOR_QUEUE)
+        except redis.RedisError as exc:
+            raise AmbiguousCreateError(f"simulator: Redis unavailable: {exc}", status=503) from exc
+        log.info("event=message_sent sid=%s target=%s to=%s", info.sid, request.target_id, masked(request.to))
+        return info
+
+    def fetch_message(self, sid: str) -> MessageInfo:
+        info = MessageStore(self.settings).info(sid)
+        if info is None:
+            raise TelephonyError(f"The requested resource /Messages/{sid}.json was not found", code=20404, status=404)
+        return info
+
+    def find_messages(self, to: str, from_: str, since: datetime) -> list[MessageInfo]:
+        store = MessageStore(self.settings)
+        infos = [store.info(sid) for sid in store.sids_for(to, since.timestamp())]
+        return [i for i in infos if i is not None and (not from_ or i.from_ == from_)]
+
     def cancel_call(self, sid: str) -> None:
         """Cancel a queued or ringing call; a call in progress or finished is left alone (as Twilio does).
 
@@ -336,7 +372,10 @@ def _call_back(settings: Settings, simulated: SimulatedCall, after: float, speed
     delay = after / speed if speed > 0 else 0.0
     provider = SimulatorProvider(settings)
     info = provider.call_in(
-        call.resident_phone, f"{base}/ivr/inbound", to=call.our_number, status_callback=f"{base}/ivr/status",
+        call.resident_phone,
+        f"{base}/ivr/inbound",
+        to=call.our_number,
+        status_callback=f"{base}/ivr/status",
         delay=delay,
     )
     simulated.called_back(info.sid)

@@ -24,15 +24,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from campaigns.models import Household, Village
+from campaigns.models import Household, NoticeTarget, Village
 from campaigns.settings import Settings
 from sim.store import BUSY, FAILED, NO_ANSWER, sim_key
 from workers.queues import redis_connection
@@ -66,8 +67,13 @@ DEFAULT_ANSWERS: dict[str, str] = {
     "satisfaction": "1",
     "cadre_contact": "1",
     "visit": "2",
+    "delivery": "1",
+    # A voice notice (ivr.notices names its Gathers so): listen to the end, then let it hang up.
+    "notice": "",
+    "notice_hint": "",
 }
 UNKNOWN_STEP_KEY = "1"
+NOTICE_STEPS = ("notice", "notice_hint")
 
 SCRIPT_FIELDS = frozenset({"outcome", "answers", "presses", "hangup_at_step", "hangup_after_presses", "call_back"})
 CONFIRM_SUFFIX = ".confirm"  # the IVR's read-back position of a step (campaigns.flow)
@@ -136,7 +142,7 @@ def validate_script(script: Any) -> dict[str, Any]:
             raise ValueError(f"answers.{step} must be a string of keys or a non-empty list of them")
     presses = script.get("presses", [])
     if not isinstance(presses, list) or not all(isinstance(p, str) for p in presses):
-        raise ValueError("presses must be a list of strings (\"\" is silence)")
+        raise ValueError('presses must be a list of strings ("" is silence)')
     hangup_at = script.get("hangup_at_step")
     if hangup_at is not None and not isinstance(hangup_at, str):
         raise ValueError("hangup_at_step must be a step key")
@@ -210,9 +216,7 @@ def _script_head(raw: bytes | str | None) -> tuple[dict[str, Any] | None, Any]:
     return validate_script(data), None
 
 
-def take_script(
-    settings: Settings, phone: str, *, only_outcomes: Sequence[str] | None = None
-) -> dict[str, Any] | None:
+def take_script(settings: Settings, phone: str, *, only_outcomes: Sequence[str] | None = None) -> dict[str, Any] | None:
     """Consume the next script object for ``phone`` (atomically), or None if there is none.
 
     With ``only_outcomes``, the head is consumed only if its outcome is one of them (used by the provider to
@@ -314,6 +318,7 @@ class VillageProfile:
     participation: float = 0.60
     cadre_contact: float = 0.78
     visit_yes: float = 0.5  # when asked
+    delivery: float = 0.75  # confirms that publicity material was delivered to the door
     # Keypad habits: on the first ask of a step, how often a resident is silent, presses * or a wrong key.
     silence: float = 0.03
     repeat: float = 0.02
@@ -343,6 +348,7 @@ class VillageProfile:
             participation=_lerp(0.40, 0.80, u[10]),
             cadre_contact=_lerp(0.60, 0.95, u[11]),
             visit_yes=_lerp(0.35, 0.65, u[12]),
+            delivery=_lerp(0.55, 0.90, u[13]),
         )
 
     def call_outcome(self, rng: random.Random) -> str:
@@ -387,6 +393,10 @@ class VillageProfile:
             return "0" if r < self.cadre_contact + self.unsure else "2"
         if step == "visit":
             return "1" if r < self.visit_yes else "2"
+        if step == "delivery":
+            if r < self.delivery:
+                return "1"
+            return "0" if r < self.delivery + self.unsure else "2"
         return UNKNOWN_STEP_KEY
 
 
@@ -400,7 +410,20 @@ class PopulationResident(Resident):
         seed: the simulation's seed; the same seed gives the same round.
     """
 
-    def __init__(self, profile: VillageProfile, phone: str, attempt: int | str, seed: int | str = 0):
+    def __init__(
+        self,
+        profile: VillageProfile,
+        phone: str,
+        attempt: int | str,
+        seed: int | str = 0,
+        *,
+        notified_awareness: float | None = None,
+    ):
+        # A resident who got a notice (an SMS delivered, a voice notice answered) knows of the work with the
+        # settable probability ``notified_awareness`` (SANLV_SIM_NOTICE_AWARENESS) instead of the village's:
+        # the true effect of the notice, which the lift report must find.
+        if notified_awareness is not None:
+            profile = replace(profile, awareness=notified_awareness)
         self.profile = profile
         self.phone = phone
         self._seed = seed
@@ -423,6 +446,8 @@ class PopulationResident(Resident):
         return self._opinions[step]
 
     def respond(self, step: str, try_number: int | None) -> Press:
+        if step in NOTICE_STEPS:
+            return self._notice_response(step)
         self._gathers += 1
         if self._gathers == self._drop_at:
             return HANG_UP
@@ -442,6 +467,49 @@ class PopulationResident(Resident):
             if r < self.profile.wrong_key:
                 return Press("7" if answer != "7" else "8")
         return Press(answer)
+
+    def _notice_response(self, step: str) -> Press:
+        """A voice notice: most listen to the end; some hang up during it, ask to hear it again, or press 9."""
+        asked = self._asked.get(step, 0)
+        self._asked[step] = asked + 1
+        r = self._rng.random()
+        if step == "notice":
+            return HANG_UP if asked == 0 and r < self.profile.drop * 5 else SILENCE
+        if asked == 0 and r < self.profile.repeat * 5:
+            return Press("*")
+        if r > 1 - self.profile.opt_out:
+            return Press("9")
+        return SILENCE
+
+
+def notice_awareness_from_environ() -> float | None:
+    """``SANLV_SIM_NOTICE_AWARENESS``: the probability that a resident who got a notice answers 知道 (unset:
+    a notice changes nothing)."""
+    raw = (os.environ.get("SANLV_SIM_NOTICE_AWARENESS") or "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"SANLV_SIM_NOTICE_AWARENESS={raw!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise ValueError(f"SANLV_SIM_NOTICE_AWARENESS={raw!r} must be a probability from 0 to 1")
+    return value
+
+
+def got_notice(sessions: sessionmaker[Session], phone: str) -> bool:
+    """Whether the household at ``phone`` got a notice: an SMS delivered or a voice notice answered."""
+    try:
+        with sessions() as session:
+            return (
+                session.scalar(
+                    select(NoticeTarget.id).where(NoticeTarget.phone == phone, NoticeTarget.delivered).limit(1)
+                )
+                is not None
+            )
+    except Exception:  # the simulator must keep ringing even when the roster is unreachable
+        log.warning("event=notice_lookup_failed phone=%s", phone, exc_info=True)
+        return False
 
 
 def village_of(sessions: sessionmaker[Session], phone: str) -> str | None:
@@ -471,4 +539,6 @@ def resident_for_call(
     if script is not None:
         return ScriptedResident(script)
     village = village_of(sessions, phone) if sessions is not None else None
-    return PopulationResident(VillageProfile.for_village(village), phone, attempt, seed)
+    lifted = notice_awareness_from_environ()
+    notified = lifted if lifted is not None and sessions is not None and got_notice(sessions, phone) else None
+    return PopulationResident(VillageProfile.for_village(village), phone, attempt, seed, notified_awareness=notified)

@@ -194,6 +194,18 @@ class CallStore:
         key = sim_key(self.settings, "calls-from", caller)
         return [_text(s) for s in self.connection.zrangebyscore(key, since, "+inf")]
 
+    def forget(self, phone: str, sids: list[str]) -> int:
+        """Delete every call of ``phone`` (to it, from it, and ``sids``) and their transcripts; returns how many
+        keys went."""
+        by_to, by_from = sim_key(self.settings, "calls", phone), sim_key(self.settings, "calls-from", phone)
+        known = {_text(s) for s in self.connection.zrange(by_to, 0, -1)} | {
+            _text(s) for s in self.connection.zrange(by_from, 0, -1)
+        }
+        keys = [by_to, by_from]
+        for sid in known | set(sids):
+            keys += [call_key(self.settings, sid), transcript_key(self.settings, sid)]
+        return int(self.connection.delete(*keys))
+
     def append(self, sid: str, entry: Mapping[str, Any]) -> None:
         key = transcript_key(self.settings, sid)
         pipe = self.connection.pipeline()

@@ -16,6 +16,11 @@ from campaigns.models import (
     Answer,
     Cadre,
     Household,
+    Notice,
+    NoticeChannel,
+    NoticeStatus,
+    NoticeTarget,
+    NoticeTargetState,
     Response,
     ResponseStatus,
     Round,
@@ -183,3 +188,35 @@ def make_interview(
     fields.update(target_over)
     target = make_target(session, round_, household, **fields)
     return make_response(session, target, status, interview_answers() if answers is None else answers)
+
+
+def make_notice(session: Session, **over: Any) -> Notice:
+    """A draft SMS notice (no targets; add them with :func:`make_notice_target`)."""
+    fields: dict[str, Any] = {
+        "name": f"测试通知{next(_serial)}",
+        "channel": NoticeChannel.SMS,
+        "text": "平安建设宣传：请提高防范意识。回复TD退订",
+        "status": NoticeStatus.DRAFT,
+        "windows": DEFAULT_WINDOWS,
+        "cps": 1.0,
+    }
+    fields.update(over)
+    return _add(session, Notice(**fields))
+
+
+def make_notice_target(
+    session: Session, notice: Notice, household: Household | None = None, **over: Any
+) -> NoticeTarget:
+    """``household`` (a new one if not given) as a target of ``notice``; ``held_out=True`` makes it held out."""
+    household = household or make_household(session)
+    held_out = bool(over.pop("held_out", False))
+    fields: dict[str, Any] = {
+        "notice_id": notice.id,
+        "household_id": household.id,
+        "village_id": household.village_id,
+        "phone": household.phone,
+        "held_out": held_out,
+        "state": NoticeTargetState.HELD_OUT if held_out else NoticeTargetState.PENDING,
+    }
+    fields.update(over)
+    return _add(session, NoticeTarget(**fields))

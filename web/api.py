@@ -12,6 +12,8 @@ Office and supervisors, ``/api/...`` (phone numbers masked; admin, office, super
     GET  /api/rounds/<id>/followups[?cadre=ID&status=pending,visited,...|open&overdue=1&format=json|csv|xlsx]
     GET  /api/rounds/<id>/supervision[?min_sample=N&format=json|csv|xlsx]  per cadre: 重视率, follow-ups
     GET  /api/followups/<item>                          one item and its history
+    GET  /api/roster/households[?village=ID&cadre=ID&q=NAME&phone=DIGITS&after=ID|before=ID]
+                                                        one page of the roster's households (admin, office)
     POST /api/followups/<item>/status                   {"status": "visited", "note": "..."}
 
 A cadre's own list, ``/api/cadres/<cadre>/...`` (full phone numbers; never any cadre_contact figure; the cadre
@@ -53,6 +55,7 @@ from reports.compare import CompareReport, compare_rounds
 from reports.followups import FollowUpDetail, FollowUpReport, cadre_list, followup_detail, followup_report
 from reports.rates import RatesReport, ReportError
 from reports.render import FORMATS, formats_of, rates_for, render_bytes
+from reports.roster import digits, household_page
 from web.security import audit_request, current_user, roles
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -155,9 +158,7 @@ def _report(report: Any, fmt: str, name: str) -> Response:
     if fmt == "json":
         return _json(report.to_json())
     spec = FORMATS[fmt]
-    response = current_app.response_class(
-        render_bytes(report, fmt, tz=_runtime().settings.tz), mimetype=spec.mimetype
-    )
+    response = current_app.response_class(render_bytes(report, fmt, tz=_runtime().settings.tz), mimetype=spec.mimetype)
     if spec.download:
         response.headers["Content-Disposition"] = f"attachment; filename={name}.{spec.extension}"
     return response
@@ -169,14 +170,20 @@ def _report_error(exc: ReportError):
 
 def _audit_export(session, round_id: int, report: str, fmt: str, **detail: Any) -> None:
     audit_request(
-        session, audit.EXPORT, object_type="round", object_id=round_id,
+        session,
+        audit.EXPORT,
+        object_type="round",
+        object_id=round_id,
         detail={"report": report, "format": fmt, **{k: v for k, v in detail.items() if v is not None}},
     )
 
 
 def _audit_mark(session, item_id: int, status: str, note: str | None, **detail: Any) -> None:
     audit_request(
-        session, audit.FOLLOWUP_MARK, object_type="followup", object_id=item_id,
+        session,
+        audit.FOLLOWUP_MARK,
+        object_type="followup",
+        object_id=item_id,
         detail={"status": status, "note": note, **detail},
     )
 
@@ -326,6 +333,22 @@ def followup_mark(item_id: int):
     return _json(item.to_json())
 
 
+@office.get("/roster/households")
+@roles(*WRITERS)
+def roster_households():
+    """The data of the roster's household page (``/roster/households``): the same page, as JSON."""
+    filters = {
+        "village_id": _int_arg("village"),
+        "cadre_id": _int_arg("cadre"),
+        "name": request.args.get("q", "").strip() or None,
+        "phone": digits(request.args.get("phone")) or None,
+    }
+    after, before = _int_arg("after"), _int_arg("before")
+    with _runtime().sessions() as session:
+        page = household_page(session, after=after, before=None if after is not None else before, **filters)
+    return _json(page.to_json())
+
+
 # --- a cadre's own list ---------------------------------------------------------------------------------
 
 
@@ -345,7 +368,10 @@ def cadre_followups(cadre_id: int):
                 overdue_days=runtime.settings.followup_overdue_days,
             )
             audit_request(
-                session, audit.PHONES_VIEW, object_type="cadre", object_id=cadre_id,
+                session,
+                audit.PHONES_VIEW,
+                object_type="cadre",
+                object_id=cadre_id,
                 detail={"round": round_id, "items": len(report.items)},
             )
     except ReportError as exc:

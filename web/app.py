@@ -21,18 +21,26 @@ from werkzeug.exceptions import HTTPException
 
 from campaigns.runtime import Runtime, get_runtime
 from campaigns.settings import SettingsError
+from ivr.notices import bp as ivr_notices_bp
 from ivr.views import bp as ivr_bp
-from web import i18n, layout, security
+from web import i18n, layout, monitoring, security
 from web.admin import bp as admin_bp
 from web.api import bp as api_bp
+from web.notices import bp as notices_bp
+from web.cadre import bp as cadre_bp
 from web.ids import IdConverter
 from web.office import bp as office_bp
 from web.pages import bp as pages_bp
 from web.security.proxy import TrustedProxyFix
+from web.supervisor import bp as supervisor_bp
 from web.wiring import wire
 
 # Open without signing in, and why. Any other route needs a signed-in user with an allowed role.
 TWILIO_WEBHOOKS = ("ivr.voice", "ivr.gather", "ivr.status", "ivr.inbound")
+NOTICE_WEBHOOKS = tuple(  # notices: SMS status and inbound SMS, the voice notice's call
+    f"ivr_notices.{name}"
+    for name in ("sms_status", "sms_inbound", "notice_voice", "notice_heard", "notice_key", "notice_status")
+)
 TWILIO_MEDIA = ("ivr.recording",)
 
 
@@ -56,13 +64,20 @@ def create_app(runtime: Runtime | None = None) -> Flask:
     i18n.init_app(app, settings)
     security.init_app(app, settings)
     layout.init_app(app)
+    monitoring.init_app(app)
     app.register_blueprint(ivr_bp)
+    app.register_blueprint(ivr_notices_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(pages_bp)
     app.register_blueprint(admin_bp)
     app.register_blueprint(office_bp)
+    app.register_blueprint(notices_bp)
+    app.register_blueprint(supervisor_bp)
+    app.register_blueprint(cadre_bp)
 
     security.declare_public(app, TWILIO_WEBHOOKS, "Twilio's webhooks: every request is signature-checked", csrf=False)
+    security.declare_public(app, NOTICE_WEBHOOKS, "Twilio's notice webhooks: every request is signature-checked",
+                            csrf=False)
     security.declare_public(app, TWILIO_MEDIA, "recorded prompts that Twilio fetches, unsigned, for <Play>")
     security.declare_public(app, ["static"], "the pages' stylesheet, script and images")
 

@@ -10,10 +10,15 @@ itself.
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from campaigns.cli import COMMAND_GROUPS as CAMPAIGN_GROUPS
 from campaigns.cli import SanlvGroup, runtime_or_exit
+from campaigns.privacy_cli import PRIVACY_GROUPS
+from campaigns.logs import configure_logging
+from campaigns.settings import Settings, SettingsError, load_settings
 from reports.cli import report_group
 from sim import cli as sim_cli
 from web.app import create_app
@@ -27,6 +32,22 @@ def main() -> None:
     """sanlv: telephone surveys for the township three rates (三率)."""
     wire()
     sim_cli.register()
+    setup_logging(click.get_current_context().invoked_subcommand)
+
+
+# The process role each command runs as in the logs, and the least level it writes: servers log every event;
+# a command typed at a prompt only what went wrong (its own output is the answer).
+ROLES = {"web": ("web", logging.INFO), "worker": ("worker", logging.INFO), "demo": ("demo", logging.WARNING)}
+
+
+def setup_logging(command: str | None) -> None:
+    """One line per event on stderr, for the role ``command`` runs as (campaigns.logs)."""
+    role, level = ROLES.get(command or "", ("cli", logging.WARNING))
+    try:
+        settings = load_settings()
+    except SettingsError:
+        settings = Settings()  # the command reports the bad variable itself; log in the default format meanwhile
+    configure_logging(role, settings, level=level)
 
 
 @click.command("web")
@@ -41,8 +62,8 @@ def web_command(host: str, port: int, worker_count: int, dev: bool) -> None:
     if dev:
         create_app(rt).run(host=host, port=port, debug=True, use_reloader=True)
         return
-    serve_gunicorn(host, port, worker_count, trusted_proxies=rt.settings.trusted_proxies)
+    serve_gunicorn(host, port, worker_count, settings=rt.settings)
 
 
-for _command in (*CAMPAIGN_GROUPS, worker_command, report_group, web_command, sim_cli.demo_command):
+for _command in (*CAMPAIGN_GROUPS, *PRIVACY_GROUPS, worker_command, report_group, web_command, sim_cli.demo_command):
     main.add_command(_command)

@@ -39,6 +39,9 @@ ACTION_LABELS = {
     audit.USER_TOKENS_REVOKE: _l("吊销 API 令牌"),
     audit.DNC_ADD: _l("加入免打扰"),
     audit.DNC_REMOVE: _l("移出免打扰"),
+    audit.DNC_IMPORT: _l("导入免打扰名单"),
+    audit.HOUSEHOLD_FORGET: _l("删除号码数据"),
+    audit.DATA_RETAIN: _l("到期数据去标识"),
     audit.QUESTIONNAIRE_UPLOAD: _l("上传问卷"),
     audit.RECORDING_UPLOAD: _l("上传录音"),
 }

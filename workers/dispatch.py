@@ -27,6 +27,7 @@ from campaigns.rounds import complete_if_done
 from campaigns.runtime import get_runtime
 from campaigns.schedule import is_open, next_open
 from campaigns.settings import Settings
+from workers.accounts import effective_cps
 from workers.placing import cancel_round_calls, enqueue_place_call
 from workers.queues import enqueue, job_waiting, namespaced_job_id, redis_connection, redis_key
 
@@ -99,7 +100,8 @@ def dispatch_round(round_id: int) -> str:
             next_delay = IDLE_TICK_SECONDS if opens is None else min((opens - now).total_seconds(), IDLE_TICK_SECONDS)
         else:
             capacity = round_.max_concurrent - live_calls(session, round_id)
-            backlog = max(1, math.ceil(round_.cps * BACKLOG_SECONDS)) - _waiting_claims(session, round_id)
+            cps = effective_cps(settings, round_.cps, round_.accounts)
+            backlog = max(1, math.ceil(cps * BACKLOG_SECONDS)) - _waiting_claims(session, round_id)
             claims = claim_due_targets(session, round_, now, min(capacity, backlog))
             if not claims and capacity > 0 and backlog > 0:
                 next_delay = _seconds_until_next_due(session, round_, now)

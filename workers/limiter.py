@@ -49,6 +49,38 @@ return math.floor(wait)
 """
 _scripts: dict[int, object] = {}
 
+# KEYS[1]: the round's next free slot; KEYS[2..]: each allowed account's next free slot (microseconds on Redis's
+# clock). ARGV[1]: the round's interval, ARGV[2]: max wait, ARGV[3..]: each account's interval (microseconds;
+# 0: that account has no limit of its own). The account free soonest is taken (the first on ties); the slot is
+# the later of the round's and that account's. Returns {wait, account index (0-based; -1: none given)}, or
+# {-1, -1} (nothing reserved) if the slot is beyond max wait.
+_RESERVE_POOLED = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local free = tonumber(redis.call('GET', KEYS[1]) or '0')
+local best, best_free = 0, nil
+for i = 2, #KEYS do
+  local f = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tonumber(ARGV[i + 1]) == 0 then f = 0 end
+  if best_free == nil or f < best_free then
+    best, best_free = i, f
+  end
+end
+local slot = math.max(now, free, best_free or 0)
+local wait = slot - now
+if wait > tonumber(ARGV[2]) then
+  return {-1, -1}
+end
+local ttl = math.floor((wait + tonumber(ARGV[1])) / 1000) + 60000
+redis.call('SET', KEYS[1], string.format('%.0f', slot + tonumber(ARGV[1])), 'PX', ttl)
+if best > 0 and tonumber(ARGV[best + 1]) > 0 then
+  local interval = tonumber(ARGV[best + 1])
+  redis.call('SET', KEYS[best], string.format('%.0f', slot + interval), 'PX', math.floor((wait + interval) / 1000) + 60000)
+end
+return {math.floor(wait), best - 2}
+"""
+_pooled_scripts: dict[int, object] = {}
+
 
 def rate_item(cps: float) -> RateLimitItemPerSecond:
     """``cps`` as "amount per multiples seconds": 2 -> 2/1 s, 0.5 -> 1/2 s, 2.5 -> 5/2 s."""
@@ -93,6 +125,35 @@ def reserve_slot(conn: redis.Redis, key: str, cps: float, max_wait: float) -> fl
     return asked + wait_us / 1e6
 
 
+def reserve_pooled_slot(
+    conn: redis.Redis, key: str, cps: float, accounts: list[tuple[str, float | None]], max_wait: float
+) -> tuple[float, int] | None:
+    """Reserve the round's next free dial slot together with a slot of one of ``accounts``.
+
+    Args:
+        key: the round's dial key.
+        cps: the round's calls per second.
+        accounts: ``(dial key, cps)`` of each account the round may use (cps None: no limit of its own).
+        max_wait: give up (reserve nothing) if the slot is further away than this many seconds.
+
+    Returns:
+        ``(time.monotonic() of the slot, index in accounts of the account it belongs to)``, or None.
+    """
+    if not accounts:
+        slot = reserve_slot(conn, key, cps, max_wait)
+        return None if slot is None else (slot, -1)
+    script = _pooled_scripts.get(id(conn))
+    if script is None:
+        script = _pooled_scripts[id(conn)] = conn.register_script(_RESERVE_POOLED)
+    keys = [f"{key}:slot", *(f"{account_key}:slot" for account_key, _ in accounts)]
+    intervals = [int(slot_interval(c) * 1e6) if c else 0 for _, c in accounts]
+    asked = time.monotonic()
+    wait_us, index = script(keys=keys, args=[int(slot_interval(cps) * 1e6), int(max_wait * 1e6), *intervals])
+    if int(wait_us) < 0:
+        return None
+    return asked + int(wait_us) / 1e6, int(index)
+
+
 def sleep_until(moment: float, keepalive: Callable[[], None] | None = None) -> None:
     """Sleep until ``time.monotonic()`` reaches ``moment``, calling ``keepalive`` every few seconds."""
     while True:
@@ -104,15 +165,16 @@ def sleep_until(moment: float, keepalive: Callable[[], None] | None = None) -> N
             keepalive()
 
 
-def take_cap(conn: redis.Redis, key: str, cps: float, give_up_after: float) -> bool:
-    """One hit in the round's moving window of ``cps`` per second; waits for room up to ``give_up_after``."""
+def take_cap(conn: redis.Redis, key: str, cps: float, give_up_after: float, scope: str = "round") -> bool:
+    """One hit in the moving window of ``cps`` per second of ``key`` (a round's, or with ``scope="account"``
+    a Twilio account's); waits for room up to ``give_up_after``."""
     limiter = _limiter(conn)
     item = rate_item(cps)
     deadline = time.monotonic() + give_up_after
     while True:
-        if limiter.hit(item, "round", key):
+        if limiter.hit(item, scope, key):
             return True
-        stats = limiter.get_window_stats(item, "round", key)
+        stats = limiter.get_window_stats(item, scope, key)
         wait = max(0.005, min(stats.reset_time - time.time(), 0.25))
         if time.monotonic() + wait > deadline:
             return False

@@ -18,14 +18,17 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import literal, select
+from sqlalchemy.orm import aliased
 
 from campaigns import clock
+from campaigns.callerids import choose_caller_id
 from campaigns.calls import (
     CREATE_MARKS,
     CREATING,
     begin_create,
     create_not_sent,
+    listed,
     mark_ambiguous,
     mark_permanent_failure,
     mark_placed,
@@ -33,12 +36,14 @@ from campaigns.calls import (
     release_claim,
 )
 from campaigns.db import session_scope
-from campaigns.models import CallAttempt, CallStatus, Round, RoundStatus, RoundTarget
+from campaigns.models import CallAttempt, CallerId, CallStatus, Round, RoundStatus, RoundTarget, Village
 from campaigns.runtime import Runtime, get_runtime
 from campaigns.schedule import is_open
 from campaigns.settings import Settings
+from workers.accounts import account_dial_key, effective_cps, from_number, providers_for, round_accounts
 from workers.leases import Lease, attempt_lease_key
-from workers.limiter import reserve_slot, sleep_until, take_cap
+from workers.limiter import reserve_pooled_slot, sleep_until, take_cap
+from workers.metrics import DIALS, count
 from workers.queues import enqueue, jittered_retry, redis_connection, redis_key
 from workers.telephony import get_provider
 from workers.telephony.base import (
@@ -114,6 +119,7 @@ def _place_call(rt: Runtime, lease: Lease, attempt_id: int) -> str:
     settings = rt.settings
     conn = lease.conn
     voice_url, status_url = _webhooks(settings, attempt_id)
+    village_caller, round_caller = aliased(CallerId), aliased(CallerId)
     with session_scope(rt.sessions) as session:
         row = session.execute(
             select(
@@ -130,9 +136,17 @@ def _place_call(rt: Runtime, lease: Lease, attempt_id: int) -> str:
                 Round.blocked_dates,
                 Round.starts_at,
                 Round.ends_at,
+                Round.accounts,
+                village_caller.number.label("village_number"),
+                village_caller.account.label("village_account"),
+                round_caller.number.label("round_number"),
+                round_caller.account.label("round_account"),
             )
             .join(RoundTarget, RoundTarget.id == CallAttempt.target_id)
             .join(Round, Round.id == CallAttempt.round_id)
+            .join(Village, Village.id == RoundTarget.village_id)
+            .outerjoin(village_caller, village_caller.id == Village.caller_id_id)
+            .outerjoin(round_caller, round_caller.id == Round.caller_id_id)
             .where(CallAttempt.id == attempt_id)
         ).one_or_none()
         if row is None or row.status != CallStatus.CLAIMED or row.call_sid:
@@ -144,23 +158,25 @@ def _place_call(rt: Runtime, lease: Lease, attempt_id: int) -> str:
         begun = None if marked else begin_create(session, attempt_id, None, now)
         if begun is False:
             return _not_begun(session, attempt_id, None)
-    request = CallRequest(
-        attempt_id=attempt_id,
-        to=row.phone,
-        from_=settings.twilio_from_number or "+8610000000",
-        url=voice_url,
-        status_callback=status_url,
-        timeout=settings.ring_timeout,
-        machine_detection=row.machine_detection,
+    round_id, claimed_at = row.id, row.created_at
+    # The accounts this call may go through, and the number it shows: the village's caller ID, else the
+    # round's, else the account's default. A caller ID owned by one account sends the call through it.
+    allowed = round_accounts(settings, row.accounts or [])
+    caller_number, caller_account = choose_caller_id(
+        [(row.village_number, row.village_account), (row.round_number, row.round_account)],
+        [account.name for account in allowed],
     )
-    round_id, cps, claimed_at = row.id, row.cps, row.created_at
+    if caller_account is not None:
+        allowed = [account for account in allowed if account.name == caller_account]
+    cps = effective_cps(settings, row.cps, [account.name for account in allowed])
     schedule = (list(row.windows), list(row.blocked_dates or []), row.starts_at, row.ends_at)
-    provider = get_provider(settings)
     since = claimed_at - timedelta(seconds=5)
     if marked:
-        # An earlier run marked "create started": the call may exist. Look before doing anything else.
-        if adopt_existing(provider, rt, attempt_id, request.to, since):
-            return "adopted"
+        # An earlier run marked "create started": the call may exist. Look before doing anything else, at
+        # every account it may have gone through.
+        for name, provider in providers_for(settings, [account.name for account in allowed]):
+            if adopt_existing(provider, rt, attempt_id, row.phone, since, account=name):
+                return "adopted"
         if marked == CREATING and clock.now() - started < create_settle_time(settings, cps):
             raise CreateMayBeInFlight(f"attempt {attempt_id}: an earlier create request may still be on its way")
         now = clock.now()
@@ -169,17 +185,32 @@ def _place_call(rt: Runtime, lease: Lease, attempt_id: int) -> str:
                 return _not_begun(session, attempt_id, started)
     started = now
 
-    # Pace creates at the round's CPS across every worker: reserve a slot, wait for it.
-    slot = reserve_slot(conn, dial_key(settings, round_id), cps, max_slot_wait(cps))
-    if slot is None:
+    # Pace creates at the round's CPS and its account's, across every worker: reserve a slot, wait for it.
+    pool = [(account_dial_key(settings, account.name), account.cps) for account in allowed]
+    reserved = reserve_pooled_slot(conn, dial_key(settings, round_id), row.cps, pool, max_slot_wait(cps))
+    if reserved is None:
         _take_back(rt, attempt_id, started)
         raise RateLimitedError(f"attempt {attempt_id}: no dial slot within {max_slot_wait(cps):.0f} s")
+    slot, index = reserved
+    account = allowed[index] if index >= 0 else None
+    provider = get_provider(settings, account.name if account else None)
+    request = CallRequest(
+        attempt_id=attempt_id,
+        to=row.phone,
+        from_=caller_number or from_number(settings, account),
+        url=voice_url,
+        status_callback=status_url,
+        timeout=settings.ring_timeout,
+        machine_detection=row.machine_detection,
+    )
     if slot - time.monotonic() > RECHECK_AFTER:
         sleep_until(slot - SLOT_LEAD, keepalive=lambda: lease.extend(LEASE_SECONDS))
         # A long wait: just before the slot, does the round still dial (pause, cancel, deadline)? After a
         # short one, begin_create's own check is recent enough for "no call more than 3 s after a pause".
         with rt.sessions() as session:
-            reason = _why_not_dialling(session, round_id, clock.now() + timedelta(seconds=SLOT_LEAD), settings)
+            reason = _why_not_dialling(
+                session, round_id, clock.now() + timedelta(seconds=SLOT_LEAD), settings, request.to
+            )
         if reason is not None:
             with session_scope(rt.sessions) as session:
                 released = release_claim(session, attempt_id, f"not placed: {reason}", started=started)
@@ -188,9 +219,14 @@ def _place_call(rt: Runtime, lease: Lease, attempt_id: int) -> str:
     lease.extend(max(0.0, slot - time.monotonic()) + settings.twilio_http_timeout + 10)
     sleep_until(slot)
     # (It always has room after a reserved slot; if it ever has not, a wait could outlast a pause: give up soon.)
-    if not take_cap(conn, dial_key(settings, round_id), cps, give_up_after=RECHECK_AFTER):
+    if not take_cap(conn, dial_key(settings, round_id), row.cps, give_up_after=RECHECK_AFTER):
         _take_back(rt, attempt_id, started)
         raise RateLimitedError(f"attempt {attempt_id}: the round's dial rate is used up")
+    if account is not None and account.cps and not take_cap(
+        conn, account_dial_key(settings, account.name), account.cps, give_up_after=RECHECK_AFTER, scope="account"
+    ):
+        _take_back(rt, attempt_id, started)
+        raise RateLimitedError(f"attempt {attempt_id}: Twilio account {account.name}'s dial rate is used up")
     # The last word, as the request leaves (the database read above may have been slow): no call outside
     # the windows.
     reason = _outside_schedule(schedule, clock.now(), settings)
@@ -214,7 +250,7 @@ def _place_call(rt: Runtime, lease: Lease, attempt_id: int) -> str:
             with session_scope(rt.sessions) as session:
                 mark_ambiguous(session, attempt_id, started, str(exc))
         time.sleep(1.0)
-        if adopt_existing(provider, rt, attempt_id, request.to, since):
+        if adopt_existing(provider, rt, attempt_id, request.to, since, account=account.name if account else None):
             return "adopted"
         raise
     except ConfigurationError:
@@ -226,9 +262,13 @@ def _place_call(rt: Runtime, lease: Lease, attempt_id: int) -> str:
         _take_back(rt, attempt_id, started)
         raise
     with session_scope(rt.sessions) as session:
-        record_placed(session, attempt_id, info.sid, info.status, clock.now())
+        record_placed(
+            session, attempt_id, info.sid, info.status, clock.now(),
+            account=account.name if account else None, from_number=request.from_,
+        )
         stopped = round_stopped(session, round_id)
     log.info("event=call_placed attempt=%s sid=%s", attempt_id, info.sid)
+    count(settings, DIALS, round_id)
     if stopped:
         cancel_late_call(provider, round_id, info.sid)
     return info.sid
@@ -252,7 +292,7 @@ def _take_back(rt: Runtime, attempt_id: int, started: datetime) -> None:
         create_not_sent(session, attempt_id, started)
 
 
-def _why_not_dialling(session, round_id: int, now: datetime, settings: Settings) -> str | None:
+def _why_not_dialling(session, round_id: int, now: datetime, settings: Settings, phone: str) -> str | None:
     row = session.execute(
         select(Round.status, Round.windows, Round.blocked_dates, Round.starts_at, Round.ends_at).where(
             Round.id == round_id
@@ -260,6 +300,8 @@ def _why_not_dialling(session, round_id: int, now: datetime, settings: Settings)
     ).one_or_none()
     if row is None or row.status != RoundStatus.RUNNING:
         return f"round {row.status.value if row else 'missing'}"
+    if session.scalar(select(listed(literal(phone)))):
+        return "do-not-call"  # listed while the call waited for its slot (release_claim ends the target)
     return _outside_schedule((row.windows, row.blocked_dates or [], row.starts_at, row.ends_at), now, settings)
 
 
@@ -291,9 +333,11 @@ def cancel_late_call(provider: TelephonyProvider, round_id: int, sid: str) -> No
         log.warning("event=cancel_failed sid=%s error=%r", sid, exc)
 
 
-def adopt_existing(provider: TelephonyProvider, rt: Runtime, attempt_id: int, to: str, since: datetime) -> bool:
+def adopt_existing(
+    provider: TelephonyProvider, rt: Runtime, attempt_id: int, to: str, since: datetime, account: str | None = None
+) -> bool:
     """If the provider has a call to ``to`` since the attempt was claimed that no attempt knows, it is this
-    attempt's (a create request that got no usable answer): adopt it."""
+    attempt's (a create request that got no usable answer): adopt it (``account``: whose call it is)."""
     calls: list[CallInfo] = provider.find_calls(to, since)
     with session_scope(rt.sessions) as session:
         sids = [c.sid for c in calls]
@@ -310,7 +354,11 @@ def adopt_existing(provider: TelephonyProvider, rt: Runtime, attempt_id: int, to
         if len(fresh) > 1:
             log.error("event=several_unknown_calls attempt=%s sids=%s", attempt_id, ",".join(c.sid for c in fresh))
         mark_placed(session, attempt, fresh[0].sid, fresh[0].status, clock.now())
+        round_id = attempt.round_id
+        if account is not None:
+            attempt.account = account
     log.info("event=call_adopted attempt=%s sid=%s", attempt_id, fresh[0].sid)
+    count(rt.settings, DIALS, round_id)  # created by a request whose answer was lost: counted now
     return True
 
 
@@ -320,17 +368,18 @@ def cancel_round_calls(round_id: int, only_queued: bool = False) -> int:
     rt = get_runtime()
     statuses = [CallStatus.QUEUED] if only_queued else [CallStatus.QUEUED, CallStatus.INITIATED, CallStatus.RINGING]
     with rt.sessions() as session:
-        sids = session.scalars(
-            select(CallAttempt.call_sid).where(
+        calls = session.execute(
+            select(CallAttempt.call_sid, CallAttempt.account).where(
                 CallAttempt.round_id == round_id,
                 CallAttempt.status.in_(statuses),
                 CallAttempt.call_sid.is_not(None),
             )
         ).all()
-    provider = get_provider(rt.settings)
-    for sid in sids:
+    for sid, account in calls:
         try:
+            # Each call is cancelled at the account it went through (unknown: the first, as before accounts).
+            provider = get_provider(rt.settings, account)
             provider.cancel_call(sid)
         except Exception as exc:  # noqa: BLE001 - keep cancelling the others
             log.warning("event=cancel_failed sid=%s error=%r", sid, exc)
-    return len(sids)
+    return len(calls)

@@ -31,6 +31,7 @@ In one long-lived process the connections and caches stay warm. What the work-ho
 from __future__ import annotations
 
 import gc
+import inspect
 import logging
 import os
 import signal
@@ -44,7 +45,7 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 from twilio.rest import Client
 
-from campaigns.logs import mask_handlers, mask_phones
+from campaigns.logs import configure_logging, log_context, mask_phones
 from campaigns.phones import mask
 from campaigns.runtime import get_runtime
 from campaigns.settings import Settings
@@ -172,6 +173,10 @@ class SanlvWorker(InProcessWorker):
         super().request_stop(signum, frame)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
+        with log_context(**job_log_fields(job)):
+            self._execute_watched(job, queue)
+
+    def _execute_watched(self, job: Job, queue: Queue) -> None:
         # -1: the job has no timeout (rq's convention); none of sanlv's jobs is enqueued so.
         if self.watchdog is None or job.timeout == -1:
             super().execute_job(job, queue)
@@ -194,6 +199,21 @@ class SanlvWorker(InProcessWorker):
             pass  # already gone, or not this process's child
 
 
+# Job parameters that name what a job's log lines are about (jobs take ids: place_call(attempt_id), ...).
+JOB_LOG_PARAMETERS = {"attempt_id": "attempt", "round_id": "round"}
+
+
+def job_log_fields(job: Job) -> dict[str, object]:
+    """``round`` and ``attempt`` for every line a job logs, from the ids it was called with."""
+    try:
+        parameters = list(inspect.signature(job.func).parameters)
+        args, kwargs = job.args, job.kwargs
+    except Exception:  # noqa: BLE001 - a job that cannot be inspected is still run (and fails there if broken)
+        return {}
+    named = dict(zip(parameters, args, strict=False)) | dict(kwargs)
+    return {field: named[name] for name, field in JOB_LOG_PARAMETERS.items() if isinstance(named.get(name), int)}
+
+
 def preload() -> None:
     """Load what jobs use lazily before the first job, so that no job (the first call of a round) pays for it.
 
@@ -210,9 +230,7 @@ def preload() -> None:
 def run_worker(settings: Settings, *, burst: bool = False) -> None:
     """Run a worker on sanlv's queues with the scheduler until a signal stops it (or, with ``burst``, until
     the queues are empty), reconnecting with backoff whenever Redis is lost."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    mask_handlers()  # an exception a job raised may quote a resident's number: masked in every line
-    logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
+    configure_logging("worker", settings)
     preload()
     # What is loaded by now lives as long as the process: frozen, it is left out of garbage collections, so a
     # full collection walks only the jobs' own objects instead of the whole heap (tens of milliseconds, which

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from campaigns.models import InboundMode, Round, RoundStatus, RoundTarget, TargetState
+from campaigns.questionnaire import builtin_questionnaire, from_version
 from campaigns.runtime import set_runtime
 from campaigns.settings import Settings
 from tests.factories import (
@@ -137,6 +138,26 @@ def test_create_defaults_to_no_machine_detection_and_the_questionnaires_targets(
 
     round_, _counts = stored_round(sessions, int(result.stdout))
     assert (round_.machine_detection, round_.rate_targets, round_.inbound) == (False, {}, InboundMode.CALL_BACK)
+
+
+def test_create_asks_the_delivery_check_unless_left_out(env: Settings, sessions: sessionmaker[Session]) -> None:
+    seed_roster(sessions)
+
+    asked = sanlv("round", "create", "--name", "with")
+    left_out = sanlv("round", "create", "--name", "without", "--no-delivery-check")
+
+    assert asked.exit_code == 0 and left_out.exit_code == 0, (asked.output, left_out.output)
+    with sessions() as s:
+        versions = {
+            name: from_version(s.get(Round, int(result.stdout)).questionnaire)
+            for name, result in (("with", asked), ("without", left_out))
+        }
+    assert versions["with"].has_step("delivery") and versions["with"].checksum == builtin_questionnaire().checksum
+    # The round's stored questionnaire is the default without the step: its calls never ask it.
+    assert not versions["without"].has_step("delivery")
+    assert [step.key for step in versions["without"].steps] == [
+        step.key for step in builtin_questionnaire().steps if step.key != "delivery"
+    ]
 
 
 def test_create_the_same_seed_twice_samples_the_same_households(

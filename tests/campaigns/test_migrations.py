@@ -22,7 +22,7 @@ from campaigns.runtime import set_runtime
 from tests.campaigns.test_cli import one_line_error
 from tests.conftest import TEST_DATABASE_URL, is_postgres
 
-HEAD = "0007_inbound_secrets"
+HEAD = "0008_notices"
 
 
 def schema_diff(engine: Engine) -> list:

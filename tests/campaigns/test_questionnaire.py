@@ -24,6 +24,7 @@ from campaigns.questionnaire import (
     resolve_questionnaire,
     store_version,
     to_show_json,
+    without_steps,
 )
 
 DEFAULT_ORDER = [
@@ -36,6 +37,7 @@ DEFAULT_ORDER = [
     "satisfaction",
     "cadre_contact",
     "visit",
+    "delivery",
 ]
 
 # The documented questionnaire: step -> the keys a resident may press (labels where the documentation fixes them).
@@ -49,6 +51,7 @@ DOCUMENTED_OPTIONS: dict[str, dict[str, str | None]] = {
     "satisfaction": {"1": "满意", "2": "基本满意", "3": "不太满意", "4": "不满意", "0": "说不清"},
     "cadre_contact": {"1": None, "2": None, "0": "记不清"},
     "visit": {"1": None, "2": None},
+    "delivery": {"1": "有", "2": "没有", "0": "记不清"},
 }
 
 
@@ -251,7 +254,7 @@ def test_validate_command_accepts_a_good_file(tmp_path: Path) -> None:
 
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == (
-        f"{path}: ok (9 steps, rates: security, satisfaction, awareness, participation, cadre_contact)"
+        f"{path}: ok ({len(DEFAULT_ORDER)} steps, rates: security, satisfaction, awareness, participation, cadre_contact)"
     )
 
 
@@ -351,6 +354,23 @@ def _mutations() -> list[tuple[str, Any, str]]:
     def no_key(c: dict) -> None:
         del c["key"]
 
+    def optional_not_bool(c: dict) -> None:
+        _step(c, "delivery")["optional"] = "yes"
+
+    def optional_rate(c: dict) -> None:
+        _step(c, "awareness")["optional"] = True
+
+    def optional_gate(c: dict) -> None:
+        _step(c, "screen")["optional"] = True
+
+    def branch_on_optional(c: dict) -> None:
+        _step(c, "visit")["optional"] = True
+        c["steps"][-1]["ask_if"] = {"visit": ["1"]}
+        del c["steps"][-1]["optional"]
+
+    def delivery_without_no(c: dict) -> None:
+        del _step(c, "delivery")["options"]["2"]
+
     return [
         ("unknown step rate", unknown_step_rate, "steps[4] (awareness).rate: unknown rate 'happiness'"),
         ("rate given as a list", list_as_rate, "steps[4] (awareness).rate: unknown rate ['awareness']"),
@@ -374,6 +394,11 @@ def _mutations() -> list[tuple[str, Any, str]]:
         ("bad max_tries", bad_max_tries, "max_tries: 9 must be a whole number from 1 to 5"),
         ("bad gather_timeout", bad_gather_timeout, "gather_timeout: 1 must be a whole number of seconds"),
         ("no key", no_key, "key: missing or empty"),
+        ("optional not a boolean", optional_not_bool, "steps[9] (delivery).optional: 'yes' must be true or false"),
+        ("optional rate", optional_rate, "steps[4] (awareness).optional: a rate question cannot be left out"),
+        ("optional gate", optional_gate, "steps[1] (screen).optional: a step that ends the survey"),
+        ("branch on an optional step", branch_on_optional, "steps[9] (delivery).ask_if: branches on visit, which"),
+        ("delivery check without no", delivery_without_no, "steps[9] (delivery).options: the delivery check needs"),
     ]
 
 
@@ -410,6 +435,19 @@ def test_problems_in_several_places_are_all_reported() -> None:
     for _label, _mutate, problem in chosen:
         assert sum(p.startswith(problem) for p in problems) == 1, (problem, problems)
     assert len(problems) == len(chosen)
+
+
+def test_a_round_may_leave_out_an_optional_step_only() -> None:
+    questionnaire = builtin_questionnaire()
+    assert [step.key for step in questionnaire.steps if step.optional] == ["delivery"]
+
+    without = without_steps(questionnaire, ["delivery"])
+
+    assert [step.key for step in without.steps] == DEFAULT_ORDER[:-1]
+    assert without.key == "default" and without.checksum != questionnaire.checksum
+    assert without_steps(without, ["delivery"]) is without  # nothing left to leave out
+    with pytest.raises(QuestionnaireError, match=r"steps \(awareness\): not optional"):
+        without_steps(questionnaire, ["delivery", "awareness"])
 
 
 def test_a_yaml_date_in_the_file_does_not_crash_validation() -> None:

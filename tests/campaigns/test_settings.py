@@ -51,6 +51,8 @@ def test_defaults_match_the_documented_table() -> None:
     assert settings.namespace == "sanlv"
     assert settings.public_base_url is None
     assert settings.secret_key is None
+    assert settings.log_format == "text"
+    assert settings.metrics_bind is None
 
 
 def test_blank_values_count_as_unset() -> None:
@@ -142,6 +144,13 @@ def test_settings_carry_no_webhook_key_of_their_own() -> None:
         ("SANLV_TWILIO_HTTP_TIMEOUT", "inf"),
         ("SANLV_REPORT_MIN_SAMPLE", "many"),
         ("SANLV_FOLLOWUP_OVERDUE_DAYS", "0"),
+        ("SANLV_LOG_FORMAT", "xml"),
+        ("SANLV_LOG_FORMAT", "JSON"),
+        ("SANLV_METRICS_BIND", "9100"),
+        ("SANLV_METRICS_BIND", "0.0.0.0:"),
+        ("SANLV_METRICS_BIND", ":9100"),
+        ("SANLV_METRICS_BIND", "0.0.0.0:70000"),
+        ("SANLV_METRICS_BIND", "0.0.0.0:metrics"),
     ],
 )
 def test_a_malformed_variable_is_named_in_the_error(name: str, value: str) -> None:
@@ -167,12 +176,17 @@ def test_a_malformed_variable_is_named_in_the_error(name: str, value: str) -> No
         ("PUBLIC_BASE_URL", "https://gov-survey.example.cn/sanlv"),
         ("SANLV_TIMEZONE", "UTC"),
         ("SANLV_RING_TIMEOUT", "20"),
+        ("SANLV_LOG_FORMAT", "json"),
+        ("SANLV_METRICS_BIND", "0.0.0.0:9100"),
+        ("SANLV_METRICS_BIND", "[::1]:9100"),
     ],
 )
 def test_well_formed_values_are_accepted(name: str, value: str) -> None:
     settings = load_settings({name: value})
 
     assert value in {
+        settings.log_format,
+        settings.metrics_bind,
         settings.redis_url,
         settings.database_url,
         settings.public_base_url,

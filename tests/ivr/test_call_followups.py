@@ -54,9 +54,9 @@ def test_an_item_is_listed_as_soon_as_visit_yes_is_stored(call, sessions):
     assert step_of(doc) == "visit"
     assert items(sessions) == []  # completed and dissatisfied, but no visit asked for yet
 
-    end = press(settings, doc, "1")
+    delivery = press(settings, doc, "1")
 
-    assert end.xpath("/Response/Hangup")
+    assert step_of(delivery) == "delivery"  # the call goes on to the delivery check
     [item] = items(sessions)  # committed before the reply
     with sessions() as session:
         visit = session.scalar(select(Answer).where(Answer.question == "visit"))
@@ -68,13 +68,15 @@ def test_an_item_is_listed_as_soon_as_visit_yes_is_stored(call, sessions):
     assert (item.cadre_id, item.created_at) == (cadre_id, visit.updated_at)
     assert events == [(FollowUpStatus.PENDING, "sanlv")]
     assert [entry["id"] for entry in listed] == [item.id]
+    assert press(settings, delivery, "1").xpath("/Response/Hangup")
+    assert [entry.id for entry in items(sessions)] == [item.id]
 
 
 def test_no_item_for_visit_no_or_a_content_resident(live_server, sessions):
     declined = open_call(sessions, phone="+8613800000011", sid="CA" + "1" * 32)
     content = open_call(sessions, phone="+8613800000012", sid="CA" + "2" * 32)
-    for attempt_id, sid, keys in ((declined, "CA" + "1" * 32, ["1", "1", "4", "1", "1", "1", "1", "1", "2"]),
-                                  (content, "CA" + "2" * 32, ["1", "1", "1", "1", "1", "1", "1"])):  # fmt: skip
+    for attempt_id, sid, keys in ((declined, "CA" + "1" * 32, ["1", "1", "4", "1", "1", "1", "1", "1", "2", "1"]),
+                                  (content, "CA" + "2" * 32, ["1", "1", "1", "1", "1", "1", "1", "1"])):  # fmt: skip
         doc = twiml(post(live_server, f"/ivr/voice?attempt={attempt_id}", base_params(CallSid=sid)))
         for key in keys:
             doc = press(live_server, doc, key, CallSid=sid)
@@ -127,7 +129,7 @@ def test_an_item_goes_when_visit_is_re_chosen_before_anyone_acted(visit_read_bac
     assert items(sessions) == []
     with sessions() as session:
         assert session.scalars(select(FollowUpEvent)).all() == []  # withdrawn with its history
-    assert press(settings, confirm, "1").xpath("/Response/Hangup")
+    assert step_of(press(settings, confirm, "1")) == "delivery"
 
 
 def test_an_item_acted_on_stays_when_visit_is_re_chosen(visit_read_back, sessions):

@@ -69,38 +69,48 @@ def plain(keys: list[str], prompts: list[str]) -> dict:
 
 
 ASKED = ["intro consent", "screen", "security", "concern", "awareness", "participation", "satisfaction",
-         "cadre_contact", "visit"]  # fmt: skip
-NO_WORRY = ["intro consent", "screen", "security", "awareness", "participation", "satisfaction", "cadre_contact"]
+         "cadre_contact", "visit", "delivery"]  # fmt: skip
+NO_WORRY = ["intro consent", "screen", "security", "awareness", "participation", "satisfaction", "cadre_contact",
+            "delivery"]  # fmt: skip
 LEFT_UNANSWERED = ["security", "silence security", "silence awareness", "silence awareness", "silence participation",
                    "silence participation", "silence satisfaction", "silence satisfaction", "silence cadre_contact",
-                   "silence cadre_contact"]  # fmt: skip
+                   "silence cadre_contact", "silence delivery", "silence delivery"]  # fmt: skip
 
 SCENARIOS = {
-    "completed, the visit asked last": Scenario(
-        keys=["1", "1", "3", "2", "1", "2", "4", "1", "1"], prompts=ASKED, end="completed",
-        **plain(["1", "1", "3", "2", "1", "2", "4", "1", "1"], ASKED),
+    "completed, the visit and the delivery check asked last": Scenario(
+        keys=["1", "1", "3", "2", "1", "2", "4", "1", "1", "2"], prompts=ASKED, end="completed",
+        **plain(["1", "1", "3", "2", "1", "2", "4", "1", "1", "2"], ASKED),
         status=ResponseStatus.COMPLETED, target=TargetState.COMPLETED,
     ),
     "completed by the last question": Scenario(
-        keys=["1", "1", "1", "1", "2", "1", "1"], prompts=NO_WORRY, end="completed",
-        **plain(["1", "1", "1", "1", "2", "1", "1"], NO_WORRY),
+        keys=["1", "1", "1", "1", "2", "1", "1", "1"], prompts=NO_WORRY, end="completed",
+        **plain(["1", "1", "1", "1", "2", "1", "1", "1"], NO_WORRY),
+        status=ResponseStatus.COMPLETED, target=TargetState.COMPLETED,
+    ),
+    "completed with the rates, silent at the delivery check": Scenario(
+        keys=["1", "1", "1", "1", "2", "1", "1", None, None], prompts=[*NO_WORRY, "silence delivery"],
+        end="completed",
+        presses=plain(["1", "1", "1", "1", "2", "1", "1"], NO_WORRY[:-1])["presses"]
+        + [("delivery", 1, "", "silence"), ("delivery", 2, "", "silence")],
+        answers=plain(["1", "1", "1", "1", "2", "1", "1"], NO_WORRY[:-1])["answers"],
         status=ResponseStatus.COMPLETED, target=TargetState.COMPLETED,
     ),
     "wrong keys, silence and * on the way": Scenario(
         # consent; screen *, 1; security 7, 3; concern silence, 2; awareness *, 1; participation, satisfaction,
         # cadre contact, visit
-        keys=["1", "*", "1", "7", "3", None, "2", "*", "1", "1", "4", "1", "2"],
+        keys=["1", "*", "1", "7", "3", None, "2", "*", "1", "1", "4", "1", "2", "0"],
         prompts=["intro consent", "screen", "screen", "security", "invalid security", "concern", "silence concern",
-                 "awareness", "awareness", "participation", "satisfaction", "cadre_contact", "visit"],
+                 "awareness", "awareness", "participation", "satisfaction", "cadre_contact", "visit", "delivery"],
         end="completed",
         presses=[("consent", 1, "1", "answer"), ("screen", 1, "*", "repeat"), ("screen", 1, "1", "answer"),
                  ("security", 1, "7", "invalid"), ("security", 2, "3", "answer"), ("concern", 1, "", "silence"),
                  ("concern", 2, "2", "answer"), ("awareness", 1, "*", "repeat"), ("awareness", 1, "1", "answer"),
                  ("participation", 1, "1", "answer"), ("satisfaction", 1, "4", "answer"),
-                 ("cadre_contact", 1, "1", "answer"), ("visit", 1, "2", "answer")],
+                 ("cadre_contact", 1, "1", "answer"), ("visit", 1, "2", "answer"), ("delivery", 1, "0", "answer")],
         answers={"consent": ("1", 1, 0, 0), "screen": ("1", 1, 0, 0), "security": ("3", 2, 1, 0),
                  "concern": ("2", 2, 0, 1), "awareness": ("1", 1, 0, 0), "participation": ("1", 1, 0, 0),
-                 "satisfaction": ("4", 1, 0, 0), "cadre_contact": ("1", 1, 0, 0), "visit": ("2", 1, 0, 0)},
+                 "satisfaction": ("4", 1, 0, 0), "cadre_contact": ("1", 1, 0, 0), "visit": ("2", 1, 0, 0),
+                 "delivery": ("0", 1, 0, 0)},
         status=ResponseStatus.COMPLETED, target=TargetState.COMPLETED,
     ),
     "refused": Scenario(
@@ -116,7 +126,7 @@ SCENARIOS = {
         keys=["1", "1"] + [None] * 30, prompts=["intro consent", "screen", *LEFT_UNANSWERED], end="incomplete",
         presses=[("consent", 1, "1", "answer"), ("screen", 1, "1", "answer")]
         + [(step, try_, "", "silence") for step in ("security", "awareness", "participation", "satisfaction",
-                                                     "cadre_contact") for try_ in (1, 2)],
+                                                     "cadre_contact", "delivery") for try_ in (1, 2)],
         answers={"consent": ("1", 1, 0, 0), "screen": ("1", 1, 0, 0)},
         status=ResponseStatus.IN_PROGRESS, target=TargetState.IN_CALL,  # the status callback settles it
     ),
@@ -207,7 +217,7 @@ def text_of(doc) -> str:
 
 
 def test_a_completed_interview_settles_its_target_and_counts_its_answers(live_server, sessions):
-    attempt_id, _docs = make_call(live_server, sessions, 3, SCENARIOS["completed, the visit asked last"].keys)
+    attempt_id, _docs = make_call(live_server, sessions, 3, SCENARIOS["completed, the visit and the delivery check asked last"].keys)
 
     stored = rows(sessions, attempt_id)
     assert stored["response"][0] is ResponseStatus.COMPLETED and stored["response"][1] is None

@@ -176,7 +176,7 @@ def test_invalid_keys_silence_and_star_store_what_the_resident_meant(network: Ne
     assert stored == network.meant()
     # satisfaction: an invalid key then silence used both tries; the question is left unanswered.
     assert stored == {"consent": "1", "screen": "1", "security": "3", "concern": "2", "awareness": "1",
-                      "participation": "1", "cadre_contact": "1", "visit": "2"}
+                      "participation": "1", "cadre_contact": "1", "visit": "2", "delivery": "1"}
     assert "输入有误。" in said(transcript) and "没有听到您的按键。" in said(transcript)
     response = network.response(target_id)
     assert response.status is ResponseStatus.IN_PROGRESS  # a rate question is unanswered
@@ -245,7 +245,7 @@ def test_refusal_ineligibility_and_nine(network: Network, script, status, state,
     assert network.response(target_id).status is status
     assert network.target_row(target_id).state is state
     with network.sessions() as session:
-        on_list = session.get(DoNotCall, PHONE) is not None
+        on_list = session.scalar(select(DoNotCall).filter_by(phone=PHONE)) is not None
     assert on_list is (status is ResponseStatus.OPTED_OUT)
     [transcript] = network.transcripts()
     assert transcript[-2] == {"hangup": "twiml"}
@@ -262,7 +262,7 @@ def test_nine_after_the_rates_still_completes(network: Network) -> None:
     assert network.response(target_id).status is ResponseStatus.COMPLETED  # 9 at the visit question comes after completion
     assert network.target_row(target_id).state is TargetState.COMPLETED
     with network.sessions() as session:
-        assert session.get(DoNotCall, PHONE) is not None
+        assert session.scalar(select(DoNotCall).filter_by(phone=PHONE)) is not None
 
 
 # ---------------------------------------------------------------------------------------- resume, call-back
@@ -296,7 +296,7 @@ def test_by_default_a_caller_is_not_interviewed_but_called_back_and_the_intervie
     network.dial(round_id)  # our call-back: the interview resumes where it stopped
 
     _outbound, _inbound, call_back = network.transcripts()
-    assert steps_asked(call_back) == ["participation", "satisfaction", "cadre_contact", "visit"]
+    assert steps_asked(call_back) == ["participation", "satisfaction", "cadre_contact", "visit", "delivery"]
     assert said(call_back)[0].startswith("欢迎回来")
     assert network.stored() == network.meant()
     response = network.response(target_id)
@@ -416,11 +416,11 @@ def test_a_round_that_answers_on_inbound_calls_resumes_the_caller_and_marks_the_
     assert {"hangup": "resident", "step": "participation", "try": None, "n": 6} in outbound
     assert {"call_back": network.provider.find_calls_from(PHONE, network.started)[0].sid} in outbound
     # The inbound call never asks again what was answered, and greets with 欢迎回来.
-    assert steps_asked(inbound) == ["participation", "satisfaction", "cadre_contact", "visit"]
+    assert steps_asked(inbound) == ["participation", "satisfaction", "cadre_contact", "visit", "delivery"]
     assert said(inbound)[0].startswith("欢迎回来")
     assert network.stored() == network.meant() == {
         "consent": "1", "screen": "1", "security": "3", "concern": "4", "awareness": "1",
-        "participation": "2", "satisfaction": "3", "cadre_contact": "1", "visit": "1",
+        "participation": "2", "satisfaction": "3", "cadre_contact": "1", "visit": "1", "delivery": "1",
     }
     with network.sessions() as session:
         attempts = session.scalars(select(CallAttempt).where(CallAttempt.target_id == target_id).order_by(CallAttempt.id)).all()
@@ -467,7 +467,7 @@ def test_an_inbound_interview_that_drops_again_leaves_the_target_to_be_retried(n
 
     _outbound1, inbound, outbound2 = network.transcripts()
     assert steps_asked(inbound) == ["awareness", "participation", "satisfaction"]
-    assert steps_asked(outbound2) == ["satisfaction", "cadre_contact"]
+    assert steps_asked(outbound2) == ["satisfaction", "cadre_contact", "delivery"]
     assert network.stored() == network.meant()
     assert network.target_row(target_id).state is TargetState.COMPLETED
     assert network.response(target_id).inbound is True
@@ -489,7 +489,7 @@ def test_answering_rounds_greet_unknown_finished_and_live_callers_as_everyone_el
 
     with network.sessions() as session:
         assert session.scalar(select(func.count()).select_from(CallAttempt)) == 2
-        assert session.scalar(select(func.count()).select_from(KeyPress)) == 7
+        assert session.scalar(select(func.count()).select_from(KeyPress)) == 8  # 7 questions and the delivery check
     assert network.target_row(live_id).state is TargetState.DIALING
 
 
@@ -599,15 +599,16 @@ def test_read_back_confirms_and_re_choosing_replaces_the_answer_with_history(net
         "security", "security.confirm", "security", "security.confirm",
         "awareness", "awareness.confirm",
         "participation", "participation.confirm", "satisfaction", "satisfaction.confirm",
-        "cadre_contact", "cadre_contact.confirm",
+        "cadre_contact", "cadre_contact.confirm", "delivery",
     ]
     texts = said(transcript)
     assert "您选择的是不太安全,确认请按1,重新选择请按2。" in texts
     assert "您选择的是安全,确认请按1,重新选择请按2。" in texts
-    # Security re-chosen as 1: concern (asked only after 3 or 4) and visit are not asked.
+    # Security re-chosen as 1: concern (asked only after 3 or 4) and visit are not asked. The delivery check
+    # feeds no rate: it is not read back.
     assert network.stored() == network.meant() == {
         "consent": "1", "screen": "1", "security": "1", "awareness": "1", "participation": "1",
-        "satisfaction": "1", "cadre_contact": "1",
+        "satisfaction": "1", "cadre_contact": "1", "delivery": "1",
     }
     with network.sessions() as session:
         changes = session.execute(select(AnswerChange.old_digit, AnswerChange.new_digit)).all()

@@ -35,7 +35,7 @@ from tests.ivr.support import (
 
 CALLS = 8
 DELIVERIES = 3  # of every press, at the same moment
-KEYS = ["1", "1", "3", "2", "1", "2", "4", "1", "1"]  # a whole interview that asks for a visit
+KEYS = ["1", "1", "3", "2", "1", "2", "4", "1", "1", "1"]  # a whole interview that asks for a visit
 
 
 def whole_call(settings, attempt_id: int, sid: str) -> list[int]:

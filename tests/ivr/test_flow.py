@@ -17,6 +17,7 @@ from campaigns.flow import (
     Outcome,
     advance,
     parse_position,
+    rates_complete,
     start,
 )
 from campaigns.questionnaire import (
@@ -24,6 +25,7 @@ from campaigns.questionnaire import (
     QuestionnaireError,
     builtin_questionnaire,
     parse_questionnaire,
+    without_steps,
 )
 
 Q = builtin_questionnaire()
@@ -50,7 +52,21 @@ def run(keys: list[str | None], answers: dict[str, str] | None = None) -> tuple[
 def test_asks_in_order_and_completes():
     answers, _turns, action = run(["1", "1", "1", "1", "2", "2", "1"])
     assert answers == FULL
+    # The delivery check comes after the rates: the interview is complete before it is asked.
+    assert action == Ask("delivery", 1)
+    assert rates_complete(Q, answers)
+    answers, _turns, action = run(["1", "1", "1", "1", "2", "2", "1", "2"])
+    assert answers == {**FULL, "delivery": "2"}
     assert action == End(Outcome.COMPLETED, "completed")
+
+
+def test_a_round_without_the_delivery_check_completes_after_the_rates():
+    without = without_steps(Q, ["delivery"])
+    before = {key: digit for key, digit in FULL.items() if key != "cadre_contact"}
+    assert advance(without, before, "cadre_contact", 1, "1").next == End(Outcome.COMPLETED, "completed")
+    # With it, silence at the delivery check leaves it unanswered; the interview is complete all the same.
+    answers, _turns, action = run(["1", "1", "1", "1", "2", "2", "1", None, None])
+    assert action == End(Outcome.COMPLETED, "completed") and "delivery" not in answers
 
 
 def test_first_prompt_has_intro_and_resume_has_welcome_back():
@@ -59,8 +75,8 @@ def test_first_prompt_has_intro_and_resume_has_welcome_back():
 
 
 def test_concern_only_after_security_3_or_4_and_visit_after_either():
-    answers, _t, action = run(["1", "1", "3", "2", "1", "1", "1", "1", "1"])
-    assert answers["concern"] == "2" and answers["visit"] == "1"
+    answers, _t, action = run(["1", "1", "3", "2", "1", "1", "1", "1", "1", "1"])
+    assert answers["concern"] == "2" and answers["visit"] == "1" and answers["delivery"] == "1"
     assert action.outcome is Outcome.COMPLETED
     answers, _t, _a = run(["1", "1", "2", "1", "1", "4", "1", "2"])
     assert "concern" not in answers and answers["visit"] == "2"
@@ -90,7 +106,7 @@ def test_nine_opts_out_anywhere():
 
 
 def test_unanswered_rate_question_ends_incomplete():
-    _answers, _t, action = run(["1", "1", "1", "1", "2", "2", None, None])
+    _answers, _t, action = run(["1", "1", "1", "1", "2", "2", None, None, "1"])
     assert action == End(Outcome.INCOMPLETE, "incomplete")
 
 

@@ -47,18 +47,19 @@ def test_whole_interview_stores_every_answer_once(call, sessions):
     assert doc.xpath("/Response/Gather/Say/@voice")[0] == "Polly.Zhiyu"
     assert "两分钟" in doc.xpath("string(/Response/Gather/Say[2])")
     asked = []
-    for digits in ["1", "1", "3", "2", "1", "2", "4", "1", "1"]:
+    for digits in ["1", "1", "3", "2", "1", "2", "4", "1", "1", "2"]:
         asked.append(step_of(doc))
         doc = press(settings, doc, digits)
     assert asked == ["consent", "screen", "security", "concern", "awareness", "participation", "satisfaction",
-                     "cadre_contact", "visit"]
+                     "cadre_contact", "visit", "delivery"]
     assert doc.xpath("/Response/Hangup") and "110" in doc.xpath("string(/Response/Say)")
     with sessions() as session:
         answers = dict(session.execute(select(Answer.question, Answer.digit)).all())
         response = session.scalar(select(Response))
         target = session.scalar(select(RoundTarget))
     assert answers == {"consent": "1", "screen": "1", "security": "3", "concern": "2", "awareness": "1",
-                       "participation": "2", "satisfaction": "4", "cadre_contact": "1", "visit": "1"}
+                       "participation": "2", "satisfaction": "4", "cadre_contact": "1", "visit": "1",
+                       "delivery": "2"}
     assert response.status is ResponseStatus.COMPLETED
     assert target.state is TargetState.COMPLETED
 
@@ -95,7 +96,7 @@ def test_nine_puts_the_number_on_the_do_not_call_list(call, sessions):
     doc = press(settings, press(settings, doc, "1"), "9")
     assert "不会再给您打电话" in doc.xpath("string(/Response/Say)")
     with sessions() as session:
-        assert session.get(DoNotCall, "+8613800000001") is not None
+        assert session.scalar(select(DoNotCall).filter_by(phone="+8613800000001")) is not None
         assert session.scalar(select(RoundTarget.state)) is TargetState.OPTED_OUT
 
 

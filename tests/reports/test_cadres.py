@@ -11,8 +11,10 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from campaigns.followups import mark_followup, sync_followups
-from campaigns.models import Answer, FollowUp, ResponseStatus, RoundStatus
+from campaigns.models import Answer, Cadre, FollowUp, ResponseStatus, Round, RoundStatus
+from campaigns.questionnaire import builtin_questionnaire, store_version, without_steps
 from reports import cadres as cadres_report
+from reports.followups import cadre_list
 from reports.cli import report_group
 from reports.rates import ReportError
 from tests.factories import (
@@ -149,3 +151,118 @@ def test_cli_cadres(session: Session, township, env) -> None:
     assert "勿发给干部本人" in table.stdout
     assert as_json.exit_code == 0, as_json.output
     assert [c["cadre"] for c in json.loads(as_json.stdout)["cadres"]] == ["林建明", "陈志强", "未分配"]
+
+
+# --- the delivery check (资料送达确认) ----------------------------------------------------------------------
+
+
+def delivery_round(session: Session, *, exclude_unsure: bool = False):
+    """Four cadres' households answer the delivery check (1 有, 2 没有, 0 记不清):
+
+    王芳 3 of 12 confirm (8 no, 1 记不清), well below the township; 李强 11 of 12; 赵敏 10 of 12; 孙丽 0 of 3,
+    too few to judge. One more of 王芳's households hung up before the delivery check (no answer).
+    """
+    round_ = make_round(session, status=RoundStatus.RUNNING, exclude_unsure=exclude_unsure)
+    village = make_village(session, name="南村")
+    cadres = {name: make_cadre(session, name=name) for name in ("王芳", "李强", "赵敏", "孙丽")}
+    for name, keys in (
+        ("王芳", "1" * 3 + "2" * 8 + "0"),
+        ("李强", "1" * 11 + "2"),
+        ("赵敏", "1" * 10 + "22"),
+        ("孙丽", "222"),
+    ):
+        for key in keys:
+            make_interview(session, round_, {**interview_answers(), "delivery": key}, village=village,
+                           cadre=cadres[name])  # fmt: skip
+    make_interview(session, round_, interview_answers(), village=village, cadre=cadres["王芳"])
+    session.flush()
+    return round_
+
+
+def test_the_share_of_households_that_confirm_a_delivery_per_cadre(session: Session) -> None:
+    round_ = delivery_round(session)
+
+    report = cadre_overview(session, round_.id, now=NOW)
+
+    assert report["round"]["delivery_check"] is True
+    delivery = {entry["cadre"]: entry["delivery"] for entry in report["cadres"]}
+    total = report["total"]["delivery"]
+    assert (total["positive"], total["valid"], total["unsure"]) == (24, 39, 1)
+    assert total["rate"] == pytest.approx(24 / 39) and total["check"] is False
+    wang = delivery["王芳"]
+    assert (wang["positive"], wang["valid"], wang["unsure"], wang["too_few"]) == (3, 12, 1, False)
+    # The Wilson 95% interval of 3/12 is 0.0889 to 0.5323: even its top is below the township's 61.5%.
+    assert wang["ci_low"] == pytest.approx(0.0889, abs=1e-4) and wang["ci_high"] == pytest.approx(0.5323, abs=1e-4)
+    assert wang["check"] is True
+    assert [name for name, figures in delivery.items() if figures["check"]] == ["王芳"]
+    assert (delivery["李强"]["positive"], delivery["李强"]["valid"]) == (11, 12)
+    # 0 of 3 is far below, but three answers are too few to judge: no flag.
+    assert (delivery["孙丽"]["valid"], delivery["孙丽"]["too_few"], delivery["孙丽"]["check"]) == (3, True, False)
+    # With a smaller minimum sample the same three answers are judged, and flagged.
+    judged = cadre_overview(session, round_.id, now=NOW, min_sample=3)
+    assert {entry["cadre"] for entry in judged["cadres"] if entry["delivery"]["check"]} == {"王芳", "孙丽"}
+
+
+def test_the_delivery_check_follows_the_rounds_unsure_rule(session: Session) -> None:
+    round_ = delivery_round(session, exclude_unsure=True)
+
+    report = cadre_overview(session, round_.id, now=NOW)
+
+    wang = next(entry["delivery"] for entry in report["cadres"] if entry["cadre"] == "王芳")
+    assert (wang["positive"], wang["valid"], wang["unsure"]) == (3, 11, 1)
+    assert report["total"]["delivery"]["valid"] == 38
+
+
+def test_the_check_is_in_every_format_for_supervisors(session: Session, env) -> None:
+    round_id = delivery_round(session).id
+    session.commit()
+
+    table = CliRunner().invoke(report_group, ["cadres", str(round_id)])
+    csv = CliRunner().invoke(report_group, ["cadres", str(round_id), "--format", "csv"])
+
+    assert table.exit_code == 0, table.output
+    wang = next(line for line in table.stdout.splitlines() if line.startswith("王芳"))
+    assert "25.0% (3/12) [8.8%–53.2%]" in wang and wang.rstrip().endswith("需核查回执") is False
+    assert "需核查回执" in wang
+    li = next(line for line in table.stdout.splitlines() if line.startswith("李强"))
+    assert "91.6% (11/12)" in li and "需核查回执" not in li
+    assert "孙丽" in table.stdout and "0.0% (0/3) [0.0%–56.1%]*" in table.stdout
+    assert "资料送达确认率 = " in table.stdout and "全镇 61.5%" in table.stdout
+    header, *lines = csv.stdout.lstrip("\ufeff").splitlines()
+    assert '"确认送达","送达有效回答","送达确认率","送达95%下限","送达95%上限","送达样本不足","需核查回执"' in header
+    wang_row = next(line for line in lines if line.startswith('"王芳"'))
+    assert '"3","12","25.0%","8.8%","53.2%","否","是"' in wang_row
+
+
+def test_a_round_without_the_delivery_check_shows_nothing_of_it(session: Session, township, env) -> None:
+    round_, _lin, _chen = township
+    with_check = cadre_overview(session, round_.id, now=NOW)
+    without = without_steps(builtin_questionnaire(), ["delivery"])
+    session.execute(
+        update(Round).where(Round.id == round_.id).values(questionnaire_id=store_version(session, without).id)
+    )
+    session.commit()
+    session.expire_all()
+
+    report = cadre_overview(session, round_.id, now=NOW)
+    table = CliRunner().invoke(report_group, ["cadres", str(round_.id)])
+
+    assert report["round"]["delivery_check"] is False
+    assert {entry["delivery"] for entry in [*report["cadres"], report["total"]]} == {None}
+    # Everything else is as it was.
+    strip = lambda r: {**r, "round": {**r["round"], "delivery_check": None, "questionnaire_version": None},  # noqa: E731
+                       "cadres": [{**e, "delivery": None} for e in r["cadres"]], "total": {**r["total"], "delivery": None}}
+    assert strip(report) == strip(with_check)
+    assert "资料送达" not in table.stdout and "需核查回执" not in table.stdout
+
+
+def test_a_cadre_never_sees_the_delivery_check(session: Session) -> None:
+    round_ = delivery_round(session)
+    wang = session.scalar(select(Cadre).where(Cadre.name == "王芳"))
+    make_interview(session, round_, {**interview_answers(security="4", visit="1"), "delivery": "2"}, cadre=wang)
+    sync_followups(session, round_.id)
+
+    own = json.dumps(cadre_list(session, wang.id).to_json(), ensure_ascii=False)
+
+    assert "delivery" not in own and "送达" not in own
+    assert json.loads(own)["items"]  # the list itself is there

@@ -167,7 +167,7 @@ def test_cadres_and_compare_json_keys(session: Session, visits) -> None:
     compared = compare_rounds(session, visits.round.id, later.id).to_json()
 
     assert list(cadres) == ["round", "cadres", "total"]
-    assert list(cadres["round"]) == [*ROUND_KEYS, "min_sample", "overdue_days"]
+    assert list(cadres["round"]) == [*ROUND_KEYS, "min_sample", "overdue_days", "delivery_check"]
     assert list(cadres["cadres"][0]) == [
         "cadre_id",
         "cadre",
@@ -178,10 +178,16 @@ def test_cadres_and_compare_json_keys(session: Session, visits) -> None:
         "reached",
         "completed",
         "contact",
+        "delivery",
         "followups",
     ]
     assert list(cadres["cadres"][0]["contact"]) == RATE_FIGURE_KEYS
-    assert list(cadres["total"]) == ["cadre", "households", "sampled", "reached", "completed", "contact", "followups"]
+    assert list(cadres["cadres"][0]["delivery"]) == [
+        "positive", "valid", "rate", "ci_low", "ci_high", "too_few", "unsure", "check"
+    ]  # fmt: skip
+    assert list(cadres["total"]) == [
+        "cadre", "households", "sampled", "reached", "completed", "contact", "delivery", "followups"
+    ]  # fmt: skip
     assert list(compared) == ["round_a", "round_b", "alpha", "rate_labels", "villages", "total"]
     assert list(compared["villages"][0]) == ["village", "village_id", "rates"]
     assert list(compared["total"]["rates"]["security"]) == [

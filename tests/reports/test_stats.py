@@ -8,6 +8,7 @@ import pytest
 
 from reports.stats import (
     Z_95,
+    newcombe_interval,
     normal_cdf,
     two_proportion_test,
     two_sided_p,
@@ -89,3 +90,41 @@ def test_two_proportion_test_degenerate_cases() -> None:
     assert (same.z, same.p_value, same.significant) == (0.0, 1.0, False)
     with pytest.raises(ValueError):
         two_proportion_test(6, 5, 1, 5)
+
+
+@pytest.mark.parametrize(
+    ("a", "n_a", "b", "n_b", "low", "high"),
+    [
+        # Newcombe, "Interval estimation for the difference between independent proportions: comparison of
+        # eleven methods" (Stat Med 1998), Table II, method 10 (score interval, hybrid, no continuity correction).
+        (56, 70, 48, 80, 0.0524, 0.3339),
+        (9, 10, 3, 10, 0.1705, 0.8090),
+        (6, 7, 2, 7, 0.0582, 0.8062),
+        (5, 56, 0, 29, -0.0381, 0.1926),
+        (0, 10, 0, 20, -0.1611, 0.2775),
+        (0, 10, 0, 10, -0.2775, 0.2775),
+        (10, 10, 0, 20, 0.6791, 1.0),
+        (10, 10, 0, 10, 0.6075, 1.0),
+    ],
+)
+def test_newcombe_matches_published_values(a: int, n_a: int, b: int, n_b: int, low: float, high: float) -> None:
+    interval = newcombe_interval(a, n_a, b, n_b)
+
+    assert interval is not None
+    assert interval[0] == pytest.approx(low, abs=5e-5)
+    assert interval[1] == pytest.approx(high, abs=5e-5)
+
+
+def test_newcombe_is_antisymmetric_inside_minus_one_one_and_holds_the_difference() -> None:
+    for a, n_a, b, n_b in ((3, 9, 7, 8), (0, 4, 4, 4), (50, 100, 50, 100), (1, 1000, 999, 1000)):
+        low, high = newcombe_interval(a, n_a, b, n_b)
+        back_low, back_high = newcombe_interval(b, n_b, a, n_a)
+        assert (low, high) == pytest.approx((-back_high, -back_low))
+        assert -1.0 <= low <= a / n_a - b / n_b <= high <= 1.0
+
+
+def test_newcombe_without_trials_is_none_and_bad_counts_raise() -> None:
+    assert newcombe_interval(0, 0, 3, 5) is None
+    assert newcombe_interval(3, 5, 0, 0) is None
+    with pytest.raises(ValueError):
+        newcombe_interval(6, 5, 1, 5)

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
+import pytest
+import requests
 from click.testing import CliRunner
 
 from web.cli import main
@@ -42,3 +47,43 @@ def test_the_demo_without_redis_or_fakeredis_says_to_install_the_demo_extra(tmp_
     assert len(lines) == 1 and lines[0].startswith("Error: ")
     assert "sanlv[demo]" in lines[0] and "redis://127.0.0.1:1/0" in lines[0]
     assert list(tmp_path.iterdir()) == []  # nothing was written
+
+
+def test_demo_serve_keeps_the_web_app_running_with_demo_logins(tmp_path):
+    """``--serve``: after the round, the printed URL answers, each printed login signs in, Ctrl-C/SIGTERM stops."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "SANLV_", "DATABASE_URL"))}
+    env["REDIS_URL"] = "redis://127.0.0.1:1/0"  # the in-process stand-in: the quickest start
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "web", "demo", "--households", "20", "--villages", "2", "--dir", str(tmp_path),
+         "--timeout", "100", "--serve"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 150
+        while not any("demo-cadre" in line for line in lines):
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, "".join(lines)
+            lines.append(line)
+            assert time.monotonic() < deadline, "".join(lines)
+        out = "".join(lines)
+        url = re.search(r"(http://127\.0\.0\.1:\d+)/login", out).group(1)
+        logins = dict(re.findall(r"用户名 (demo-\w+)\s+密码 (\S+)", out))
+        assert set(logins) == {"demo-admin", "demo-jiwei", "demo-cadre"}
+        for username, home in (("demo-admin", "/"), ("demo-jiwei", "/supervisor"), ("demo-cadre", "/my")):
+            browser = requests.Session()
+            token = re.search(r'name="csrf_token" value="([^"]+)"', browser.get(f"{url}/login").text).group(1)
+            signed = browser.post(
+                f"{url}/login",
+                data={"username": username, "password": logins[username], "csrf_token": token},
+                allow_redirects=False,
+            )
+            assert signed.status_code == 302 and signed.headers["Location"] == home, username
+            assert browser.get(f"{url}{home}").status_code == 200, username
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, rest
+    assert "stopped" in rest
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{url}/healthz", timeout=2)

@@ -1,4 +1,4 @@
-"""A local stand-in of Twilio's REST API (the Calls resource), served over real HTTP on 127.0.0.1.
+"""A local stand-in of Twilio's REST API (the Calls and Messages resources), served over real HTTP on 127.0.0.1.
 
 The real ``twilio`` client talks to it when ``TWILIO_API_BASE_URL`` (``client.api.base_url``) is its
 ``base_url``, so tests exercise the library's own request encoding, auth and error parsing. It behaves like
@@ -15,12 +15,21 @@ Usage::
         ...
         assert standin.created == 1
 
+Messages (SMS): create (201, ``queued``, ``num_segments``), fetch and list (``To``/``From`` filters, paged);
+status callbacks are posted, signed, to each message's ``StatusCallback`` when a test asks
+(:meth:`TwilioStandIn.send_message_status`) or, with :attr:`TwilioStandIn.message_callbacks` set, by a background
+thread after each create (in any order, duplicated, as a test scripts); :meth:`TwilioStandIn.send_inbound_sms`
+posts a resident's reply to our inbound SMS webhook. ``message_rate_limit`` refuses creates beyond that many in
+any second with 429 (20429), as an account's messaging limit does.
+
 Pytest: the ``twilio_standin`` fixture at the bottom; import it into a conftest or a test module.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import queue
 import re
 import threading
 import time
@@ -35,7 +44,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+import requests
 from flask import Flask, Response, jsonify, request
+from twilio.request_validator import RequestValidator
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
@@ -151,6 +162,54 @@ class _Call:
         }
 
 
+MESSAGE_STATUSES = ("accepted", "queued", "sending", "sent", "delivered", "undelivered", "failed", "canceled")
+
+
+@dataclass
+class _Message:
+    sid: str
+    account_sid: str
+    to: str
+    from_: str
+    body: str
+    status: str
+    date_created: datetime
+    date_updated: datetime
+    seq: int
+    status_callback: str | None
+    error_code: int | None = None
+    date_sent: datetime | None = None
+
+    def resource(self) -> dict[str, Any]:
+        """The message as Twilio's JSON represents it."""
+        uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{self.sid}.json"
+        ucs2 = any(ord(ch) > 127 for ch in self.body)
+        single, multi = (70, 67) if ucs2 else (160, 153)
+        segments = 1 if len(self.body) <= single else math.ceil(len(self.body) / multi)
+        return {
+            "account_sid": self.account_sid,
+            "api_version": API_VERSION,
+            "body": self.body,
+            "date_created": _rfc2822(self.date_created),
+            "date_sent": _rfc2822(self.date_sent),
+            "date_updated": _rfc2822(self.date_updated),
+            "direction": "outbound-api",
+            "error_code": self.error_code,
+            "error_message": None,
+            "from": self.from_,
+            "messaging_service_sid": None,
+            "num_media": "0",
+            "num_segments": str(segments),
+            "price": None,
+            "price_unit": "USD",
+            "sid": self.sid,
+            "status": self.status,
+            "subresource_uris": {"media": uri.replace(".json", "/Media.json")},
+            "to": self.to,
+            "uri": uri,
+        }
+
+
 class _QuietRequestHandler(WSGIRequestHandler):
     """No access log line per request: benchmarks send thousands."""
 
@@ -164,11 +223,20 @@ class TwilioStandIn:
     Args:
         account_sid: the account the credentials belong to (also the Basic auth user).
         auth_token: the Basic auth password.
+        more_accounts: further accounts, SID -> auth token (a deployment with several Twilio accounts). Each
+            account sees only its own calls, as at Twilio.
     """
 
-    def __init__(self, account_sid: str = DEFAULT_ACCOUNT_SID, auth_token: str = DEFAULT_AUTH_TOKEN):
+    def __init__(
+        self,
+        account_sid: str = DEFAULT_ACCOUNT_SID,
+        auth_token: str = DEFAULT_AUTH_TOKEN,
+        more_accounts: dict[str, str] | None = None,
+    ):
         self.account_sid = account_sid
         self.auth_token = auth_token
+        self.tokens = {account_sid: auth_token, **(more_accounts or {})}
+        self._create_accounts: list[str] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()  # releases replies held by delay_next when the stand-in stops
         self._calls: dict[str, _Call] = {}
@@ -177,6 +245,18 @@ class TwilioStandIn:
         self._create_times: list[float] = []
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
+        self._messages: dict[str, _Message] = {}
+        self._message_faults: deque[_Fault] = deque()
+        self._message_create_times: list[float] = []
+        self._refused_for_rate = 0
+        # Scripted status callbacks: ``message_callbacks(message resource)`` -> the MessageStatus values to post,
+        # in that order, after each create (None: no callbacks unless a test sends them).
+        self.message_callbacks: Any = None
+        self.callback_delay = 0.01  # seconds between two scripted callbacks of one message
+        self.message_rate_limit: float | None = None  # creates per second beyond which the answer is 429
+        self.callback_results: list[tuple[str, str, int]] = []  # (sid, status, HTTP status of our webhook)
+        self._callback_queue: queue.Queue[tuple[str, list[str]] | None] = queue.Queue()
+        self._callback_thread: threading.Thread | None = None
         self._app = self._make_app()
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -191,6 +271,9 @@ class TwilioStandIn:
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="twilio-standin", daemon=True
         )
         self._thread.start()
+        self._callback_thread = threading.Thread(target=self._post_callbacks, name="twilio-standin-callbacks",
+                                                 daemon=True)
+        self._callback_thread.start()
         return self
 
     def stop(self) -> None:
@@ -198,6 +281,10 @@ class TwilioStandIn:
         if self._server is None:
             return
         self._stopping.set()
+        self._callback_queue.put(None)
+        if self._callback_thread is not None:
+            self._callback_thread.join(timeout=5)
+            self._callback_thread = None
         self._server.shutdown()
         self._server.server_close()
         if self._thread is not None:
@@ -359,9 +446,15 @@ class TwilioStandIn:
         with self._lock:
             return list(self._create_times)
 
-    def max_creates_in_window(self, seconds: float = 1.0) -> int:
-        """The most calls created within any ``seconds``-long window (the peak dial rate)."""
-        times = self.create_times
+    def create_times_of(self, account_sid: str) -> list[float]:
+        """``time.monotonic()`` at which each create request for one account *arrived* (before it was parsed or
+        answered: the closest this stand-in gets to the wire), in order."""
+        return [r.at for r in self.create_requests if r.username == account_sid and r.path.split("/")[3] == account_sid]
+
+    def max_creates_in_window(self, seconds: float = 1.0, account_sid: str | None = None) -> int:
+        """The most calls created within any ``seconds``-long window (the peak dial rate), of every account
+        or of one."""
+        times = self.create_times if account_sid is None else self.create_times_of(account_sid)
         peak = 0
         first = 0
         for last, at in enumerate(times):
@@ -391,12 +484,12 @@ class TwilioStandIn:
                         at=time.monotonic(),
                     )
                 )
-            if auth is None or auth.username != self.account_sid or auth.password != self.auth_token:
+            if auth is None or auth.username not in self.tokens or auth.password != self.tokens[auth.username]:
                 response, status = _error(401, 20003, "Authenticate")
                 response.headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
                 return response, status
             account = (request.view_args or {}).get("account_sid")
-            if account is not None and account != self.account_sid:
+            if account is not None and account != auth.username:
                 return _error(404, 20404, f"The requested resource {request.path} was not found")
             return None
 
@@ -407,27 +500,47 @@ class TwilioStandIn:
 
         @app.post(f"{prefix}/Calls.json")
         def create_call(account_sid: str) -> tuple[Response, int]:
-            return self._create_call(request.form.to_dict(flat=False))
+            return self._create_call(request.form.to_dict(flat=False), account_sid)
 
         @app.get(f"{prefix}/Calls.json")
         def list_calls(account_sid: str) -> tuple[Response, int]:
-            return self._list_calls()
+            return self._list_calls(account_sid)
 
         @app.get(f"{prefix}/Calls/<sid>.json")
         def fetch_call(account_sid: str, sid: str) -> tuple[Response, int]:
             with self._lock:
                 call = self._calls.get(sid)
-                if call is None:
+                if call is None or call.account_sid != account_sid:
                     return _error(404, 20404, f"The requested resource {request.path} was not found")
                 return jsonify(call.resource()), 200
 
         @app.post(f"{prefix}/Calls/<sid>.json")
         def update_call(account_sid: str, sid: str) -> tuple[Response, int]:
+            with self._lock:
+                call = self._calls.get(sid)
+                if call is None or call.account_sid != account_sid:
+                    return _error(404, 20404, f"The requested resource {request.path} was not found")
             return self._update_call(sid, request.form.get("Status"))
+
+        @app.post(f"{prefix}/Messages.json")
+        def create_message(account_sid: str) -> tuple[Response, int]:
+            return self._create_message(request.form.to_dict(flat=False))
+
+        @app.get(f"{prefix}/Messages.json")
+        def list_messages(account_sid: str) -> tuple[Response, int]:
+            return self._list_messages()
+
+        @app.get(f"{prefix}/Messages/<sid>.json")
+        def fetch_message(account_sid: str, sid: str) -> tuple[Response, int]:
+            with self._lock:
+                message = self._messages.get(sid)
+                if message is None:
+                    return _error(404, 20404, f"The requested resource {request.path} was not found")
+                return jsonify(message.resource()), 200
 
         return app
 
-    def _create_call(self, form: dict[str, list[str]]) -> tuple[Response, int]:
+    def _create_call(self, form: dict[str, list[str]], account_sid: str | None = None) -> tuple[Response, int]:
         with self._lock:
             fault = self._faults.popleft() if self._faults else None
         call: _Call | None = None
@@ -436,8 +549,9 @@ class TwilioStandIn:
             if error is not None:
                 return error
             with self._lock:
-                call = self._new_call(form["To"][0], form["From"][0], _now(), form)
+                call = self._new_call(form["To"][0], form["From"][0], _now(), form, account_sid)
                 self._create_times.append(time.monotonic())
+                self._create_accounts.append(call.account_sid)
         if fault is not None:
             if fault.delay:
                 self._stopping.wait(fault.delay)
@@ -447,11 +561,13 @@ class TwilioStandIn:
         with self._lock:
             return jsonify(call.resource()), 201
 
-    def _new_call(self, to: str, from_: str, created: datetime, form: dict[str, list[str]]) -> _Call:
+    def _new_call(
+        self, to: str, from_: str, created: datetime, form: dict[str, list[str]], account_sid: str | None = None
+    ) -> _Call:
         """Store a new queued call. The caller holds the lock."""
         call = _Call(
             sid="CA" + uuid.uuid4().hex,
-            account_sid=self.account_sid,
+            account_sid=account_sid or self.account_sid,
             to=to,
             from_=from_,
             status="queued",
@@ -463,7 +579,7 @@ class TwilioStandIn:
         self._calls[call.sid] = call
         return call
 
-    def _list_calls(self) -> tuple[Response, int]:
+    def _list_calls(self, account_sid: str | None = None) -> tuple[Response, int]:
         args = request.args
         try:
             page_size = min(max(int(args.get("PageSize", 50)), 1), 1000)
@@ -475,6 +591,8 @@ class TwilioStandIn:
             return _error(400, 20001, f"Invalid paging or StartTime parameter: {exc}")
 
         def matches(call: _Call) -> bool:
+            if account_sid is not None and call.account_sid != account_sid:
+                return False
             if "To" in args and call.to != args["To"]:
                 return False
             if "From" in args and call.from_ != args["From"]:
@@ -544,6 +662,243 @@ class TwilioStandIn:
             return _error(400, 20001, f"Invalid Status {status!r}: use canceled or completed")
         return jsonify(self.call(sid)), 200
 
+    # -- messages --------------------------------------------------------------------------------------------
+
+    def fail_next_message(
+        self,
+        status: int,
+        code: int | None = None,
+        message: str | None = None,
+        *,
+        create_anyway: bool = False,
+        delay: float = 0.0,
+        times: int = 1,
+    ) -> None:
+        """Answer the next ``times`` message creates with a Twilio error (as :meth:`fail_next` for calls)."""
+        code = code if code is not None else _DEFAULT_CODES.get(status)
+        text = message or _DEFAULT_MESSAGES.get(code or 0, f"Scripted error (HTTP {status})")
+        with self._lock:
+            for _ in range(times):
+                self._message_faults.append(_Fault(status, code, text, delay, create_anyway))
+
+    def message(self, sid: str) -> dict[str, Any]:
+        """The message's resource. Raises KeyError for an unknown SID."""
+        with self._lock:
+            return self._messages[sid].resource()
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """Every message's resource, in creation order."""
+        with self._lock:
+            return [m.resource() for m in sorted(self._messages.values(), key=lambda m: m.seq)]
+
+    @property
+    def messages_created(self) -> int:
+        """Messages created by create requests (including ambiguous ones)."""
+        with self._lock:
+            return len(self._message_create_times)
+
+    @property
+    def message_create_times(self) -> list[float]:
+        with self._lock:
+            return list(self._message_create_times)
+
+    @property
+    def refused_for_rate(self) -> int:
+        """Message creates refused with 429 by ``message_rate_limit``."""
+        with self._lock:
+            return self._refused_for_rate
+
+    def max_messages_in_window(self, seconds: float = 1.0) -> int:
+        """The most messages created within any ``seconds``-long window (the peak send rate)."""
+        times = self.message_create_times
+        peak = first = 0
+        for last, at in enumerate(times):
+            while at - times[first] >= seconds:
+                first += 1
+            peak = max(peak, last - first + 1)
+        return peak
+
+    def set_message_status(self, sid: str, status: str, *, error_code: int | None = None) -> None:
+        """Move a message to ``status`` (no callback; see :meth:`send_message_status`)."""
+        if status not in MESSAGE_STATUSES:
+            raise ValueError(f"{status!r} is not a Twilio message status")
+        with self._lock:
+            message = self._messages[sid]
+            message.status = status
+            message.date_updated = _now()
+            if status in ("sent", "delivered") and message.date_sent is None:
+                message.date_sent = message.date_updated
+            if error_code is not None:
+                message.error_code = error_code
+
+    def send_message_status(self, sid: str, status: str, *, error_code: int | None = None) -> int:
+        """Set the message's status and post its status callback, signed, as Twilio does; returns the HTTP
+        status our webhook answered. A status older than the message's current one is posted without changing
+        it (a late, reordered callback)."""
+        with self._lock:
+            message = self._messages[sid]
+            current = message.status
+            url = message.status_callback
+        order = {s: i for i, s in enumerate(MESSAGE_STATUSES)}
+        if order[status] > order.get(current, -1):
+            self.set_message_status(sid, status, error_code=error_code)
+        if not url:
+            return 0
+        with self._lock:
+            message = self._messages[sid]
+            params = {
+                "AccountSid": self.account_sid,
+                "ApiVersion": API_VERSION,
+                "From": message.from_,
+                "To": message.to,
+                "MessageSid": sid,
+                "SmsSid": sid,
+                "MessageStatus": status,
+                "SmsStatus": status,
+            }
+        if error_code is not None:
+            params["ErrorCode"] = str(error_code)
+        answered = self._post_signed(url, params)
+        with self._lock:
+            self.callback_results.append((sid, status, answered))
+        return answered
+
+    def send_inbound_sms(self, url: str, from_: str, body: str, to: str = "+861012345678") -> int:
+        """A resident texts our number: Twilio posts the message to the number's SMS URL (``url``), signed."""
+        sid = "SM" + uuid.uuid4().hex
+        params = {
+            "AccountSid": self.account_sid,
+            "ApiVersion": API_VERSION,
+            "MessageSid": sid,
+            "SmsSid": sid,
+            "SmsMessageSid": sid,
+            "From": from_,
+            "To": to,
+            "Body": body,
+            "NumMedia": "0",
+            "NumSegments": "1",
+            "SmsStatus": "received",
+        }
+        return self._post_signed(url, params)
+
+    def _post_signed(self, url: str, params: dict[str, str]) -> int:
+        signature = RequestValidator(self.auth_token).compute_signature(url, params)
+        try:
+            reply = requests.post(url, data=params, headers={"X-Twilio-Signature": signature}, timeout=15)
+        except requests.RequestException:
+            return 0
+        return reply.status_code
+
+    def _post_callbacks(self) -> None:
+        """The background thread that posts scripted status callbacks, in the order each script gives."""
+        while True:
+            item = self._callback_queue.get()
+            if item is None:
+                return
+            sid, statuses = item
+            for status in statuses:
+                if self._stopping.wait(self.callback_delay):
+                    return
+                self.send_message_status(sid, status)
+
+    def _create_message(self, form: dict[str, list[str]]) -> tuple[Response, int]:
+        def first(key: str) -> str:
+            return (form.get(key) or [""])[0]
+
+        with self._lock:
+            fault = self._message_faults.popleft() if self._message_faults else None
+            if fault is None and self.message_rate_limit is not None:
+                now = time.monotonic()
+                recent = sum(1 for at in reversed(self._message_create_times[-200:]) if now - at < 1.0)
+                if recent >= self.message_rate_limit:
+                    self._refused_for_rate += 1
+                    return _error(429, 20429, "Too Many Requests")
+        message: _Message | None = None
+        if fault is None or fault.status is None or fault.create_anyway:
+            if not first("To"):
+                return _error(400, 21604, "A 'To' phone number is required")
+            if not first("From") and not first("MessagingServiceSid"):
+                return _error(400, 21603, "A 'From' phone number is required")
+            if not first("Body") and not first("MediaUrl"):
+                return _error(400, 21602, "Message body is required")
+            if not _E164.match(first("To")):
+                return _error(400, 21211, f"Invalid 'To' Phone Number: {first('To')}")
+            with self._lock:
+                created = _now()
+                message = _Message(
+                    sid="SM" + uuid.uuid4().hex,
+                    account_sid=self.account_sid,
+                    to=first("To"),
+                    from_=first("From"),
+                    body=first("Body"),
+                    status="queued",
+                    date_created=created,
+                    date_updated=created,
+                    seq=len(self._messages),
+                    status_callback=first("StatusCallback") or None,
+                )
+                self._messages[message.sid] = message
+                self._message_create_times.append(time.monotonic())
+                resource = message.resource()
+            if self.message_callbacks is not None:
+                self._callback_queue.put((message.sid, list(self.message_callbacks(resource))))
+        if fault is not None:
+            if fault.delay:
+                self._stopping.wait(fault.delay)
+            if fault.status is not None:
+                return _error(fault.status, fault.code, fault.message)
+        assert message is not None
+        with self._lock:
+            return jsonify(message.resource()), 201
+
+    def _list_messages(self) -> tuple[Response, int]:
+        args = request.args
+        try:
+            page_size = min(max(int(args.get("PageSize", 50)), 1), 1000)
+            page = max(int(args.get("Page", 0)), 0)
+        except ValueError as exc:
+            return _error(400, 20001, f"Invalid paging parameter: {exc}")
+
+        def matches(message: _Message) -> bool:
+            if "To" in args and message.to != args["To"]:
+                return False
+            return not ("From" in args and message.from_ != args["From"])
+
+        with self._lock:
+            matching = sorted(
+                (m for m in self._messages.values() if matches(m)),
+                key=lambda m: (m.date_created, m.seq),
+                reverse=True,
+            )
+            start = page * page_size
+            chunk = [m.resource() for m in matching[start : start + page_size]]
+        filters = {key: value for key, value in args.items() if key not in ("Page", "PageSize", "PageToken")}
+
+        def page_uri(number: int, token: str | None = None) -> str:
+            query = {**filters, "PageSize": page_size, "Page": number}
+            if token:
+                query["PageToken"] = token
+            return f"{request.path}?{urlencode(query)}"
+
+        has_next = start + page_size < len(matching)
+        return (
+            jsonify(
+                {
+                    "messages": chunk,
+                    "end": start + len(chunk) - 1 if chunk else start,
+                    "first_page_uri": page_uri(0),
+                    "next_page_uri": page_uri(page + 1, "PA" + chunk[-1]["sid"]) if has_next else None,
+                    "page": page,
+                    "page_size": page_size,
+                    "previous_page_uri": page_uri(page - 1) if page > 0 else None,
+                    "start": start,
+                    "uri": page_uri(page),
+                }
+            ),
+            200,
+        )
+
 
 FROM_NUMBER = "+861012345678"
 
@@ -580,6 +935,18 @@ def process_environment(settings: Settings) -> dict[str, str]:
     )
     if settings.secret_key:
         env["SECRET_KEY"] = settings.secret_key
+    if settings.twilio_accounts:
+        env["SANLV_TWILIO_ACCOUNTS"] = ",".join(account.name for account in settings.twilio_accounts)
+        for account in settings.twilio_accounts:
+            suffix = account.name.upper()
+            env[f"TWILIO_ACCOUNT_SID_{suffix}"] = account.sid
+            env[f"TWILIO_AUTH_TOKEN_{suffix}"] = account.auth_token
+            if account.cps is not None:
+                env[f"TWILIO_CPS_{suffix}"] = f"{account.cps:g}"
+            if account.from_number:
+                env[f"TWILIO_FROM_NUMBER_{suffix}"] = account.from_number
+    if settings.twilio_cps is not None:
+        env["TWILIO_CPS"] = f"{settings.twilio_cps:g}"
     return env
 
 

@@ -14,12 +14,19 @@ from web.security import rule_for
 PUBLIC_ENDPOINTS = {
     "static",  # the pages' stylesheet and script
     "healthz",  # health check
+    "readyz",  # readiness: names failing parts, nothing personal
     "auth.login",  # the sign-in form
     "ivr.voice",  # Twilio's webhooks: signature-checked
     "ivr.gather",
     "ivr.status",
     "ivr.inbound",
     "ivr.recording",  # recorded prompts Twilio fetches for <Play>
+    "ivr_notices.sms_status",  # notices' Twilio webhooks: signature-checked
+    "ivr_notices.sms_inbound",
+    "ivr_notices.notice_voice",
+    "ivr_notices.notice_heard",
+    "ivr_notices.notice_key",
+    "ivr_notices.notice_status",
 }
 ROLES = ("admin", "office", "supervisor", "cadre")
 EVERYONE = set(ROLES)
@@ -77,6 +84,25 @@ ACCESS_TABLE = [
     ("GET", "/rounds/{round}/compare", READERS),  # the chooser (?with=N): 400 without it
     ("GET", "/rounds/{round}/compare/{round}", READERS),
     ("GET", "/rounds/{round}/followups", READERS),
+    # The notices page (web.notices).
+    ("GET", "/notices", WRITERS),
+    ("GET", "/notices/new", WRITERS),
+    ("POST", "/notices", WRITERS),
+    ("GET", "/notices/1", WRITERS),
+    ("POST", "/notices/1/launch", WRITERS),
+    ("POST", "/notices/1/pause", WRITERS),
+    ("POST", "/notices/1/resume", WRITERS),
+    ("POST", "/notices/1/cancel", WRITERS),
+    # The supervisors' pages (web.supervisor): figures per cadre, every follow-up read-only, spot-checks.
+    ("GET", "/supervisor/rounds/{round}/followups", {"admin", "supervisor"}),
+    ("GET", "/supervisor/followups/{item}", {"admin", "supervisor"}),
+    ("GET", "/supervisor/spot-checks/new", {"admin", "supervisor"}),
+    ("POST", "/supervisor/spot-checks", {"admin", "supervisor"}),
+    ("POST", "/supervisor/spot-checks/{round}/launch", {"admin", "supervisor"}),
+    # A cadre's own pages (web.cadre): {item} is on the cadre user's own list.
+    ("GET", "/my/{item}", {"cadre"}),
+    ("POST", "/my/{item}/status", {"cadre"}),
+    ("GET", "/api/roster/households", WRITERS),  # the roster page's data as JSON
 ]
 
 

@@ -296,7 +296,7 @@ def test_adding_a_number_to_the_do_not_call_list(office, sessions) -> None:
 
     assert response.status_code == 302
     with sessions() as session:
-        entry = session.get(DoNotCall, "+8613812345678")
+        entry = session.scalar(select(DoNotCall).filter_by(phone="+8613812345678"))
         assert entry is not None and entry.reason == "居民来电要求"
     listed = office.get("/roster/dnc").get_data(as_text=True)
     assert "138****5678" in listed and "13812345678" not in listed
@@ -334,7 +334,7 @@ def test_removing_a_number_asks_for_a_reason_and_is_audited(office, sessions) ->
     assert without_reason.status_code == 400 and "请填写原因" in without_reason.get_data(as_text=True)
     assert removed.status_code == 302
     with sessions() as session:
-        assert session.get(DoNotCall, "+8613812345678") is None
+        assert session.scalar(select(DoNotCall).filter_by(phone="+8613812345678")) is None
     [entry] = audit_actions(sessions, audit.DNC_REMOVE)
     assert entry.detail == {"reason": "居民愿意参加", "was": "按了9"}
     assert office.get(confirm_url).status_code == 404
@@ -346,7 +346,7 @@ def test_a_made_up_removal_link_is_a_404(office, sessions) -> None:
     assert office.get("/roster/dnc/5678" + "0" * 20 + "/remove").status_code == 404
     assert office.post("/roster/dnc/5678" + "0" * 20 + "/remove", data={"reason": "x"}).status_code == 404
     with sessions() as session:
-        assert session.get(DoNotCall, "+8613812345678") is not None
+        assert session.scalar(select(DoNotCall).filter_by(phone="+8613812345678")) is not None
 
 
 def test_the_roster_page_counts_everything(office, roster, sessions) -> None:

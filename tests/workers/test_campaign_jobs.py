@@ -12,6 +12,7 @@ import itertools
 import random
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from campaigns.models import (
     RoundTarget,
     TargetState,
 )
+from campaigns.questionnaire import builtin_questionnaire
 from campaigns.rounds import change_round
 from campaigns.runtime import Runtime, set_runtime
 from tests.factories import make_household, make_round, make_target
@@ -99,6 +101,11 @@ def target_of(sessions, round_id: int) -> RoundTarget:
         target = session.scalar(select(RoundTarget).where(RoundTarget.round_id == round_id))
         assert target is not None
         return target
+
+
+def fetches(standin, sid: str) -> int:
+    """How many times the call was looked up at the stand-in."""
+    return sum(1 for r in standin.recorded if r.method == "GET" and r.path.endswith(f"/Calls/{sid}.json"))
 
 
 def after_recovery_waits(settings) -> datetime:
@@ -322,15 +329,16 @@ def test_the_sweeper_settles_calls_with_no_final_status_in_any_round(twilio_env,
     with sessions.begin() as session:
         for attempt_id_, sid_ in ((attempt_id, sid), (unknown_attempt, "CA" + "f" * 32)):
             attempt = session.get(CallAttempt, attempt_id_)
-            attempt.call_sid, attempt.status = sid_, CallStatus.RINGING
+            attempt.call_sid, attempt.status, attempt.last_heard_at = sid_, CallStatus.RINGING, T0
         for round_ in session.scalars(select(Round)):
             round_.status = status
     standin.set_call_status(sid, "no-answer")
-    stuck_after = timedelta(seconds=settings.ring_timeout) + sweeper.STUCK_AFTER
+    quiet = sweeper.quiet_limit(settings, builtin_questionnaire())
 
-    clock(T0 + stuck_after - timedelta(seconds=1))
+    clock(T0 + quiet - timedelta(seconds=1))
     assert "settled=0" in sweeper.sweep()
-    clock(T0 + stuck_after + timedelta(seconds=1))
+    assert fetches(standin, sid) == 0  # not even asked while the call may still be live
+    clock(T0 + quiet + timedelta(seconds=1))
     assert "settled=2" in sweeper.sweep()
 
     assert attempt_of(sessions, attempt_id).status == CallStatus.NO_ANSWER  # type: ignore[union-attr]
@@ -338,12 +346,40 @@ def test_the_sweeper_settles_calls_with_no_final_status_in_any_round(twilio_env,
     assert attempt_of(sessions, unknown_attempt).status == CallStatus.FAILED  # type: ignore[union-attr]
     expected = TargetState.CANCELLED if status == RoundStatus.CANCELLED else TargetState.PENDING
     assert target_of(sessions, round_id).state == expected
-    # Within ring timeout + 15 minutes of the call.
-    assert stuck_after + timedelta(seconds=1) < timedelta(seconds=settings.ring_timeout, minutes=15)
+    # Settled well within two minutes of the last webhook, so well within two minutes of the call's end.
+    assert quiet + timedelta(seconds=1) < timedelta(seconds=90)
 
 
-def test_the_sweeper_leaves_a_long_interview_alone(twilio_env, sessions, clock):
-    _settings, standin = twilio_env
+def test_a_call_is_quiet_from_its_last_webhook_not_from_its_creation(twilio_env, sessions, clock):
+    settings, standin = twilio_env
+    _round_id, attempt_id = claimed(sessions)
+    sid = standin.add_call("+8613800000001", status="completed")
+    later = T0 + timedelta(minutes=10)
+    with sessions.begin() as session:
+        attempt = session.get(CallAttempt, attempt_id)
+        attempt.call_sid, attempt.status, attempt.last_heard_at = sid, CallStatus.IN_PROGRESS, later
+    quiet = sweeper.quiet_limit(settings, builtin_questionnaire())
+
+    clock(later + quiet - timedelta(seconds=1))
+    assert "settled=0" in sweeper.sweep()
+    clock(later + quiet + timedelta(seconds=1))
+    assert "settled=1" in sweeper.sweep()
+    assert attempt_of(sessions, attempt_id).status == CallStatus.COMPLETED  # type: ignore[union-attr]
+
+
+def test_the_quiet_limit_follows_the_questionnaires_longest_silence(env):
+    questionnaire = builtin_questionnaire()
+    slow = replace(questionnaire, gather_timeout=30)
+    assert sweeper.quiet_limit(env, slow) - sweeper.quiet_limit(env, questionnaire) == timedelta(seconds=22)
+    # Before an answer, the ring timeout is the longest silence.
+    ringing = replace(env, ring_timeout=600)
+    assert sweeper.quiet_limit(ringing, questionnaire) == timedelta(seconds=600) + sweeper.QUIET_MARGIN
+
+
+def test_the_sweeper_leaves_a_long_interview_alone_and_asks_again_only_after_another_quiet_spell(
+    twilio_env, sessions, clock
+):
+    settings, standin = twilio_env
     _round_id, attempt_id = claimed(sessions)
     sid = standin.add_call("+8613800000001", status="in-progress")
     with sessions.begin() as session:
@@ -352,8 +388,15 @@ def test_the_sweeper_leaves_a_long_interview_alone(twilio_env, sessions, clock):
     clock(T0 + timedelta(hours=1))
 
     sweeper.sweep()
+    assert fetches(standin, sid) == 1
+    sweeper.sweep()
+    assert fetches(standin, sid) == 1
 
     assert attempt_of(sessions, attempt_id).status == CallStatus.IN_PROGRESS  # type: ignore[union-attr]
+    assert attempt_of(sessions, attempt_id).last_heard_at == T0 + timedelta(hours=1)  # type: ignore[union-attr]
+    clock(T0 + timedelta(hours=1) + sweeper.quiet_limit(settings, builtin_questionnaire()) + timedelta(seconds=1))
+    sweeper.sweep()
+    assert fetches(standin, sid) == 2
 
 
 def test_the_sweeper_ends_a_paused_rounds_pending_targets_at_its_deadline(twilio_env, sessions, clock):

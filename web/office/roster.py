@@ -43,7 +43,7 @@ from web.i18n import current_language
 from web.layout import paginate
 from web.office import WRITERS, bp, uploads
 from web.office.common import int_arg, runtime, settings
-from web.security import audit_request, roles
+from web.security import audit_request, current_user, roles
 
 UPLOAD_KIND = "roster"
 ACCEPTED = sorted(TEXT_EXTENSIONS | XLSX_EXTENSIONS)
@@ -213,7 +213,7 @@ def _dnc_page(errors: dict[str, str] | None = None, form: dict[str, str] | None 
         page = paginate(session, dnc.query(suffix=suffix))
         rows = [
             {"phone": mask(entry.phone), "ref": dnc_ref(entry.phone), "reason": entry.reason,
-             "round_id": entry.round_id, "created_at": entry.created_at}
+             "source": dnc.SOURCE_LABELS[entry.source], "round_id": entry.round_id, "created_at": entry.created_at}
             for entry in page.items
         ]  # fmt: skip
     page.items = rows
@@ -229,7 +229,7 @@ def dnc_add():
     form = {name: request.form.get(name, "").strip() for name in ("phone", "reason")}
     try:
         with session_scope(runtime().sessions) as session:
-            entry = dnc.add(session, form["phone"], form["reason"])
+            entry = dnc.add(session, form["phone"], form["reason"], actor=current_user.username)
             audit_request(
                 session,
                 audit.DNC_ADD,
@@ -265,7 +265,7 @@ def dnc_remove(ref: str):
             if entry is None:
                 abort(404, description=gettext("免打扰名单上没有这个号码。"))
             shown = {"phone": mask(entry.phone), "reason": entry.reason, "created_at": entry.created_at}
-            dnc.remove(session, entry.phone, reason)
+            dnc.remove(session, entry.phone, reason, actor=current_user.username)
             audit_request(
                 session,
                 audit.DNC_REMOVE,

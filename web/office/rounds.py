@@ -125,7 +125,7 @@ def _rate_labels() -> dict[str, str]:
     return {key: rates[key].label if key in rates else key for key in RATE_KEYS}
 
 
-def _default_form() -> dict[str, Any]:
+def default_form() -> dict[str, Any]:
     defaults = builtin_questionnaire().rates
     options = RoundOptions(name="")  # the command line's defaults
     return {
@@ -158,7 +158,8 @@ def _duration_field(seconds: int) -> str:
     return f"{seconds}s"
 
 
-def _form_page(form: dict[str, Any], errors: dict[str, str], status: int = 200):
+def form_page(form: dict[str, Any], errors: dict[str, str], status: int = 200, *, spot_check: bool = False):
+    """The create form (``spot_check``: the supervisors' spot-check form, a ``cadre:N`` sample only)."""
     with runtime().sessions() as session:
         villages = session.scalar(select(Village.id).limit(1)) is not None
         cadres = session.scalar(select(Cadre.id).limit(1)) is not None
@@ -171,6 +172,7 @@ def _form_page(form: dict[str, Any], errors: dict[str, str], status: int = 200):
         retry_outcomes=RETRY_OUTCOMES,
         retry_labels=RETRY_LABELS,
         has_roster=villages and cadres,
+        spot_check=spot_check,
     )
     return body, status
 
@@ -178,18 +180,18 @@ def _form_page(form: dict[str, Any], errors: dict[str, str], status: int = 200):
 @bp.get("/rounds/new")
 @roles(*WRITERS)
 def round_new():
-    form = _default_form()
+    form = default_form()
     sample = request.args.get("sample", "").strip()  # a link may preset it (a spot-check: cadre:N)
     kind, _, number = sample.partition(":")
     if kind in ("village", "cadre") and number.isdigit():
         form.update(sample_kind=kind, sample_n=number)
-    return _form_page(form, {})
+    return form_page(form, {})
 
 
-def _read_form() -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+def _read_form(sample_kind: str | None = None) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
     """The form as entered, the ``round create`` options it means, and the errors of fields that are not
     even the right kind of value (a word where a number goes)."""
-    form = _default_form()
+    form = default_form()
     for name in form:
         if name in ("exclude_unsure", "machine_detection", "inbound_answer", "target_defaults"):
             continue
@@ -197,6 +199,8 @@ def _read_form() -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
     form["exclude_unsure"] = request.form.get("exclude_unsure") == "1"
     form["machine_detection"] = request.form.get("machine_detection") == "1"
     form["inbound_answer"] = request.form.get("inbound_answer") == "1"
+    if sample_kind is not None:
+        form["sample_kind"] = sample_kind
     errors: dict[str, str] = {}
 
     def whole(name: str) -> int | None:
@@ -259,10 +263,15 @@ def _field_of(message: str) -> str:
     return OPTION_FIELDS.get(match.group(1), "form") if match else "form"
 
 
-@bp.post("/rounds")
-@roles(*WRITERS)
-def round_create():
-    form, raw, errors = _read_form()
+def create_from_form(*, sample_kind: str | None = None) -> tuple[dict[str, Any], int | None, dict[str, str]]:
+    """The create form's logic, for every page that offers it: the form as entered, the new round's id (None
+    when there are errors), and the errors by field. Parsed by the command line's parser, created by its
+    service, audited in the same transaction.
+
+    Args:
+        sample_kind: forces the sample's kind (the supervisors' spot-check form: ``cadre``).
+    """
+    form, raw, errors = _read_form(sample_kind)
     try:
         # Also when a field could not be read (it is left out): the options' first problem shows beside it too.
         options = RoundOptions.from_cli(settings(), **raw)
@@ -270,7 +279,7 @@ def round_create():
         field = _field_of(str(exc))
         errors.setdefault(field, f"{FIELD_HINTS[field]} （{exc}）")
     if errors:
-        return _form_page(form, errors, 400)
+        return form, None, errors
     try:
         with session_scope(runtime().sessions) as session:
             round_ = create_round(session, options)
@@ -281,9 +290,18 @@ def round_create():
             round_id = round_.id
     except RoundError as exc:
         field = _field_of(str(exc))
-        return _form_page(form, {field: f"{FIELD_HINTS[field]} （{exc}）"}, 400)
+        return form, None, {field: f"{FIELD_HINTS[field]} （{exc}）"}
+    return form, round_id, {}
+
+
+@bp.post("/rounds")
+@roles(*WRITERS)
+def round_create():
+    form, round_id, errors = create_from_form()
+    if round_id is None:
+        return form_page(form, errors, 400)
     flash(
-        gettext("调查“%(name)s”已创建（编号 %(id)d），检查无误后即可启动。", name=options.name, id=round_id), "success"
+        gettext("调查“%(name)s”已创建（编号 %(id)d），检查无误后即可启动。", name=form["name"], id=round_id), "success"
     )
     return redirect(url_for("office.round_page", round_id=round_id))
 

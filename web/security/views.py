@@ -31,8 +31,8 @@ bp = Blueprint("auth", __name__)
 HOME_ENDPOINTS = {
     accounts.UserRole.ADMIN: "pages.home",
     accounts.UserRole.OFFICE: "pages.home",
-    accounts.UserRole.SUPERVISOR: "pages.supervisor",
-    accounts.UserRole.CADRE: "pages.my_followups",
+    accounts.UserRole.SUPERVISOR: "supervisor.home",
+    accounts.UserRole.CADRE: "cadre.home",
 }
 
 

@@ -5,6 +5,7 @@ others are registered by the composition root (the ``sanlv`` script registers th
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from campaigns.settings import Settings
 from workers.telephony.base import ConfigurationError, TelephonyProvider
@@ -21,12 +22,30 @@ def register_provider(name: str, factory: ProviderFactory) -> None:
     _factories[name] = factory
 
 
-def get_provider(settings: Settings) -> TelephonyProvider:
-    """The provider the settings name (one instance per process and configuration).
+def get_provider(settings: Settings, account: str | None = None) -> TelephonyProvider:
+    """The provider the settings name (one instance per process, configuration and Twilio account).
+
+    Args:
+        account: the Twilio account to act as (see ``Settings.accounts``); None: the first one. Providers
+            other than ``twilio`` have no accounts and ignore it.
 
     Raises:
-        ConfigurationError: no provider of that name is registered in this process.
+        ConfigurationError: no provider of that name is registered in this process, or no such account.
     """
+    if settings.telephony == "twilio" and settings.twilio_accounts:
+        chosen = settings.twilio_accounts[0]
+        if account is not None:
+            matching = [a for a in settings.twilio_accounts if a.name == account]
+            if not matching:
+                raise ConfigurationError(f"Twilio account {account!r} is not configured (SANLV_TWILIO_ACCOUNTS)")
+            chosen = matching[0]
+        settings = replace(
+            settings,
+            twilio_account_sid=chosen.sid,
+            twilio_auth_token=chosen.auth_token,
+            twilio_from_number=chosen.from_number or settings.twilio_from_number,
+            twilio_accounts=(),
+        )
     key = (settings.telephony, settings.twilio_account_sid, settings.twilio_api_base_url, settings.redis_url)
     provider = _providers.get(key)
     if provider is None:

@@ -1,4 +1,5 @@
-"""The telephony provider interface. Two providers implement it: Twilio and the simulated phone network."""
+"""The telephony provider interface (calls and text messages). Two providers implement it: Twilio and the
+simulated phone network."""
 
 from __future__ import annotations
 
@@ -34,6 +35,31 @@ class CallInfo:
     start_time: datetime | None = None
     date_created: datetime | None = None
     extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MessageRequest:
+    """Everything needed to send one SMS (Twilio's Messages API)."""
+
+    target_id: int  # the notice target it is for (logs only; the provider knows nothing of notices)
+    to: str  # E.164
+    from_: str  # E.164 sender
+    body: str
+    status_callback: str  # status webhook (absolute, carries the target id)
+
+
+@dataclass(frozen=True)
+class MessageInfo:
+    """What the provider knows about a message."""
+
+    sid: str
+    status: str  # Twilio's: accepted, queued, sending, sent, delivered, undelivered, failed, ...
+    to: str = ""
+    from_: str = ""
+    body: str = ""
+    num_segments: int | None = None
+    error_code: int | None = None
+    date_created: datetime | None = None
 
 
 class TelephonyError(Exception):
@@ -75,3 +101,17 @@ class TelephonyProvider(Protocol):
 
     def cancel_call(self, sid: str) -> None:
         """Cancel a call that is queued or ringing; calls in progress are left to finish."""
+
+    def forget_number(self, phone: str, sids: list[str]) -> int:
+        """Erase what the provider keeps here about ``phone`` and its calls ``sids`` (``household forget``);
+        returns how many records went. Optional: workers.privacy treats a provider without it as keeping
+        nothing here (Twilio keeps its call logs in its own console)."""
+    def send_message(self, request: MessageRequest) -> MessageInfo:
+        """Create the message. Raises one of the TelephonyError subclasses above (ambiguous on a 5xx/timeout)."""
+
+    def fetch_message(self, sid: str) -> MessageInfo:
+        """The message's current state."""
+
+    def find_messages(self, to: str, from_: str, since: datetime) -> list[MessageInfo]:
+        """Messages from ``from_`` to ``to`` created at or after ``since`` (to adopt one after an ambiguous
+        create: the body tells whose it is)."""

@@ -33,12 +33,15 @@ from twilio.rest import Client
 
 from campaigns.phones import mask
 from campaigns.settings import Settings
+from workers.metrics import TWILIO_ERRORS, count
 from workers.telephony.base import (
     STATUS_EVENTS,
     AmbiguousCreateError,
     CallInfo,
     CallRequest,
     ConfigurationError,
+    MessageInfo,
+    MessageRequest,
     PermanentNumberError,
     RateLimitedError,
     TelephonyError,
@@ -97,6 +100,7 @@ class TwilioProvider:
     def __init__(self, settings: Settings):
         if not settings.twilio_account_sid or not settings.twilio_auth_token:
             raise ConfigurationError("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are required for the Twilio provider")
+        self._settings = settings
         self._from_number = settings.twilio_from_number or ""
         # The library waits forever by default; a stuck request would hang a worker with a claimed call.
         http_client = TwilioHttpClient(timeout=settings.twilio_http_timeout)
@@ -154,7 +158,7 @@ class TwilioProvider:
         try:
             call = self._client.calls.create(**params)
         except (TwilioException, requests.RequestException, json.JSONDecodeError) as exc:
-            error = _map_error(exc, "create call", creating=True)
+            error = self._error(exc, "create call", creating=True)
             log.warning(
                 "event=call_create_failed attempt=%s to=%s error=%s status=%s code=%s",
                 request.attempt_id,
@@ -184,7 +188,7 @@ class TwilioProvider:
         try:
             call = self._client.calls(sid).fetch()
         except (TwilioException, requests.RequestException, json.JSONDecodeError) as exc:
-            raise _map_error(exc, f"fetch call {sid}", creating=False) from exc
+            raise self._error(exc, f"fetch call {sid}", creating=False) from exc
         return _call_info(call)
 
     def find_calls(self, to: str, since: datetime) -> list[CallInfo]:
@@ -215,11 +219,19 @@ class TwilioProvider:
                 if call.date_created is not None and call.date_created >= since:
                     found.append(_call_info(call))
         except (TwilioException, requests.RequestException, json.JSONDecodeError) as exc:
-            raise _map_error(exc, "list calls", creating=False) from exc
+            raise self._error(exc, "list calls", creating=False) from exc
         # Most recent first, as Twilio lists them; the sort is stable, so same-second calls keep its order.
         found.sort(key=lambda info: info.date_created or since, reverse=True)
         log.info("event=calls_found to=%s since=%s count=%d", _masked(to), since.isoformat(), len(found))
         return found
+
+    def _error(self, exc: BaseException, action: str, *, creating: bool) -> TelephonyError:
+        """The TelephonyError for a failed request, counted for Prometheus by Twilio's error code (``none``
+        when the request got no usable answer, else the HTTP status when Twilio gave no code)."""
+        error = _map_error(exc, action, creating=creating)
+        code = error.code if error.code is not None else (error.status if error.status is not None else "none")
+        count(self._settings, TWILIO_ERRORS, code)
+        return error
 
     def cancel_call(self, sid: str) -> None:
         """Cancel a call that is queued or ringing; a call in progress or over is left alone.
@@ -234,14 +246,93 @@ class TwilioProvider:
                 # Twilio only cancels queued or ringing calls; one that was answered must be served to the end.
                 log.info("event=cancel_skipped sid=%s code=%s reason=call_not_queued_or_ringing", sid, exc.code)
                 return
-            raise _map_error(exc, f"cancel call {sid}", creating=False) from exc
+            raise self._error(exc, f"cancel call {sid}", creating=False) from exc
         except (TwilioException, requests.RequestException, json.JSONDecodeError) as exc:
-            raise _map_error(exc, f"cancel call {sid}", creating=False) from exc
+            raise self._error(exc, f"cancel call {sid}", creating=False) from exc
         if call.status == "canceled":
             log.info("event=call_canceled sid=%s", sid)
         else:
             # Twilio answers 200 and leaves an answered call alone.
             log.info("event=cancel_skipped sid=%s status=%s reason=call_not_queued_or_ringing", sid, call.status)
+
+    # -- messages (SMS notices) ------------------------------------------------------------------------------
+
+    def send_message(self, request: MessageRequest) -> MessageInfo:
+        """Create the SMS at Twilio, with its status callback.
+
+        Raises:
+            PermanentNumberError: the number can never be texted (21211, 21610 unsubscribed, ...).
+            RateLimitedError: Twilio refused the request for load; nothing was created.
+            AmbiguousCreateError: a 5xx, a timeout or a broken connection; the message may exist.
+            ConfigurationError: credentials or sender are wrong.
+            TelephonyError: any other refusal.
+        """
+        try:
+            message = self._client.messages.create(
+                to=request.to,
+                from_=request.from_ or self._from_number,
+                body=request.body,
+                status_callback=request.status_callback,
+            )
+        except (TwilioException, requests.RequestException, json.JSONDecodeError) as exc:
+            error = _map_error(exc, "create message", creating=True)
+            log.warning(
+                "event=message_create_failed target=%s to=%s error=%s status=%s code=%s",
+                request.target_id,
+                _masked(request.to),
+                type(error).__name__,
+                error.status,
+                error.code,
+            )
+            raise error from exc
+        info = _message_info(message)
+        log.info("event=message_created target=%s sid=%s status=%s to=%s", request.target_id, info.sid, info.status,
+                 _masked(request.to))
+        return info
+
+    def fetch_message(self, sid: str) -> MessageInfo:
+        """The message's current state at Twilio (TelephonyError with ``status`` 404 if unknown)."""
+        try:
+            message = self._client.messages(sid).fetch()
+        except (TwilioException, requests.RequestException, json.JSONDecodeError) as exc:
+            raise _map_error(exc, f"fetch message {sid}", creating=False) from exc
+        return _message_info(message)
+
+    def find_messages(self, to: str, from_: str, since: datetime) -> list[MessageInfo]:
+        """Messages from ``from_`` to ``to`` created at or after ``since``, most recent first.
+
+        Twilio filters by ``To``, ``From`` and the whole UTC date sent (``DateSent>=``); a message still queued
+        has no date sent yet, so only To and From are passed and the creation time is compared here.
+        """
+        if since.tzinfo is None or since.utcoffset() is None:
+            raise ValueError("find_messages needs an aware datetime for since")
+        since = since.replace(microsecond=0)
+        found: list[MessageInfo] = []
+        try:
+            for message in self._client.messages.stream(to=to, from_=from_ or self._from_number,
+                                                        page_size=FIND_PAGE_SIZE):
+                if message.date_created is not None and message.date_created >= since:
+                    found.append(_message_info(message))
+        except (TwilioException, requests.RequestException, json.JSONDecodeError) as exc:
+            raise _map_error(exc, "list messages", creating=False) from exc
+        found.sort(key=lambda info: info.date_created or since, reverse=True)
+        log.info("event=messages_found to=%s count=%d", _masked(to), len(found))
+        return found
+
+
+def _message_info(message: Any) -> MessageInfo:
+    """A ``MessageInfo`` from the client's ``MessageInstance``."""
+    segments = message.num_segments
+    return MessageInfo(
+        sid=message.sid,
+        status=message.status,
+        to=message.to or "",
+        from_=message.from_ or "",
+        body=message.body or "",
+        num_segments=int(segments) if segments not in (None, "") else None,
+        error_code=message.error_code,
+        date_created=message.date_created,
+    )
 
 
 def _call_info(call: Any) -> CallInfo:

@@ -8,7 +8,7 @@ on an inbound call. ``deployment_secrets`` keeps secrets the deployment generate
 network's webhook signing key). Existing rounds keep answering on inbound calls, as they did when created.
 
 Revision ID: 0007_inbound_secrets
-Revises: 0003_accounts
+Revises: 0006_caller_ids_accounts
 Create Date: 2026-12-07 03:00:00
 """
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007_inbound_secrets"
-down_revision = "0003_accounts"
+down_revision = "0006_caller_ids_accounts"
 branch_labels = None
 depends_on = None
 
