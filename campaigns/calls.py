@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from campaigns import clock
+from campaigns.logs import mask_phones
 from campaigns.models import (
     CALL_STATUS_ORDER,
     FINAL_CALL_STATUSES,
@@ -262,7 +263,7 @@ def mark_ambiguous(session: Session, attempt_id: int, started: datetime, message
             CallAttempt.call_sid.is_(None),
             _create_started_is(started),
         )
-        .values(error_code=AMBIGUOUS, error_message=message[:2000])
+        .values(error_code=AMBIGUOUS, error_message=mask_phones(message)[:2000])
         .execution_options(synchronize_session=False)
     )
 
@@ -382,6 +383,8 @@ def adopt_call_sid(session: Session, attempt_id: int, call_sid: str) -> bool:
 def mark_permanent_failure(session: Session, attempt: CallAttempt, code: int | None, message: str) -> None:
     """The number can never be called: the attempt was not placed, the target and the household say so."""
     now = clock.now()
+    # The provider's wording may quote the number (21211: "The 'To' number +86... is not valid"): kept masked.
+    message = mask_phones(message)
     attempt.status = CallStatus.NOT_PLACED
     attempt.error_code = str(code) if code is not None else None
     attempt.error_message = message[:2000]

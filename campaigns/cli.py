@@ -53,7 +53,7 @@ from campaigns.questionnaire import (
     resolve_questionnaire,
     to_show_json,
 )
-from campaigns.roster import RosterError, import_roster
+from campaigns.roster import RosterError, RosterLimits, import_roster
 from campaigns.rounds import (
     RoundOptions,
     change_round,
@@ -193,7 +193,10 @@ def roster_import(file: Path, dry_run: bool, skip_invalid: bool, replace: bool) 
     rt = runtime_or_exit()
     try:
         with session_scope(rt.sessions) as session:
-            result = import_roster(session, file, dry_run=dry_run, skip_invalid=skip_invalid, replace=replace)
+            result = import_roster(
+                session, file, dry_run=dry_run, skip_invalid=skip_invalid, replace=replace,
+                limits=RosterLimits.from_settings(rt.settings),
+            )  # fmt: skip
             if dry_run:
                 session.rollback()
             else:

@@ -34,8 +34,9 @@ from campaigns.errors import SanlvError
 from campaigns.hashing import phone_hash
 from campaigns.models import Answer, Cadre, DoNotCall, Household, Response, RoundTarget, Village
 from campaigns.phones import PhoneNumberError, mask, normalise
+from campaigns.settings import Settings
 
-__all__ = ["ImportResult", "RosterError", "RowProblem", "import_roster", "read_roster"]
+__all__ = ["ImportResult", "RosterError", "RosterLimits", "RowProblem", "import_roster", "read_roster"]
 
 # Canonical column keys.
 VILLAGE = "village"
@@ -106,6 +107,24 @@ TEXT_EXTENSIONS = frozenset({".csv", ".tsv", ".txt"})
 XLSX_EXTENSIONS = frozenset({".xlsx", ".xlsm"})
 _CHUNK = 500  # IN-list size: well under SQLite's bound-parameter limit on every version we may meet
 _WRITE_BATCH = 5000  # rows per bulk statement; keeps the parameter lists of a 100k-row import bounded
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RosterLimits:
+    """How big a roster file may be; each is checked before the rows are read (settings: SANLV_ROSTER_*)."""
+
+    max_bytes: int = 20 * MB  # the file as uploaded (SANLV_ROSTER_MAX_MB)
+    max_rows: int = 200_000  # data rows under the header (SANLV_ROSTER_MAX_ROWS)
+    # An XLSX file is a zip archive: its parts once decompressed, which is what a reader holds (a small
+    # file can unpack to gigabytes) (SANLV_ROSTER_MAX_XLSX_MB).
+    max_xlsx_bytes: int = 200 * MB
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RosterLimits:
+        return cls(settings.roster_max_mb * MB, settings.roster_max_rows, settings.roster_max_xlsx_mb * MB)
+
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # Excel 97-2003 .xls (and other OLE documents)
@@ -281,11 +300,8 @@ class RosterRow:
     household: str | None  # None when the cell is empty (or the file has no household column)
 
 
-@dataclass
-class _Sheet:
-    """The raw table: (line, cells) for every row, cells as the reader gave them (str, int, float, ...)."""
-
-    rows: list[tuple[int, list[Any]]]
+# The raw table, read lazily: (line, cells) for every row, cells as the reader gave them (str, int, float, ...).
+_Rows = Iterator[tuple[int, list[Any]]]
 
 
 def _cell_text(value: Any) -> str:
@@ -342,7 +358,7 @@ def _decode(data: bytes, source: str) -> str:
     )
 
 
-def _read_text(path: Path, source: str) -> _Sheet:
+def _read_text(path: Path, source: str) -> _Rows:
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -366,17 +382,56 @@ def _read_text(path: Path, source: str) -> _Sheet:
     first_line = next((line for line in text.splitlines() if line.strip()), "")
     # Excel writes commas; its "Unicode text" export writes tabs; some European locales write semicolons.
     delimiter = max(",\t;", key=first_line.count) if first_line else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    return _csv_rows(reader, source)
+
+
+def _csv_rows(reader: Iterator[list[str]], source: str) -> _Rows:
     try:
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
         # Row numbers count records, not physical lines: a quoted cell with a line break is still one row,
         # as Excel shows it.
-        rows = [(line, list(cells)) for line, cells in enumerate(reader, start=1)]
+        for line, cells in enumerate(reader, start=1):
+            yield line, list(cells)
     except csv.Error as exc:
         raise _file_problem(source, f"不是有效的 CSV 文件 ({exc})", f"not a valid CSV file ({exc})") from None
-    return _Sheet(rows)
 
 
-def _read_xlsx(path: Path, source: str) -> _Sheet:
+def _xlsx_problem(source: str, exc: BaseException) -> RosterError:
+    reason = getattr(exc, "strerror", None) or type(exc).__name__
+    return _file_problem(
+        source,
+        f"无法读取 XLSX 文件 ({reason}), 请用 Excel 打开后重新另存为 .xlsx",
+        f"cannot read the XLSX file ({reason}); open it in Excel and save it again as .xlsx",
+    )
+
+
+def _check_unpacked_size(path: Path, source: str, limits: RosterLimits) -> None:
+    """Refuse a workbook whose parts unpack to more than the limit, before any part is decompressed.
+
+    The sizes are those the archive declares; a reader never gets more than the declared size of a part
+    (zipfile stops there and checks the CRC), so a lying archive fails instead of filling the memory.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise _xlsx_problem(source, exc) from None
+    if unpacked > limits.max_xlsx_bytes:
+        raise _file_problem(
+            source,
+            f"XLSX 文件解压后有 {unpacked / MB:.0f} MB, 超过上限 {limits.max_xlsx_bytes / MB:.0f} MB"
+            " (SANLV_ROSTER_MAX_XLSX_MB); 请删去多余的工作表、图片和格式后另存, 或改用 CSV",
+            f"the XLSX file unpacks to {unpacked / MB:.0f} MB, over the limit of {limits.max_xlsx_bytes / MB:.0f} MB"
+            " (SANLV_ROSTER_MAX_XLSX_MB); remove extra sheets, pictures and formatting, or save it as CSV",
+        )
+
+
+def _read_xlsx(path: Path, source: str, limits: RosterLimits) -> _Rows:
+    _check_unpacked_size(path, source, limits)
+    return _xlsx_rows(path, source)
+
+
+def _xlsx_rows(path: Path, source: str) -> _Rows:
     import openpyxl
     from openpyxl.utils.exceptions import InvalidFileException
 
@@ -393,27 +448,30 @@ def _read_xlsx(path: Path, source: str) -> _Sheet:
                 # Some generators write a wrong <dimension>; without this, read-only mode trusts it and
                 # silently drops rows or columns.
                 sheet.reset_dimensions()
-                rows = [(line, list(cells)) for line, cells in enumerate(sheet.iter_rows(values_only=True), 1)]
+                for line, cells in enumerate(sheet.iter_rows(values_only=True), 1):
+                    yield line, list(cells)
             finally:
                 workbook.close()
     except (OSError, zipfile.BadZipFile, InvalidFileException, KeyError, ValueError) as exc:
-        reason = getattr(exc, "strerror", None) or type(exc).__name__
-        raise _file_problem(
-            source,
-            f"无法读取 XLSX 文件 ({reason}), 请用 Excel 打开后重新另存为 .xlsx",
-            f"cannot read the XLSX file ({reason}); open it in Excel and save it again as .xlsx",
-        ) from None
-    return _Sheet(rows)
+        raise _xlsx_problem(source, exc) from None
 
 
-def _read_sheet(path: Path, source: str) -> _Sheet:
+def _read_sheet(path: Path, source: str, limits: RosterLimits) -> _Rows:
     if not path.is_file():
         raise _file_problem(source, "文件不存在", "no such file")
+    size = path.stat().st_size
+    if size > limits.max_bytes:
+        raise _file_problem(
+            source,
+            f"文件有 {size / MB:.1f} MB, 超过上限 {limits.max_bytes / MB:.0f} MB (SANLV_ROSTER_MAX_MB); 请分成几个文件导入",
+            f"the file is {size / MB:.1f} MB, over the limit of {limits.max_bytes / MB:.0f} MB (SANLV_ROSTER_MAX_MB);"
+            " split it into several files",
+        )
     suffix = path.suffix.lower()
     if suffix in TEXT_EXTENSIONS:
         return _read_text(path, source)
     if suffix in XLSX_EXTENSIONS:
-        return _read_xlsx(path, source)
+        return _read_xlsx(path, source, limits)
     if suffix == ".xls":
         raise _file_problem(
             source,
@@ -587,30 +645,46 @@ class _RowChecker:
         return RosterRow(line, phone, village, cadre, cadre_phone, household or None), []
 
 
-def _validate(sheet: _Sheet, source: str) -> tuple[list[RosterRow], list[RowProblem], int, bool]:
-    """Check every row. Returns (good rows, problems of bad rows, data rows read, has household column)."""
-    texts = ((line, [_cell_text(c) for c in cells]) for line, cells in sheet.rows)
-    data = [(line, cells) for line, cells in texts if any(cells)]
-    if not data:
+def _validate(
+    rows: _Rows, source: str, limits: RosterLimits
+) -> tuple[list[RosterRow], list[RowProblem], int, bool]:
+    """Check every row. Returns (good rows, problems of bad rows, data rows read, has household column).
+
+    The header row is checked before any data row is read, and reading stops at the row limit.
+    """
+    texts = ((line, [_cell_text(c) for c in cells]) for line, cells in rows)
+    data = ((line, cells) for line, cells in texts if any(cells))
+    first = next(data, None)
+    if first is None:
         raise _file_problem(source, "文件为空, 没有表头", "the file is empty: no header row")
-    header_line, header_cells = data[0]
+    header_line, header_cells = first
     columns = _map_header(source, header_line, header_cells)
-    body = data[1:]
-    if not body:
-        raise _file_problem(source, "表头下面没有数据行", "no data rows under the header")
 
     checker = _RowChecker(columns)
     good: list[RosterRow] = []
     problems: list[RowProblem] = []
-    for line, cells in body:
+    count = 0
+    for line, cells in data:
+        count += 1
+        if count > limits.max_rows:
+            raise _file_problem(
+                source,
+                f"数据行超过上限 {limits.max_rows} 行 (SANLV_ROSTER_MAX_ROWS, 第{line}行); 请分成几个文件导入",
+                f"more than {limits.max_rows} data rows, the limit (SANLV_ROSTER_MAX_ROWS; line {line});"
+                " split it into several files",
+            )
         row, row_problems = checker.check(line, cells)
         if row is not None:
             good.append(row)
         problems.extend(row_problems)
-    return good, problems, len(body), HOUSEHOLD in columns
+    if count == 0:
+        raise _file_problem(source, "表头下面没有数据行", "no data rows under the header")
+    return good, problems, count, HOUSEHOLD in columns
 
 
-def read_roster(path: str | Path) -> tuple[list[RosterRow], list[RowProblem], int, bool]:
+def read_roster(
+    path: str | Path, limits: RosterLimits | None = None
+) -> tuple[list[RosterRow], list[RowProblem], int, bool]:
     """Read and check a roster file without touching the database.
 
     Args:
@@ -620,10 +694,12 @@ def read_roster(path: str | Path) -> tuple[list[RosterRow], list[RowProblem], in
         (good rows, problems of the bad rows, data rows read, whether the file has a household column).
 
     Raises:
-        RosterError: the file cannot be read, is empty, or its header row is bad (``kind`` says which).
+        RosterError: the file cannot be read, is empty, is over a limit of ``limits`` (default
+            RosterLimits()), or its header row is bad (``kind`` says which).
     """
     path = Path(path)
-    return _validate(_read_sheet(path, path.name), path.name)
+    limits = limits or RosterLimits()
+    return _validate(_read_sheet(path, path.name, limits), path.name, limits)
 
 
 # --- writing -----------------------------------------------------------------------------------------------
@@ -707,6 +783,7 @@ def import_roster(
     dry_run: bool = False,
     skip_invalid: bool = False,
     replace: bool = False,
+    limits: RosterLimits | None = None,
 ) -> ImportResult:
     """Import a roster file: create villages and cadres on demand, add new numbers, update changed ones.
 
@@ -726,6 +803,7 @@ def import_roster(
             raising.
         replace: the file is the full roster (see above); not with ``skip_invalid`` (a skipped row would
             retire its household).
+        limits: how big the file may be (default RosterLimits()).
 
     Returns:
         The counts of what was (or would be) done.
@@ -743,7 +821,7 @@ def import_roster(
                         "--replace needs the full roster and cannot be combined with --skip-invalid")],
             kind="file",
         )  # fmt: skip
-    rows, problems, total, has_household = read_roster(path)
+    rows, problems, total, has_household = read_roster(path, limits)
     if problems and not skip_invalid:
         raise RosterError(source, problems, kind="rows")
 

@@ -54,6 +54,9 @@ from campaigns.schedule import (
 from campaigns.settings import Settings
 
 _SAMPLE = re.compile(r"^(all|village:(\d+)|cadre:(\d+))$")
+MAX_SAMPLE_PER_GROUP = 1_000_000
+MAX_ATTEMPTS = 100  # calls per household in one round
+MAX_CONCURRENT = 10_000  # live calls of one round
 
 
 class RoundError(SanlvError, ValueError):
@@ -140,6 +143,15 @@ class RoundOptions:
         assert match is not None
         if int(match.group(2) or match.group(3) or 1) < 1:  # also "village:00"
             raise RoundError(f"--sample: {self.sample!r}: N must be at least 1")
+        if int(match.group(2) or match.group(3) or 1) > MAX_SAMPLE_PER_GROUP:
+            raise RoundError(f"--sample: {self.sample!r}: N must be at most {MAX_SAMPLE_PER_GROUP}")
+        # Stored in INTEGER columns: a number past their range is a mistake to name, not a database error.
+        if self.seed is not None and not -(2**31) <= self.seed < 2**31:
+            raise RoundError(f"--seed: {self.seed} must be between {-(2**31)} and {2**31 - 1}")
+        for option, value, high in (("--max-attempts", self.max_attempts, MAX_ATTEMPTS),
+                                    ("--max-concurrent", self.max_concurrent, MAX_CONCURRENT)):  # fmt: skip
+            if value > high:
+                raise RoundError(f"{option}: must be at most {high}")
         if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
             raise RoundError("--ends-at: must be after --starts-at")
         try:  # options built in code (the demo, tests) are held to what the command line accepts

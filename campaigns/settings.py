@@ -90,6 +90,10 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ("127.0.0.1", "::1")
     # The largest request body the web app reads (roster and recording uploads), in megabytes.
     max_upload_mb: int = 20
+    # Roster files (campaigns.roster.RosterLimits): the file, its data rows, an XLSX file's unpacked parts.
+    roster_max_mb: int = 20
+    roster_max_rows: int = 200_000
+    roster_max_xlsx_mb: int = 200
     # Days after a round finished before ``sanlv data retain`` pseudonymises its phone-level data (None: the
     # command needs --older-than).
     retention_days: int | None = None
@@ -314,6 +318,13 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv: Path | None 
         values["trusted_proxies"] = _addresses("SANLV_TRUSTED_PROXIES", proxies)
     if upload := get("SANLV_MAX_UPLOAD_MB"):
         values["max_upload_mb"] = _positive_number("SANLV_MAX_UPLOAD_MB", upload, int)
+    for name, field in (
+        ("SANLV_ROSTER_MAX_MB", "roster_max_mb"),
+        ("SANLV_ROSTER_MAX_ROWS", "roster_max_rows"),
+        ("SANLV_ROSTER_MAX_XLSX_MB", "roster_max_xlsx_mb"),
+    ):
+        if limit := get(name):
+            values[field] = _positive_number(name, limit, int)
     if retention := get("SANLV_RETENTION_DAYS"):
         values["retention_days"] = _positive_number("SANLV_RETENTION_DAYS", retention, int)
 

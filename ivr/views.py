@@ -302,6 +302,13 @@ def status():
     answered_by = _answered_by()
 
     def work(session) -> None:
+        if not request.args.get("attempt") and request.form.get("Direction", "").strip() == "inbound":
+            # Our number's callback for a call a resident made: one that was not interviewed (the default:
+            # they are called back) has no attempt, and there is nothing to record.
+            sid = _call_sid()
+            if session.scalar(select(CallAttempt.id).where(CallAttempt.call_sid == sid)) is None:
+                log.info("event=inbound_call_ended sid=%s status=%s", sid, call_status)
+                return
         # Locked: callbacks for one call may arrive together; SequenceNumber decides which one counts.
         attempt = _attempt(session, lock=True, attempt_required=False)
         heard_from(session, attempt.id)

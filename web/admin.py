@@ -85,7 +85,7 @@ def add_user():
     errors: dict[str, str] = {}
     cadre_id = None
     if form["cadre_id"]:
-        if not form["cadre_id"].isdigit():
+        if not form["cadre_id"].isdigit() or len(form["cadre_id"]) > 9:
             errors["cadre_id"] = gettext("干部编号必须是数字。")
         else:
             cadre_id = int(form["cadre_id"])

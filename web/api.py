@@ -86,7 +86,7 @@ def _int_arg(name: str, *, minimum: int = 1) -> int | None:
     if raw is None or raw == "":
         return None
     text = raw.strip()
-    if not text.isdigit() or int(text) < minimum:
+    if not text.isdigit() or len(text) > 9 or int(text) < minimum:  # 9 digits: within the INTEGER ids
         abort(
             400,
             description=f"参数 {name} 必须是不小于 {minimum} 的整数 / {name} must be a whole number >= {minimum}: {raw!r}",

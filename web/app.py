@@ -28,6 +28,7 @@ from web.admin import bp as admin_bp
 from web.api import bp as api_bp
 from web.notices import bp as notices_bp
 from web.cadre import bp as cadre_bp
+from web.ids import IdConverter
 from web.office import bp as office_bp
 from web.pages import bp as pages_bp
 from web.security.proxy import TrustedProxyFix
@@ -54,6 +55,7 @@ def create_app(runtime: Runtime | None = None) -> Flask:
     if not settings.secret_key:
         raise SettingsError("SECRET_KEY is required to serve the web app (a random string of 32+ characters)")
     app = Flask(__name__)
+    app.url_map.converters["int"] = IdConverter  # before any route: an id too big for the database is a 404
     app.config.update(SECRET_KEY=settings.secret_key, MAX_CONTENT_LENGTH=settings.max_content_length)
     app.extensions["sanlv"] = runtime
     app.wsgi_app = TrustedProxyFix(app.wsgi_app, settings.trusted_proxies)  # type: ignore[method-assign]

@@ -45,7 +45,7 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 from twilio.rest import Client
 
-from campaigns.logs import configure_logging, log_context
+from campaigns.logs import configure_logging, log_context, mask_phones
 from campaigns.phones import mask
 from campaigns.runtime import get_runtime
 from campaigns.settings import Settings
@@ -134,6 +134,13 @@ class InProcessWorker(SimpleWorker):
     of a burst, a test -- waits with it. Here the flag is cleared first: the unsubscribe reply wakes the
     thread, which then ends.
     """
+
+    def handle_job_failure(self, job: Job, queue: Queue, started_job_registry=None, exc_string: str = ""):
+        # The traceback is kept in Redis (the failed-job registry, the job's results): numbers in an exception
+        # message (a provider's error quoting the number it refused) are masked before it is stored.
+        return super().handle_job_failure(
+            job, queue, started_job_registry=started_job_registry, exc_string=mask_phones(exc_string or "")
+        )
 
     def unsubscribe(self) -> None:
         thread = self.pubsub_thread

@@ -11,8 +11,8 @@ from twilio.request_validator import RequestValidator
 
 from campaigns.calls import claim_due_targets
 from campaigns.clock import now
-from campaigns.runtime import get_runtime
 from campaigns.models import CallAttempt, CallStatus, RoundStatus, RoundTarget
+from campaigns.runtime import get_runtime
 from campaigns.settings import Settings
 from tests.factories import make_household, make_round
 

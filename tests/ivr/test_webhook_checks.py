@@ -18,7 +18,6 @@ from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
 from campaigns.clock import set_clock_file
-from campaigns.runtime import get_runtime
 from campaigns.models import (
     Answer,
     AnswerChange,
@@ -39,6 +38,7 @@ from campaigns.questionnaire import (
     parse_questionnaire,
     store_version,
 )
+from campaigns.runtime import get_runtime
 from tests.ivr.support import (
     PHONE,
     SID,
@@ -437,6 +437,11 @@ def test_by_default_an_inbound_call_asks_nothing_and_asks_for_one_call_back(call
         target = session.scalar(select(RoundTarget))
     assert (target.state, target.call_backs, target.attempts) == (TargetState.PENDING, 1, 1)
     assert target.next_attempt_at <= target.call_back_requested_at + timedelta(seconds=1)
+    # Our number's status callback for that call: nothing to record, and not an error either.
+    ended = post(settings, "/ivr/status", inbound_params(CallStatus="completed", CallDuration="9"))
+    assert ended.status_code == 204
+    with sessions() as session:
+        assert session.scalars(select(CallAttempt.direction)).all() == [CallDirection.OUTBOUND]
 
 
 @pytest.fixture

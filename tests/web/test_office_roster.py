@@ -212,6 +212,19 @@ def test_a_file_over_the_size_limit_gets_a_chinese_413_page(make_app, people) ->
     assert "文件太大" in response.get_data(as_text=True) and "超过了 1 MB 的上限" in response.get_data(as_text=True)
 
 
+def test_a_roster_over_the_row_limit_is_refused_naming_the_limit(make_app, people, sessions) -> None:
+    client = make_app(roster_max_rows=2).test_client()
+    assert sign_in(client, "office1").status_code == 302
+
+    response = upload(client, (HEADER + GOOD_ROWS).encode("utf-8"))
+
+    page = response.get_data(as_text=True)
+    assert response.status_code == 400
+    assert "数据行超过上限 2 行" in page and "SANLV_ROSTER_MAX_ROWS" in page
+    assert 'name="token"' not in page  # nothing to confirm
+    assert households(sessions) == 0
+
+
 def test_a_file_of_no_roster_format_is_refused_with_a_reason(office, sessions) -> None:
     html = upload(office, b"%PDF-1.4 ...", "名单.pdf").get_data(as_text=True)
 

@@ -22,7 +22,14 @@ from campaigns import audit, dnc
 from campaigns.db import session_scope
 from campaigns.models import Cadre, DoNotCall, Village
 from campaigns.phones import mask
-from campaigns.roster import COLUMN_LABELS, TEXT_EXTENSIONS, XLSX_EXTENSIONS, RosterError, import_roster
+from campaigns.roster import (
+    COLUMN_LABELS,
+    TEXT_EXTENSIONS,
+    XLSX_EXTENSIONS,
+    RosterError,
+    RosterLimits,
+    import_roster,
+)
 from reports.roster import (
     cadre_query,
     cadre_rows,
@@ -69,7 +76,7 @@ def roster_upload():
     result = error = None
     try:
         with runtime().sessions() as session:
-            result = import_roster(session, kept.path, dry_run=True)
+            result = import_roster(session, kept.path, dry_run=True, limits=RosterLimits.from_settings(settings()))
             session.rollback()
     except RosterError as exc:
         error = exc
@@ -89,7 +96,7 @@ def roster_import():
         return redirect(url_for("office.roster"))
     try:
         with session_scope(runtime().sessions) as session:
-            result = import_roster(session, kept.path)
+            result = import_roster(session, kept.path, limits=RosterLimits.from_settings(settings()))
             audit_request(
                 session, audit.ROSTER_IMPORT, object_type="file", object_id=kept.name,
                 detail={"summary": result.summary(), "rows": result.rows, "created": result.created,
