@@ -622,7 +622,7 @@ def request_call_back(session: Session, target: RoundTarget, round_: Round, now:
         return None
     if target.call_backs >= CALL_BACKS_PER_ROUND:
         return None
-    if session.get(DoNotCall, target.phone) is not None:
+    if session.scalar(select(listed(literal(target.phone)))):
         return None
     live = session.scalar(
         select(func.count())
