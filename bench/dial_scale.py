@@ -178,7 +178,7 @@ def dial(
         with session_scope(sessions) as session:
             options = RoundOptions(
                 name=f"bench {run.name}", windows=[["00:00", "24:00"]], cps=run.pool_cps,
-                max_concurrent=10_000_000, max_attempts=1, accounts=tuple(run.accounts),
+                max_concurrent=10_000, max_attempts=1, accounts=tuple(run.accounts),
             )
             round_id = create_round(session, options).id
             change_round(session, round_id, "launch")

@@ -31,7 +31,7 @@ from campaigns.errors import SanlvError
 from campaigns.hashing import phone_hash
 from campaigns.models import DncAction, DncSource, DoNotCall, DoNotCallEvent
 from campaigns.phones import PhoneNumberError, mask, normalise
-from campaigns.roster import RosterError, RowProblem, _header_key, read_cells
+from campaigns.roster import RosterError, RosterLimits, RowProblem, _header_key, read_cells
 
 REASON_MAX_LENGTH = 200  # DoNotCall.reason is String(200)
 KEYPAD_REASON = "pressed 9 during the survey"
@@ -279,7 +279,12 @@ class DncImport:
 
 
 def import_file(
-    session: Session, path: str | Path, *, actor: str | None = None, reason: str | None = None
+    session: Session,
+    path: str | Path,
+    *,
+    actor: str | None = None,
+    reason: str | None = None,
+    limits: RosterLimits | None = None,
 ) -> DncImport:
     """Put every number of a CSV or XLSX file on the list, all or nothing.
 
@@ -293,7 +298,7 @@ def import_file(
     """
     path = Path(path)
     source = path.name
-    rows = read_cells(path)
+    rows = read_cells(path, limits)
     if not rows:
         raise RosterError(
             source, [RowProblem(0, "", source, "文件中没有号码", "the file holds no number")], kind="file"

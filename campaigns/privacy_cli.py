@@ -17,7 +17,7 @@ from campaigns.cli import SanlvGroup, cli_actor, echo_json, runtime_or_exit
 from campaigns.db import session_scope
 from campaigns.phones import mask
 from campaigns.privacy import PrivacyError, forget_household, forgotten, retain_rounds
-from campaigns.roster import RosterError
+from campaigns.roster import RosterError, RosterLimits
 
 DNC_CSV_COLUMNS = ("phone", "source", "reason", "round", "added_by", "added_at")
 
@@ -113,7 +113,9 @@ def dnc_import(file: Path, reason: str | None) -> None:
     actor = cli_actor()
     try:
         with session_scope(rt.sessions) as session:
-            result = dnc.import_file(session, file, actor=actor, reason=reason)
+            result = dnc.import_file(
+                session, file, actor=actor, reason=reason, limits=RosterLimits.from_settings(rt.settings)
+            )
             audit.record(
                 session, actor, audit.DNC_IMPORT, object_type="file", object_id=file.name,
                 detail={"added": result.added, "already": result.already, "duplicates": result.duplicates},

@@ -950,13 +950,25 @@ def import_roster(
     return result
 
 
-def read_cells(path: str | Path) -> list[tuple[int, list[str]]]:
+def read_cells(path: str | Path, limits: RosterLimits | None = None) -> list[tuple[int, list[str]]]:
     """Every non-empty row of a CSV (UTF-8, UTF-8 with BOM, GBK) or XLSX file as (line, cells as text).
 
-    The same reading rules as a roster (encodings, delimiters, Excel's numbers), for other lists the office
-    keeps in spreadsheets (``sanlv dnc import``). Raises RosterError (kind ``file``) for an unreadable file.
+    The same reading rules and limits as a roster (encodings, delimiters, Excel's numbers; file size, unpacked
+    size, rows), for other lists the office keeps in spreadsheets (``sanlv dnc import``). Raises RosterError
+    (kind ``file``) for an unreadable file or one over a limit of ``limits`` (default RosterLimits()).
     """
     path = Path(path)
-    sheet = _read_sheet(path, path.name)
-    rows = [(line, [_cell_text(cell) for cell in cells]) for line, cells in sheet.rows]
-    return [(line, cells) for line, cells in rows if any(cells)]
+    limits = limits or RosterLimits()
+    rows: list[tuple[int, list[str]]] = []
+    for line, cells in _read_sheet(path, path.name, limits):
+        if len(rows) > limits.max_rows:  # the header row and max_rows data rows are allowed
+            raise _file_problem(
+                path.name,
+                f"行数超过上限 {limits.max_rows} 行 (SANLV_ROSTER_MAX_ROWS, 第{line}行); 请分成几个文件导入",
+                f"more than {limits.max_rows} rows, the limit (SANLV_ROSTER_MAX_ROWS; line {line});"
+                " split it into several files",
+            )
+        texts = [_cell_text(cell) for cell in cells]
+        if any(texts):
+            rows.append((line, texts))
+    return rows

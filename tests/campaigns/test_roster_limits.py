@@ -117,3 +117,19 @@ def test_the_command_line_names_the_breached_limit(env: Settings, tmp_path: Path
         " 未导入任何数据)"
     )
     assert households(sessions) == 0
+
+
+def test_a_do_not_call_file_keeps_the_roster_limits(env: Settings, tmp_path: Path, sessions) -> None:
+    from campaigns.models import DoNotCall
+    from web.cli import main
+
+    set_runtime(Runtime(replace(env, roster_max_rows=2)))  # as SANLV_ROSTER_MAX_ROWS=2 would
+    path = tmp_path / "免打扰.csv"
+    path.write_text("电话\n13800000001\n13800000002\n13800000003\n", encoding="utf-8")
+
+    result = CliRunner().invoke(main, ["dnc", "import", str(path)])
+
+    assert result.exit_code == 1
+    assert "more than 2 rows, the limit (SANLV_ROSTER_MAX_ROWS; line 4)" in result.stderr.splitlines()[-1]
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(DoNotCall)) == 0
