@@ -129,7 +129,9 @@ def shoot(base: str, out: Path, running_id: int) -> None:
         browser.close()
 
 
-def main(demo_db: str, out_dir: str) -> None:
+def shoot_from_demo_copy(demo_db: str, out_dir: str, seed, shoot) -> None:
+    """Copy a ``sanlv demo --dir`` database, ``seed(settings)`` it, serve the app on a free loopback port and
+    ``shoot(base_url, out_dir, seeded)``; the copy goes at the end."""
     work = Path(tempfile.mkdtemp(prefix="sanlv-shots-"))
     database = work / "sanlv.db"
     shutil.copyfile(demo_db, database)
@@ -142,7 +144,7 @@ def main(demo_db: str, out_dir: str) -> None:
         redis_url="redis://127.0.0.1:6379/14",
         namespace="sanlv-screenshots",
     )
-    running_id = seed(settings)
+    seeded = seed(settings)
     runtime = Runtime(settings)
     server = make_server("127.0.0.1", 0, create_app(runtime), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -150,11 +152,15 @@ def main(demo_db: str, out_dir: str) -> None:
     try:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        shoot(f"http://127.0.0.1:{server.server_port}", out, running_id)
+        shoot(f"http://127.0.0.1:{server.server_port}", out, seeded)
     finally:
         server.shutdown()
         runtime.dispose()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def main(demo_db: str, out_dir: str) -> None:
+    shoot_from_demo_copy(demo_db, out_dir, seed, shoot)
 
 
 if __name__ == "__main__":

@@ -12,17 +12,12 @@ page at 1280 px wide and the cadre's pages on a 360 px phone.
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
-import threading
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 from sqlalchemy import select, update
-from werkzeug.serving import make_server
 
 from campaigns import accounts, clock
 from campaigns.followups import mark_followup
@@ -30,7 +25,7 @@ from campaigns.models import FollowUp, Household, Round, RoundStatus
 from campaigns.runtime import Runtime
 from campaigns.settings import Settings
 from tests.support.browser import DESKTOP, PHONE, launch
-from web.app import create_app
+from tests.web.office_screenshots import shoot_from_demo_copy
 
 PASSWORD = "screenshot pass 2026"
 
@@ -96,29 +91,7 @@ def shoot(base: str, out: Path, ids: dict[str, int]) -> None:
 
 
 def main(demo_db: str, out_dir: str) -> None:
-    work = Path(tempfile.mkdtemp(prefix="sanlv-shots-"))
-    database = work / "sanlv.db"
-    shutil.copyfile(demo_db, database)
-    settings = replace(
-        Settings(),
-        database_url=f"sqlite:///{database}",
-        secret_key="screenshots-secret-key-0123456789abcdef",
-        redis_url="redis://127.0.0.1:6379/14",
-        namespace="sanlv-screenshots",
-    )
-    ids = seed(settings)
-    runtime = Runtime(settings)
-    server = make_server("127.0.0.1", 0, create_app(runtime), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        shoot(f"http://127.0.0.1:{server.server_port}", out, ids)
-    finally:
-        server.shutdown()
-        runtime.dispose()
-        shutil.rmtree(work, ignore_errors=True)
+    shoot_from_demo_copy(demo_db, out_dir, seed, shoot)
 
 
 if __name__ == "__main__":
