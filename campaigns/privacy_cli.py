@@ -18,14 +18,9 @@ from campaigns.db import session_scope
 from campaigns.phones import mask
 from campaigns.privacy import PrivacyError, forget_household, forgotten, retain_rounds
 from campaigns.roster import RosterError, RosterLimits
+from campaigns.spreadsheets import spreadsheet_text
 
 DNC_CSV_COLUMNS = ("phone", "source", "reason", "round", "added_by", "added_at")
-
-
-def _neutralise(text: str) -> str:
-    # Cells a spreadsheet would run as a formula get a leading apostrophe (reports.render does the same for the
-    # reports; campaigns cannot import it).
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 @click.group("dnc", cls=SanlvGroup)
@@ -62,7 +57,7 @@ def dnc_list(fmt: str, full: bool) -> None:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(DNC_CSV_COLUMNS)
         for row in rows:
-            writer.writerow([_neutralise(str(row[c] if row[c] is not None else "")) for c in DNC_CSV_COLUMNS])
+            writer.writerow([spreadsheet_text(str(row[c] if row[c] is not None else "")) for c in DNC_CSV_COLUMNS])
         return
     for row in rows:
         click.echo(f"{row['phone']}  {row['source']:<6}  {row['added_at']}  {row['reason']}")

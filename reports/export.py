@@ -30,6 +30,7 @@ from openpyxl.cell.cell import ERROR_CODES, ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 
+from campaigns.spreadsheets import spreadsheet_text
 from reports import rates
 from reports.columns import Column, Kind, Table
 from reports.format import floor_percent, local_time, targets_text, unsure_rule
@@ -43,8 +44,6 @@ ALERT_FONT = Font(color="9C0006")
 HEADER_FILL = PatternFill("solid", fgColor="DDEBF7")
 HEADER_FONT = Font(bold=True)
 YES, NO = "是", "否"
-# What a spreadsheet reads as the start of a formula (OWASP's list).
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 DEFAULT_WIDTHS = {
     Kind.TEXT: 14,
     Kind.INT: 9,
@@ -54,11 +53,6 @@ DEFAULT_WIDTHS = {
     Kind.BOOL: 8,
     Kind.RATE: 10,
 }
-
-
-def spreadsheet_text(text: str) -> str:
-    """``text`` made inert for a spreadsheet: a single quote before anything it would run as a formula."""
-    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 # --- CSV ------------------------------------------------------------------------------------------------
