@@ -28,7 +28,7 @@ from campaigns.runtime import get_runtime
 from campaigns.schedule import is_open, next_open
 from campaigns.settings import Settings
 from workers.accounts import effective_cps
-from workers.placing import cancel_round_calls, enqueue_place_call
+from workers.placing import cancel_round_calls, enqueue_place_calls
 from workers.queues import enqueue, job_waiting, namespaced_job_id, redis_connection, redis_key
 
 log = logging.getLogger("sanlv.jobs")
@@ -36,8 +36,8 @@ log = logging.getLogger("sanlv.jobs")
 TICK_SECONDS = 1.0
 IDLE_TICK_SECONDS = 30.0  # nothing due: look again at least this often (a pause may be lifted, a retry due)
 # Claims waiting for their create, per round, as seconds of dialling at the round's CPS: enough that every slot
-# is used although the next dispatch tick may come late (it queues behind place_call jobs), few enough that a
-# pause or a closing window has little to give back. A place_call reserves its slot only when it starts, so
+# is used although the next dispatch tick may come late (every worker busy), few enough that a pause or a
+# closing window has little to give back. A place_call reserves its slot only when it starts, so
 # it never waits long for it.
 BACKLOG_SECONDS = 5.0
 DISPATCH_TICK_LIMIT = timedelta(seconds=60)  # a dispatch tick that has "run" longer than this belongs to a dead worker
@@ -54,7 +54,7 @@ def kick_dispatch(settings: Settings, round_id: int, at: datetime | None = None)
     conn = redis_connection(settings)
     # The key names the chain's next job before that job exists, so it never starts unrecognised.
     conn.set(chain_key(settings, round_id), job_id, ex=7 * 86400)
-    enqueue(settings, dispatch_round, round_id, job_id=job_id, at=at)
+    enqueue(settings, dispatch_round, round_id, job_id=job_id, at=at, at_front=True)
     return job_id
 
 
@@ -62,10 +62,12 @@ def _continue_chain(settings: Settings, round_id: int, delay: float) -> None:
     job_id = namespaced_job_id(settings, f"dispatch-{round_id}-{uuid.uuid4().hex[:12]}")
     conn = redis_connection(settings)
     conn.set(chain_key(settings, round_id), job_id, ex=7 * 86400)
+    # Ahead of the place_call jobs waiting (BACKLOG_SECONDS of them): behind them the tick would come once
+    # per backlog, not once a second, and claim a whole backlog at once, stalling the worker that runs it.
     if delay <= 0:
-        enqueue(settings, dispatch_round, round_id, job_id=job_id)
+        enqueue(settings, dispatch_round, round_id, job_id=job_id, at_front=True)
     else:
-        enqueue(settings, dispatch_round, round_id, job_id=job_id, delay=timedelta(seconds=delay))
+        enqueue(settings, dispatch_round, round_id, job_id=job_id, delay=timedelta(seconds=delay), at_front=True)
 
 
 def dispatch_round(round_id: int) -> str:
@@ -108,8 +110,7 @@ def dispatch_round(round_id: int) -> str:
         queued_calls = cancel_queued and _has_queued_calls(session, round_id)
         done = complete_if_done(session, round_id)
     # Work follows the commit.
-    for claim in claims:
-        enqueue_place_call(settings, claim.attempt_id)
+    enqueue_place_calls(settings, [claim.attempt_id for claim in claims])
     if queued_calls:
         enqueue(settings, cancel_round_calls, round_id, True, job_id=f"cancel-queued-{round_id}")
     if done:

@@ -44,7 +44,7 @@ from workers.accounts import account_dial_key, effective_cps, from_number, provi
 from workers.leases import Lease, attempt_lease_key
 from workers.limiter import reserve_pooled_slot, sleep_until, take_cap
 from workers.metrics import DIALS, count
-from workers.queues import enqueue, jittered_retry, redis_connection, redis_key
+from workers.queues import enqueue, enqueue_batch, jittered_retry, redis_connection, redis_key
 from workers.telephony import get_provider
 from workers.telephony.base import (
     AmbiguousCreateError,
@@ -76,6 +76,13 @@ def place_call_retry():
 
 def enqueue_place_call(settings: Settings, attempt_id: int) -> None:
     enqueue(settings, place_call, attempt_id, job_id=f"place-call-{attempt_id}", retry=place_call_retry())
+
+
+def enqueue_place_calls(settings: Settings, attempt_ids: list[int]) -> None:
+    """:func:`enqueue_place_call` for each of ``attempt_ids``, in two Redis round trips (a dispatch tick's)."""
+    enqueue_batch(
+        settings, place_call, [((a,), f"place-call-{a}", place_call_retry()) for a in attempt_ids]
+    )
 
 
 def _webhooks(settings: Settings, attempt_id: int) -> tuple[str, str]:

@@ -172,8 +172,11 @@ def enqueue(
     delay: timedelta | None = None,
     retry: Retry | None = None,
     timeout: int = 180,
+    at_front: bool = False,
 ) -> Job | None:
     """Enqueue ``func(*args)``; with ``job_id``, a job that is already waiting or running is not duplicated.
+
+    ``at_front``: the job goes ahead of the jobs waiting in its queue (when it is due, for ``at``/``delay``).
 
     Returns the job, or None when an identical job id is already queued, scheduled or running.
     """
@@ -188,12 +191,50 @@ def enqueue(
             status = existing.get_status(refresh=False)
             if status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.STARTED, JobStatus.DEFERRED):
                 return None
-    options: dict[str, Any] = {"job_id": job_id, "retry": retry, "job_timeout": timeout, "result_ttl": 600, "failure_ttl": 7 * 86400}
+    options: dict[str, Any] = {
+        "job_id": job_id, "retry": retry, "job_timeout": timeout, "result_ttl": 600, "failure_ttl": 7 * 86400,
+        "at_front": at_front,
+    }
     if at is not None:
         return q.enqueue_at(at, func, *args, **options)
     if delay is not None:
         return q.enqueue_in(delay, func, *args, **options)
     return q.enqueue(func, *args, **options)
+
+
+def enqueue_batch(
+    settings: Settings,
+    func: Callable[..., Any] | str,
+    calls: list[tuple[tuple[Any, ...], str, Retry | None]],
+    *,
+    queue_name: str = DIALER_QUEUE,
+    timeout: int = 180,
+) -> int:
+    """Enqueue ``func(*args)`` for each ``(args, job_id, retry)`` of ``calls`` in two Redis round trips (one
+    to look up the ids, one pipeline to enqueue), skipping a job id that is already queued, scheduled or
+    running, as :func:`enqueue` does. Returns how many jobs were enqueued.
+    """
+    if not calls:
+        return 0
+    q = queue(settings, queue_name)
+    ids = [namespaced_job_id(settings, job_id) for _args, job_id, _retry in calls]
+    with q.connection.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.hget(Job.key_for(job_id), "status")
+        statuses = pipe.execute()
+    busy = {status.value for status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.STARTED, JobStatus.DEFERRED)}
+    datas = [
+        Queue.prepare_data(
+            func, args, job_id=job_id, retry=retry, timeout=timeout, result_ttl=600, failure_ttl=7 * 86400
+        )
+        for (args, _id, retry), job_id, status in zip(calls, ids, statuses, strict=True)
+        if status is None or status.decode() not in busy
+    ]
+    if datas:
+        with q.connection.pipeline() as pipe:
+            q.enqueue_many(datas, pipeline=pipe)
+            pipe.execute()
+    return len(datas)
 
 
 def clear_namespace(settings: Settings) -> int:
