@@ -545,6 +545,41 @@ def test_dispatch_keeps_a_short_backlog_of_claims(twilio_env, sessions):
     assert dispatch.dispatch_round(round_id) == "claimed=0"  # none of them placed yet
 
 
+def test_the_next_dispatch_tick_goes_ahead_of_the_calls_it_queued(twilio_env, sessions):
+    # Behind its own backlog of place_call jobs a tick would run once per backlog (5 s), not once a second,
+    # and then claim a whole backlog at once.
+    settings, _standin = twilio_env
+    with sessions.begin() as session:
+        round_ = make_round(session, windows=[["00:00", "24:00"]], cps=2, max_concurrent=100, status=RoundStatus.RUNNING)
+        for _ in range(30):
+            make_target(session, round_)
+        round_id = round_.id
+    conn = redis_connection(settings)
+    dialer = queue(settings)
+
+    assert dispatch.dispatch_round(round_id) == "claimed=10"
+
+    place_calls = dialer.job_ids
+    assert len(place_calls) == 10 and all("place-call-" in job_id for job_id in place_calls)
+    job = Job.fetch(place_calls[0], connection=conn)
+    assert job.retries_left == 6 and len(job.retry_intervals) == 6  # each job its own jittered backoff
+    time.sleep(dispatch.TICK_SECONDS + 0.1)  # the next tick is due
+    scheduler = RQScheduler([dialer], connection=conn)
+    scheduler.acquire_locks()
+    scheduler.enqueue_scheduled_jobs()
+    scheduler.release_locks()
+    assert dialer.job_ids == [conn.get(dispatch.chain_key(settings, round_id)).decode(), *place_calls]
+
+
+def test_a_batch_of_place_calls_skips_the_attempts_already_queued(twilio_env, sessions):
+    settings, _standin = twilio_env
+    placing.enqueue_place_call(settings, 7)
+    placing.enqueue_place_calls(settings, [5, 7, 9])
+    assert sorted(queue(settings).job_ids) == [
+        namespaced_job_id(settings, f"place-call-{attempt_id}") for attempt_id in (5, 7, 9)
+    ]
+
+
 def test_dispatch_outside_the_windows_cancels_calls_queued_at_the_provider(twilio_env, sessions, clock):
     settings, standin = twilio_env
     round_id, attempt_id = claimed(sessions)
