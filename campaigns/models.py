@@ -838,6 +838,7 @@ class Notice(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     launched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    retained_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # ``data retain`` removed its numbers
 
     targets: Mapped[list[NoticeTarget]] = relationship(back_populates="notice")
 
@@ -862,9 +863,10 @@ class NoticeTarget(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     notice_id: Mapped[int] = mapped_column(ForeignKey("notices.id"), index=True)
-    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
+    # Both None once ``data retain`` has pseudonymised the notice (its lift is kept in NoticeArm).
+    household_id: Mapped[int | None] = mapped_column(ForeignKey("households.id"), index=True)
     village_id: Mapped[int] = mapped_column(ForeignKey("villages.id"))
-    phone: Mapped[str] = mapped_column(String(20))  # E.164 at sampling time
+    phone: Mapped[str | None] = mapped_column(String(20))  # E.164 at sampling time
     held_out: Mapped[bool] = mapped_column(Boolean, default=False)
     state: Mapped[NoticeTargetState] = mapped_column(
         _enum(NoticeTargetState, "notice_target_state"), default=NoticeTargetState.PENDING
@@ -891,6 +893,20 @@ class NoticeTarget(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     notice: Mapped[Notice] = relationship(back_populates="targets")
+
+
+class NoticeArm(Base):
+    """Where a survey target stood in a notice's draw (village of the draw, held out, delivered), kept for
+    the lift once the two can no longer be matched by household: ``data retain`` took the household away from
+    the round's targets or from the notice's. Neither row leads back to a number."""
+
+    __tablename__ = "notice_arms"
+
+    round_target_id: Mapped[int] = mapped_column(ForeignKey("round_targets.id"), primary_key=True)
+    notice_id: Mapped[int] = mapped_column(ForeignKey("notices.id"), primary_key=True, index=True)
+    village_id: Mapped[int] = mapped_column(ForeignKey("villages.id"))
+    held_out: Mapped[bool] = mapped_column(Boolean)
+    delivered: Mapped[bool] = mapped_column(Boolean)
 
 
 class SmsOptOut(Base):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, false, func, or_, select, update
+from sqlalchemy import ColumnElement, delete, false, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from campaigns import clock, dnc
@@ -28,6 +28,9 @@ from campaigns.models import (
     FollowUpEvent,
     Household,
     KeyPress,
+    Notice,
+    NoticeArm,
+    NoticeStatus,
     NoticeTarget,
     Response,
     Round,
@@ -76,7 +79,7 @@ class Forgotten:
     attempts: int = 0
     key_presses: int = 0
     follow_ups: int = 0
-    notices: int = 0  # notice targets deleted (the lift of those notices counts one household fewer)
+    notices: int = 0  # notice targets deleted, and its places in retained notices' draws (the lift counts one fewer)
     call_sids: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -104,6 +107,25 @@ def _anonymise_targets(session: Session, target_ids: list[int]) -> None:
             .values(household_id=None, phone=None)
             .execution_options(synchronize_session=False)
         )
+
+
+def _keep_notice_arms(session: Session, which: ColumnElement[bool]) -> int:
+    """Record in ``notice_arms`` where each survey target stood in each notice's draw, for the pairs of a
+    survey target and a notice target of the same household that ``which`` selects; call it just before
+    either side loses its household, so that a lift report prints the same figures afterwards.
+
+    A pair whose survey target or notice target already has no household was recorded when it lost it.
+    """
+    pairs = (
+        select(
+            RoundTarget.id, NoticeTarget.notice_id, NoticeTarget.village_id, NoticeTarget.held_out,
+            NoticeTarget.delivered,
+        )  # fmt: skip
+        .join(NoticeTarget, NoticeTarget.household_id == RoundTarget.household_id)
+        .where(which)
+    )
+    columns = ["round_target_id", "notice_id", "village_id", "held_out", "delivered"]
+    return session.execute(insert(NoticeArm).from_select(columns, pairs)).rowcount or 0
 
 
 def _chunks(ids: list[int], size: int = 500):
@@ -187,6 +209,9 @@ def forget_household(session: Session, phone: str, reason: str, *, actor: str | 
     for message_sid, call_sid in session.execute(select(NoticeTarget.message_sid, NoticeTarget.call_sid).where(sent)):
         result.call_sids += [sid for sid in (message_sid, call_sid) if sid]
     result.notices = session.execute(delete(NoticeTarget).where(sent)).rowcount or 0
+    for chunk in _chunks(target_ids):  # and where its survey targets stood in retained notices' draws
+        arms = delete(NoticeArm).where(NoticeArm.round_target_id.in_(chunk))
+        result.notices += session.execute(arms).rowcount or 0
     # The SMS opt-out is no longer needed: the do-not-call list (by hash) covers every channel.
     session.execute(delete(SmsOptOut).where(SmsOptOut.phone == number))
     _anonymise_targets(session, target_ids)
@@ -198,7 +223,7 @@ def forget_household(session: Session, phone: str, reason: str, *, actor: str | 
     return result
 
 
-# --- retention: pseudonymising old rounds ----------------------------------------------------------------
+# --- retention: pseudonymising old rounds and notices ----------------------------------------------------------------
 
 
 @dataclass
@@ -245,6 +270,7 @@ def retain_rounds(session: Session, older_than: timedelta, *, dry_run: bool = Fa
         done.append(RetainedRound(round_.id, round_.name, round_.finished_at, len(target_ids), len(followups)))
         if dry_run:
             continue
+        _keep_notice_arms(session, RoundTarget.round_id == round_.id)
         _anonymise_targets(session, target_ids)
         session.execute(
             update(CallAttempt)
@@ -266,5 +292,60 @@ def retain_rounds(session: Session, older_than: timedelta, *, dry_run: bool = Fa
                 .execution_options(synchronize_session=False)
             )
         session.execute(update(Round).where(Round.id == round_.id).values(retained_at=now))
+    session.expire_all()
+    return done
+
+
+@dataclass
+class RetainedNotice:
+    id: int
+    name: str
+    finished_at: datetime
+    targets: int
+
+
+def notices_to_retain(session: Session, older_than: timedelta, now: datetime) -> list[Notice]:
+    """Finished (completed or cancelled) notices not retained yet whose end is older than ``older_than``."""
+    return list(
+        session.scalars(
+            select(Notice)
+            .where(
+                Notice.status.in_((NoticeStatus.COMPLETED, NoticeStatus.CANCELLED)),
+                Notice.finished_at.is_not(None),
+                Notice.finished_at < now - older_than,
+                Notice.retained_at.is_(None),
+            )
+            .order_by(Notice.id)
+        )
+    )
+
+
+def retain_notices(session: Session, older_than: timedelta, *, dry_run: bool = False) -> list[RetainedNotice]:
+    """Pseudonymise the phone-level data of notices that finished more than ``older_than`` ago.
+
+    Removed: each target's number and household, its message or call SID (Twilio's record names the number)
+    and error text. Kept: village, hold-out, state, delivery and times, so the notice's status counts stay, and
+    where each survey target stood in the draw (``notice_arms``), so its lift on any round stays what it was.
+    """
+    if older_than.total_seconds() < 0:
+        raise PrivacyError("--older-than: must be 0 days or more")
+    now = clock.now()
+    done = []
+    for notice in notices_to_retain(session, older_than, now):
+        targets = session.scalar(
+            select(func.count()).select_from(NoticeTarget).where(NoticeTarget.notice_id == notice.id)
+        )
+        assert notice.finished_at is not None
+        done.append(RetainedNotice(notice.id, notice.name, notice.finished_at, targets or 0))
+        if dry_run:
+            continue
+        _keep_notice_arms(session, NoticeTarget.notice_id == notice.id)
+        session.execute(
+            update(NoticeTarget)
+            .where(NoticeTarget.notice_id == notice.id)
+            .values(household_id=None, phone=None, message_sid=None, call_sid=None, error_message=None)
+            .execution_options(synchronize_session=False)
+        )
+        session.execute(update(Notice).where(Notice.id == notice.id).values(retained_at=now))
     session.expire_all()
     return done

@@ -16,7 +16,7 @@ from campaigns import audit, dnc
 from campaigns.cli import SanlvGroup, cli_actor, echo_json, runtime_or_exit
 from campaigns.db import session_scope
 from campaigns.phones import mask
-from campaigns.privacy import PrivacyError, forget_household, forgotten, retain_rounds
+from campaigns.privacy import PrivacyError, forget_household, forgotten, retain_notices, retain_rounds
 from campaigns.roster import RosterError, RosterLimits
 from campaigns.spreadsheets import spreadsheet_text
 
@@ -153,11 +153,14 @@ def data_group() -> None:
 @data_group.command("retain")
 @click.option(
     "--older-than", "days", is_flag=False, flag_value="", default=None, metavar="DAYS",
-    help="Rounds that finished more than DAYS days ago (default: SANLV_RETENTION_DAYS).",
+    help="Rounds and notices that finished more than DAYS days ago (default: SANLV_RETENTION_DAYS).",
 )  # fmt: skip
-@click.option("--dry-run", is_flag=True, help="List the rounds that would be pseudonymised; change nothing.")
+@click.option(
+    "--dry-run", is_flag=True, help="List the rounds and notices that would be pseudonymised; change nothing."
+)
 def data_retain(days: str | None, dry_run: bool) -> None:
-    """Pseudonymise the phone-level data of old finished rounds (numbers, names, notes go; figures stay)."""
+    """Pseudonymise the phone-level data of old finished rounds and notices (numbers, names, notes go; figures
+    stay)."""
     rt = runtime_or_exit()
     if not days:
         if rt.settings.retention_days is None:
@@ -172,13 +175,16 @@ def data_retain(days: str | None, dry_run: bool) -> None:
             raise PrivacyError("--older-than: must be 0 days or more")
     with session_scope(rt.sessions) as session:
         done = retain_rounds(session, timedelta(days=older_than), dry_run=dry_run)
+        notices = retain_notices(session, timedelta(days=older_than), dry_run=dry_run)
         if dry_run:
             session.rollback()
-        elif done:
+        elif done or notices:
             audit.record(
                 session, cli_actor(), audit.DATA_RETAIN, object_type="round",
                 object_id=",".join(str(r.id) for r in done)[:100],
-                detail={"older_than_days": older_than, "rounds": [r.id for r in done]},
+                detail={
+                    "older_than_days": older_than, "rounds": [r.id for r in done], "notices": [n.id for n in notices],
+                },
             )  # fmt: skip
     verb = "would pseudonymise" if dry_run else "pseudonymised"
     for item in done:
@@ -186,8 +192,14 @@ def data_retain(days: str | None, dry_run: bool) -> None:
         click.echo(
             f"round {item.id} {item.name} (finished {finished}): {item.targets} targets, {item.follow_ups} follow-ups"
         )
+    for notice in notices:
+        finished = notice.finished_at.astimezone(rt.settings.tz).date().isoformat()
+        click.echo(f"notice {notice.id} {notice.name} (finished {finished}): {notice.targets} targets")
     zh = "试运行, 未修改" if dry_run else "已去标识"
-    click.echo(f"{verb} {len(done)} rounds finished more than {older_than} days ago ({zh}: {len(done)}轮)")
+    click.echo(
+        f"{verb} {len(done)} rounds and {len(notices)} notices finished more than {older_than} days ago"
+        f" ({zh}: {len(done)}轮, {len(notices)}条通知)"
+    )
 
 
 PRIVACY_GROUPS = (dnc_group, household_group, data_group)

@@ -36,12 +36,13 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import Subquery, func, select, union_all
 from sqlalchemy.orm import Session
 
 from campaigns.models import (
     Answer,
     Notice,
+    NoticeArm,
     NoticeTarget,
     Response,
     ResponseStatus,
@@ -168,6 +169,25 @@ class LiftLine(Row):
     delivered: Lift
 
 
+def _pairs(round_id: int, notice_id: int) -> Subquery:
+    """The round's targets that were in the notice's draw, with where they stood in it (``target_id``,
+    ``village_id`` of the draw, ``held_out``, ``delivered``): matched by household while both sides have one,
+    else as ``data retain`` recorded it (NoticeArm) before taking the household away."""
+    live = (
+        select(
+            RoundTarget.id.label("target_id"), NoticeTarget.village_id, NoticeTarget.held_out, NoticeTarget.delivered
+        )
+        .join(NoticeTarget, NoticeTarget.household_id == RoundTarget.household_id)
+        .where(RoundTarget.round_id == round_id, NoticeTarget.notice_id == notice_id)
+    )
+    kept = (
+        select(NoticeArm.round_target_id, NoticeArm.village_id, NoticeArm.held_out, NoticeArm.delivered)
+        .join(RoundTarget, RoundTarget.id == NoticeArm.round_target_id)
+        .where(RoundTarget.round_id == round_id, NoticeArm.notice_id == notice_id)
+    )
+    return union_all(live, kept).subquery("pairs")
+
+
 def notice_lift(
     session: Session,
     round_id: int,
@@ -194,18 +214,12 @@ def notice_lift(
     targets = effective_targets(questionnaire, target_overrides(round_))
 
     # Households of both, by (village of the draw, arm): targets, ineligible, completed.
+    pairs = _pairs(round_id, notice_id)
     both = (
-        select(
-            NoticeTarget.village_id,
-            NoticeTarget.held_out,
-            NoticeTarget.delivered,
-            RoundTarget.response_status,
-            func.count(),
-        )
-        .select_from(RoundTarget)
-        .join(NoticeTarget, NoticeTarget.household_id == RoundTarget.household_id)
-        .where(RoundTarget.round_id == round_id, NoticeTarget.notice_id == notice_id)
-        .group_by(NoticeTarget.village_id, NoticeTarget.held_out, NoticeTarget.delivered, RoundTarget.response_status)
+        select(pairs.c.village_id, pairs.c.held_out, pairs.c.delivered, RoundTarget.response_status, func.count())
+        .select_from(pairs)
+        .join(RoundTarget, RoundTarget.id == pairs.c.target_id)
+        .group_by(pairs.c.village_id, pairs.c.held_out, pairs.c.delivered, RoundTarget.response_status)
     )
     sample: dict[int, dict[str, Counter[str]]] = {}
     for village_id, held_out, delivered, status, count in session.execute(both):
@@ -226,23 +240,12 @@ def notice_lift(
     questions = [step.key for step in steps.values()]
     if questions:
         rows = session.execute(
-            select(
-                NoticeTarget.village_id, NoticeTarget.held_out, NoticeTarget.delivered, Answer.question, Answer.digit,
-                func.count(),
-            )  # fmt: skip
+            select(pairs.c.village_id, pairs.c.held_out, pairs.c.delivered, Answer.question, Answer.digit, func.count())
             .select_from(Answer)
             .join(Response, Response.id == Answer.response_id)
-            .join(RoundTarget, RoundTarget.id == Response.target_id)
-            .join(NoticeTarget, NoticeTarget.household_id == RoundTarget.household_id)
-            .where(
-                Answer.round_id == round_id,
-                Answer.counted,
-                Answer.question.in_(questions),
-                NoticeTarget.notice_id == notice_id,
-            )
-            .group_by(
-                NoticeTarget.village_id, NoticeTarget.held_out, NoticeTarget.delivered, Answer.question, Answer.digit
-            )
+            .join(pairs, pairs.c.target_id == Response.target_id)
+            .where(Answer.round_id == round_id, Answer.counted, Answer.question.in_(questions))
+            .group_by(pairs.c.village_id, pairs.c.held_out, pairs.c.delivered, Answer.question, Answer.digit)
         )
         for village_id, held_out, delivered, question, digit, count in rows:
             for arm in _arms(held_out, delivered):

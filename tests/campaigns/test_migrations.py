@@ -22,7 +22,7 @@ from campaigns.runtime import set_runtime
 from tests.campaigns.test_cli import one_line_error
 from tests.conftest import TEST_DATABASE_URL, is_postgres
 
-HEAD = "0008_notices"
+HEAD = "0009_notice_retention"
 
 
 def schema_diff(engine: Engine) -> list:

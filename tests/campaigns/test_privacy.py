@@ -155,7 +155,7 @@ def test_retain_takes_its_default_from_the_environment(env: Settings, sessions, 
     set_runtime(Runtime(load_settings(dotenv=None)))
     result = sanlv("data", "retain", "--older-than", "--dry-run")
     assert result.exit_code == 0, result.output
-    assert "would pseudonymise 1 rounds finished more than 30 days ago" in result.stdout
+    assert "would pseudonymise 1 rounds and 0 notices finished more than 30 days ago" in result.stdout
 
 
 # --- household forget ---------------------------------------------------------------------------------------

@@ -6,18 +6,33 @@ from __future__ import annotations
 import io
 import json
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
 from openpyxl import load_workbook
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from campaigns.models import NoticeTargetState, ResponseStatus, RoundStatus, TargetState
+from campaigns import privacy
+from campaigns.models import (
+    Household,
+    Notice,
+    NoticeArm,
+    NoticeStatus,
+    NoticeTarget,
+    NoticeTargetState,
+    ResponseStatus,
+    RoundStatus,
+    RoundTarget,
+    TargetState,
+)
 from reports import lift
 from reports.cli import report_group
 from reports.rates import ReportError
 from reports.render import render_bytes
 from reports.stats import newcombe_interval, two_proportion_test
+from tests.campaigns.test_cli import sanlv
 from tests.factories import (
     interview_answers,
     make_household,
@@ -180,3 +195,88 @@ def test_cli_lift(session: Session, trial, env, tmp_path) -> None:
     assert re.search(r"全镇\s+应答率", table.stdout)
     assert missing.exit_code == 1 and "notice 999 does not exist" in missing.output
     assert xlsx.exit_code == 2 and "--output" in xlsx.output
+
+
+# --- data retain: the lift of a retained round or notice -----------------------------------------------------
+
+
+def _finished(session: Session, round_, notice, days_ago: int = 400) -> None:
+    ended = datetime.now(UTC) - timedelta(days=days_ago)
+    round_.status, round_.finished_at = RoundStatus.COMPLETED, ended
+    notice.status, notice.finished_at = NoticeStatus.COMPLETED, ended
+    for index, target in enumerate(notice.targets):
+        if not target.held_out:
+            target.message_sid, target.error_message = f"SM{index:032x}", f"to {target.phone}: failed"
+    session.flush()
+
+
+@pytest.mark.parametrize("order", ["round", "notice", "round then notice", "notice then round", "both at once"])
+def test_the_lift_prints_the_same_once_the_round_or_the_notice_is_retained(session: Session, trial, order) -> None:
+    round_, notice = trial
+    _finished(session, round_, notice)
+    before = lift.notice_lift(session, round_.id, notice.id).to_json()
+    year = timedelta(days=365)
+
+    for step in order.split(" then "):
+        if step in ("round", "both at once"):
+            assert [r.id for r in privacy.retain_rounds(session, year)] == [round_.id]
+        if step in ("notice", "both at once"):
+            assert [n.id for n in privacy.retain_notices(session, year)] == [notice.id]
+
+    assert lift.notice_lift(session, round_.id, notice.id).to_json() == before
+    if "notice" in order or order == "both at once":
+        rows = session.execute(
+            select(NoticeTarget.phone, NoticeTarget.household_id, NoticeTarget.message_sid, NoticeTarget.error_message)
+            .where(NoticeTarget.notice_id == notice.id)
+        ).all()  # fmt: skip
+        assert len(rows) == 77 and set(rows) == {(None, None, None, None)}
+        assert session.get(Notice, notice.id).retained_at is not None
+        # Its status counts stay: the arm and delivery are kept.
+        delivered = select(func.count()).where(NoticeTarget.notice_id == notice.id, NoticeTarget.delivered)
+        assert session.scalar(delivered) == 31
+    # Each pair is recorded once, whichever side went first.
+    assert session.scalar(select(func.count()).select_from(NoticeArm)) == 76
+
+
+@pytest.mark.parametrize("retained", ["nothing", "notice", "round"])
+def test_forgetting_a_household_and_the_lift(session: Session, trial, retained) -> None:
+    round_, notice = trial
+    _finished(session, round_, notice)
+    if retained == "notice":
+        privacy.retain_notices(session, timedelta(days=365))
+    if retained == "round":
+        privacy.retain_rounds(session, timedelta(days=365))
+    before = {v.village: v.households for v in lift.notice_lift(session, round_.id, notice.id).villages}
+    phone = session.scalar(
+        select(RoundTarget.phone).where(RoundTarget.round_id == round_.id, RoundTarget.phone.is_not(None)).limit(1)
+    ) if retained != "round" else session.scalar(
+        select(Household.phone).join(NoticeTarget, NoticeTarget.household_id == Household.id).limit(1)
+    )  # fmt: skip
+    village = session.scalar(select(Household).where(Household.phone == phone)).village.name
+
+    privacy.forget_household(session, phone, "居民要求删除")
+
+    after = {v.village: v.households for v in lift.notice_lift(session, round_.id, notice.id).villages}
+    if retained == "round":
+        # The round's targets are anonymous already: the household's is not found, and stays counted, as in
+        # the round's rates.
+        assert after == before
+    else:
+        # Its notice row (or where it stood in the retained notice's draw) goes with it: one household fewer.
+        assert sum(after[village].__dict__.values()) < sum(before[village].__dict__.values())
+        assert {k: v for k, v in after.items() if k != village} == {k: v for k, v in before.items() if k != village}
+
+
+def test_data_retain_lists_the_notices_it_pseudonymises(session: Session, trial, env) -> None:
+    round_, notice = trial
+    _finished(session, round_, notice)
+    notice_id = notice.id
+    session.commit()
+
+    dry = sanlv("data", "retain", "--older-than", "365", "--dry-run")
+    done = sanlv("data", "retain", "--older-than", "365")
+
+    assert dry.exit_code == 0 and f"notice {notice_id} 平安短信" in dry.stdout, dry.output
+    assert "would pseudonymise 1 rounds and 1 notices" in dry.stdout
+    assert done.exit_code == 0 and "pseudonymised 1 rounds and 1 notices" in done.stdout, done.output
+    assert "(已去标识: 1轮, 1条通知)" in done.stdout

@@ -4,13 +4,14 @@ chooser and page, the follow-up list."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 
-from campaigns import audit, clock
+from campaigns import audit, clock, privacy
 from campaigns.followups import sync_followups
-from campaigns.models import AuditEntry, Household, RoundStatus
+from campaigns.models import AuditEntry, Household, NoticeStatus, RoundStatus
 from reports import lift, rates
 from reports.rates import village_rates
 from tests.factories import (
@@ -194,3 +195,24 @@ def test_the_lift_page_compares_notified_and_held_out_households_in_charts(clien
     assert unknown.status_code == 404
     assert supervisor.get(f"/api/rounds/{township.round_id}/lift").status_code == 400  # which notice?
     assert 'id="lift-link"' in supervisor.get(f"/rounds/{township.round_id}/report").get_data(as_text=True)
+
+
+def test_a_retained_notice_is_still_offered_for_the_lift(client_for, township, sessions) -> None:
+    supervisor = client_for(township.user("supervisor"))
+    with sessions.begin() as session:
+        notice = make_notice(
+            session, name="平安短信", holdout=0.5, seed=1, status=NoticeStatus.COMPLETED,
+            finished_at=datetime.now(UTC) - timedelta(days=400),
+        )  # fmt: skip
+        for index, household in enumerate(session.scalars(select(Household).order_by(Household.id))):
+            make_notice_target(session, notice, household, held_out=index % 2 == 1, delivered=index % 2 == 0)
+        notice_id = notice.id
+    before = supervisor.get(f"/rounds/{township.round_id}/lift?notice={notice_id}").get_data(as_text=True)
+    with sessions.begin() as session:
+        assert [n.id for n in privacy.retain_notices(session, timedelta(days=365))] == [notice_id]
+
+    listed = supervisor.get(f"/rounds/{township.round_id}/lift").get_data(as_text=True)
+    after = supervisor.get(f"/rounds/{township.round_id}/lift?notice={notice_id}").get_data(as_text=True)
+
+    assert f'<option value="{notice_id}" selected>#{notice_id} 平安短信' in listed
+    assert after == before

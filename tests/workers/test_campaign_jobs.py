@@ -550,7 +550,9 @@ def test_the_next_dispatch_tick_goes_ahead_of_the_calls_it_queued(twilio_env, se
     # and then claim a whole backlog at once.
     settings, _standin = twilio_env
     with sessions.begin() as session:
-        round_ = make_round(session, windows=[["00:00", "24:00"]], cps=2, max_concurrent=100, status=RoundStatus.RUNNING)
+        round_ = make_round(
+            session, windows=[["00:00", "24:00"]], cps=2, max_concurrent=100, status=RoundStatus.RUNNING
+        )
         for _ in range(30):
             make_target(session, round_)
         round_id = round_.id

@@ -14,11 +14,11 @@ from dataclasses import replace
 from flask import abort, redirect, render_template, request, url_for
 from flask_babel import gettext
 from markupsafe import Markup
-from sqlalchemy import select
+from sqlalchemy import select, union
 
 from campaigns.db import session_scope
 from campaigns.followups import OPEN_STATUSES
-from campaigns.models import FollowUpStatus, Notice, NoticeTarget, Round, RoundStatus, RoundTarget
+from campaigns.models import FollowUpStatus, Notice, NoticeArm, NoticeTarget, Round, RoundStatus, RoundTarget
 from reports import compare, followups, lift, rates
 from reports.format import lift_heading, lift_notes
 from reports.html import html_table, lift_chart, rate_chart
@@ -143,11 +143,14 @@ def round_followups(round_id: int):
 
 def _notices_of(session, round_id: int) -> list[Notice]:
     """Notices that share households with the round (a lift can compare them), newest first."""
-    shared = (
+    shared = union(
         select(NoticeTarget.notice_id)
         .join(RoundTarget, RoundTarget.household_id == NoticeTarget.household_id)
-        .where(RoundTarget.round_id == round_id)
-        .distinct()
+        .where(RoundTarget.round_id == round_id),
+        # and where a retained round or notice keeps the match (data retain)
+        select(NoticeArm.notice_id)
+        .join(RoundTarget, RoundTarget.id == NoticeArm.round_target_id)
+        .where(RoundTarget.round_id == round_id),
     )
     return list(session.scalars(select(Notice).where(Notice.id.in_(shared)).order_by(Notice.id.desc())))
 
