@@ -191,6 +191,7 @@ class Call:
     current_try: int
     prompt_seq: int
     prompted_at: datetime | None
+    heard_at: datetime | None  # the attempt's last_heard_at (see campaigns.calls.heard_from)
     answers: Mapping[str, tuple[int, str]]  # question -> (answer id, key)
 
     @property
@@ -261,7 +262,7 @@ def read_call(session: Session, attempt_id: int, call_sid: str) -> Call:
     if not rows:
         raise InterviewError(f"attempt {attempt_id} is not known", 404)
     (known_sid, direction, target_id, round_id, phone, village_id, version_id, checksum, response_id, status,
-     current, try_number, prompt_seq, prompted_at, *_answer) = rows[0]  # fmt: skip
+     current, try_number, prompt_seq, prompted_at, heard_at, *_answer) = rows[0]  # fmt: skip
     return Call(
         attempt_id=attempt_id,
         direction=direction,
@@ -277,6 +278,7 @@ def read_call(session: Session, attempt_id: int, call_sid: str) -> Call:
         current_try=try_number or 0,
         prompt_seq=prompt_seq or 0,
         prompted_at=prompted_at,
+        heard_at=heard_at,
         answers={row[-2]: (row[-3], row[-1]) for row in rows if row[-3] is not None},
     )
 
@@ -705,6 +707,7 @@ _CALL_STATE = (
         _responses.c.current_try,
         _responses.c.prompt_seq,
         _responses.c.prompted_at,
+        _attempts.c.last_heard_at,
         _answers.c.id,
         _answers.c.question,
         _answers.c.digit,

@@ -234,7 +234,7 @@ def voice():
             reject(exc.status, str(exc), attempt=attempt_id, sid=call_sid)
 
     def write(session, call: interview.Call) -> interview.Prompt | Questionnaire:
-        heard_from(session, attempt_id)
+        heard_from(session, attempt_id, last=call.heard_at)
         if answered_by in MACHINE_ANSWERS:
             # Not reached: hang up at once; the status callback settles the attempt as "machine" (retried).
             interview.machine_answered(session, call, answered_by)
@@ -278,7 +278,7 @@ def gather():
 
     def write(session, press: interview.Press) -> interview.Prompt:
         nonlocal stored_answer
-        heard_from(session, attempt_id)
+        heard_from(session, attempt_id, last=press.call.heard_at)
         stored_answer = press.turn is not None and press.turn.answer is not None
         return interview.store_press(session, press)
 
@@ -311,7 +311,7 @@ def status():
                 return
         # Locked: callbacks for one call may arrive together; SequenceNumber decides which one counts.
         attempt = _attempt(session, lock=True, attempt_required=False)
-        heard_from(session, attempt.id)
+        heard_from(session, attempt.id, last=attempt.last_heard_at)
         try:
             apply_call_status(
                 session, attempt, call_status, sequence, duration=duration, answered_by=answered_by, error_code=error_code

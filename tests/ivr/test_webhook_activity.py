@@ -1,5 +1,6 @@
-"""Every webhook about a call marks it as heard of (``CallAttempt.last_heard_at``): the sweeper asks the
-provider only about calls quiet for longer than their questionnaire allows (workers.sweeper)."""
+"""Every webhook about a call marks it as heard of (``CallAttempt.last_heard_at``, at most every
+``HEARD_EVERY``): the sweeper asks the provider only about calls quiet for longer than their questionnaire
+allows (workers.sweeper)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from campaigns.calls import HEARD_EVERY
 from campaigns.clock import set_clock_file
 from campaigns.models import CallAttempt
 from tests.ivr.support import base_params, gather_url, open_call, post, twiml
@@ -54,3 +56,19 @@ def test_a_refused_webhook_marks_nothing(live_server, sessions, clock):
     response = post(live_server, f"/ivr/status?attempt={attempt_id}", base_params(CallStatus="no-such-status"))
     assert response.status_code == 400
     assert heard(sessions, attempt_id) is None
+
+
+def test_webhooks_close_together_write_the_mark_once(live_server, sessions, clock):
+    # A call's dozen webhooks come seconds apart: the mark is written at most every HEARD_EVERY, far inside
+    # the sweeper's quiet limit (a minute or more), so most webhooks save an UPDATE.
+    attempt_id = open_call(sessions)
+    doc = twiml(post(live_server, f"/ivr/voice?attempt={attempt_id}", base_params()))
+    assert heard(sessions, attempt_id) == T0
+
+    clock(T0 + HEARD_EVERY - timedelta(seconds=1))
+    doc = twiml(post(live_server, gather_url(doc), base_params(Digits="1")))
+    assert heard(sessions, attempt_id) == T0
+
+    clock(T0 + HEARD_EVERY)
+    twiml(post(live_server, gather_url(doc), base_params(Digits="1")))
+    assert heard(sessions, attempt_id) == T0 + HEARD_EVERY
