@@ -7,7 +7,7 @@ import re
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from campaigns import audit, clock
 from campaigns.models import (
@@ -16,6 +16,9 @@ from campaigns.models import (
     CallDirection,
     CallStatus,
     InboundMode,
+    Notice,
+    NoticeStatus,
+    NoticeTarget,
     Round,
     RoundStatus,
     RoundTarget,
@@ -257,6 +260,56 @@ def test_launch_pause_resume_cancel_through_the_forms(app, office, sessions) -> 
     final = office.get(f"/rounds/{round_id}").get_data(as_text=True)
     assert 'data-status="cancelled"' in final and not re.search(r'id="round-(launch|pause|resume|cancel)"', final)
     assert "data-progress-url" not in final  # nothing left to watch
+
+
+def test_a_pre_survey_sms_is_created_with_the_round_and_follows_its_launch_and_cancel(app, office, sessions) -> None:
+    settings = app.extensions["sanlv"].settings
+    text = "镇综治办将来电了解平安建设情况，请您接听。"
+    page = office.get("/rounds/new").get_data(as_text=True)
+    assert 'name="notify"' in page and 'name="notify_holdout"' in page and 'name="notify_seed"' in page
+
+    response = create(office, name="带短信", notify=text, notify_holdout="0.5", notify_seed="3")
+
+    round_id = created_id(response)
+    assert "调查前短信已创建" in office.get(f"/rounds/{round_id}").get_data(as_text=True)
+    with sessions() as session:
+        [notice] = session.scalars(select(Notice).where(Notice.round_id == round_id)).all()
+        assert (notice.status, notice.holdout, notice.seed) == (NoticeStatus.DRAFT, 0.5, 3)
+        assert text in notice.text and notice.text.endswith("回复TD退订")
+        targets = session.scalar(select(func.count()).where(RoundTarget.round_id == round_id))
+        assert session.scalar(select(func.count()).where(NoticeTarget.notice_id == notice.id)) == targets
+        assert 0 < session.scalar(select(func.count()).where(NoticeTarget.notice_id == notice.id, NoticeTarget.held_out))
+        notice_id = notice.id
+    [entry] = entries(sessions, "notice.create")
+    assert entry.username == "office1" and entry.detail == {"round": round_id, "holdout": 0.5}
+
+    office.post(f"/rounds/{round_id}/launch")
+    with sessions() as session:
+        assert session.get(Notice, notice_id).status is NoticeStatus.RUNNING
+    assert any(f"notice-dispatch-{notice_id}-" in job for job in dialler_jobs(settings))  # its sender heard of it
+    office.post(f"/rounds/{round_id}/cancel", data={"confirmed": "yes"})
+    with sessions() as session:
+        assert session.get(Notice, notice_id).status is NoticeStatus.CANCELLED
+
+
+@pytest.mark.parametrize(
+    "changes", [{"notify_holdout": "0.2"}, {"notify_holdout": "1.5", "notify_seed": "1"}, {"notify_seed": "x"}]
+)
+def test_a_bad_pre_survey_sms_is_shown_beside_it_and_creates_nothing(office, sessions, changes) -> None:
+    response = create(office, name="错误短信", notify="请接听来电。", **changes)
+
+    html = response.get_data(as_text=True)
+    assert response.status_code == 400
+    assert re.search(r'id="f-notify"[^>]*aria-invalid="true"', html) and 'id="notify-error"' in html
+    with sessions() as session:
+        assert session.scalar(select(func.count()).where(Round.name == "错误短信")) == 0
+        assert session.scalar(select(func.count()).select_from(Notice)) == 0
+
+
+def test_the_spot_check_form_offers_no_pre_survey_sms(client_for, township) -> None:
+    supervisor = client_for(township.user("supervisor"))
+    page = supervisor.get("/supervisor/spot-checks/new").get_data(as_text=True)
+    assert 'name="sample_kind"' in page and 'name="notify"' not in page
 
 
 def test_the_cancel_button_carries_its_question_for_javascript(office, township) -> None:

@@ -23,6 +23,14 @@ from sqlalchemy import select
 from campaigns import audit
 from campaigns.db import session_scope
 from campaigns.models import Cadre, InboundMode, Round, RoundStatus, Village
+from campaigns.notices import (
+    NOTICE_CREATE,
+    NoticeError,
+    create_presurvey_notice,
+    follow_round,
+    notice_changed,
+    segment_count,
+)
 from campaigns.questionnaire import (
     DELIVERY_STEP,
     RATE_KEYS,
@@ -89,6 +97,7 @@ FIELD_HINTS = {
     "starts_at": _l("开始时间格式如 2026-05-01T09:00。"),
     "ends_at": _l("截止时间格式如 2026-05-31T20:30，且应晚于开始时间。"),
     "targets": _l("目标为 0 到 100 之间的百分数。"),
+    "notify": _l("调查前短信：内容不能为空，不超过限定字数；留出比例在 0 到 1 之间（0.2 即 20%），留出时须填随机种子。"),
     "form": _l("无法创建调查。"),
 }
 RETRY_LABELS = {
@@ -155,6 +164,10 @@ def default_form() -> dict[str, Any]:
         "machine_detection": False,
         "no_delivery_check": False,
         "inbound_answer": options.inbound == InboundMode.ANSWER,
+        # round create --notify: the pre-survey SMS (optional), its hold-out share and the draw's seed
+        "notify": "",
+        "notify_holdout": "0",
+        "notify_seed": "",
     }
 
 
@@ -288,6 +301,7 @@ def create_from_form(*, sample_kind: str | None = None) -> tuple[dict[str, Any],
     except RoundError as exc:
         field = _field_of(str(exc))
         errors.setdefault(field, f"{FIELD_HINTS[field]} （{exc}）")
+    notify = _read_notify(form, errors) if sample_kind is None else None
     if errors:
         return form, None, errors
     try:
@@ -298,10 +312,38 @@ def create_from_form(*, sample_kind: str | None = None) -> tuple[dict[str, Any],
                 detail={"name": options.name, "sample": options.sample, "questionnaire": options.questionnaire},
             )  # fmt: skip
             round_id = round_.id
+            if notify is not None:
+                text, holdout, seed = notify
+                notice = create_presurvey_notice(
+                    session, round_, text, holdout=holdout, seed=seed,
+                    from_number=settings().twilio_from_number, tz=settings().tz,
+                )  # fmt: skip
+                audit_request(
+                    session, NOTICE_CREATE, object_type="notice", object_id=notice.id,
+                    detail={"round": round_id, "holdout": holdout},
+                )  # fmt: skip
+                form["notice_id"] = notice.id
+                form["notice_segments"] = segment_count(notice.text or "").segments
     except RoundError as exc:
         field = _field_of(str(exc))
         return form, None, {field: f"{FIELD_HINTS[field]} （{exc}）"}
+    except NoticeError as exc:  # nothing was created: the round goes with its notice
+        return form, None, {"notify": f"{FIELD_HINTS['notify']} （{exc}）"}
     return form, round_id, {}
+
+
+def _read_notify(form: dict[str, Any], errors: dict[str, str]) -> tuple[str, float, int | None] | None:
+    """The pre-survey SMS the form asks for (``round create --notify``): (text, hold-out share, seed), or None."""
+    text = form["notify"]
+    if not text:
+        return None
+    try:
+        holdout = float(form["notify_holdout"] or 0)
+        seed = int(form["notify_seed"]) if form["notify_seed"] else None
+    except ValueError:
+        errors["notify"] = str(FIELD_HINTS["notify"])
+        return None
+    return text, holdout, seed
 
 
 @bp.post("/rounds")
@@ -313,6 +355,14 @@ def round_create():
     flash(
         gettext("调查“%(name)s”已创建（编号 %(id)d），检查无误后即可启动。", name=form["name"], id=round_id), "success"
     )
+    if form.get("notice_id"):
+        flash(
+            gettext(
+                "调查前短信已创建（通知编号 %(id)d，每户 %(segments)d 条短信），随调查一起启动。",
+                id=form["notice_id"], segments=form["notice_segments"],
+            ),
+            "success",
+        )  # fmt: skip
     return redirect(url_for("office.round_page", round_id=round_id))
 
 
@@ -331,6 +381,8 @@ def round_command(round_id: int, command: str):
         with session_scope(runtime().sessions) as session:
             change_round(session, round_id, command)
             audit_request(session, audit.ROUND_ACTIONS[command], object_type="round", object_id=round_id)
+            # A launch or cancel carries the round's pre-survey notices with it (as ``round launch`` does).
+            followed = follow_round(session, round_id, command) if command in ("launch", "cancel") else []
     except RoundError as exc:
         if "no such round" in str(exc):
             abort(404, description=str(exc))
@@ -338,6 +390,8 @@ def round_command(round_id: int, command: str):
         return redirect(url_for("office.round_page", round_id=round_id))
     # Work follows the commit: the dialler picks up a launched or resumed round, stops a paused one.
     round_changed(settings(), round_id, command)
+    for notice_id, notice_command in followed:
+        notice_changed(settings(), notice_id, notice_command)
     flash(str(COMMAND_DONE[command]), "success")
     return redirect(url_for("office.round_page", round_id=round_id))
 
