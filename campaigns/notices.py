@@ -460,9 +460,11 @@ def notice_changed(settings: Settings, notice_id: int, command: str) -> None:
 
 
 def get_notice(session: Session, notice_id: int, *, lock: bool = False) -> Notice:
+    """The notice; with ``lock``, locked against other status changes (FOR NO KEY UPDATE, as a round's: see
+    campaigns.rounds.get_round)."""
     stmt = select(Notice).where(Notice.id == notice_id)
     if lock:
-        stmt = stmt.with_for_update()
+        stmt = stmt.with_for_update(key_share=True)
     notice = session.scalar(stmt)
     if notice is None:
         raise NoticeError(f"notice {notice_id}: no such notice")

@@ -220,9 +220,16 @@ def parse_local_time(text: str, settings: Settings, option: str) -> datetime:
 
 
 def get_round(session: Session, round_id: int, *, lock: bool = False) -> Round:
+    """The round; with ``lock``, its row is locked against other status changes until the transaction ends.
+
+    The lock is PostgreSQL's FOR NO KEY UPDATE, not FOR UPDATE: a dispatch tick that has claimed targets then
+    inserts their call attempts, whose foreign key takes a KEY SHARE lock on the round. FOR UPDATE would make
+    that insert wait for a cancel that itself waits for the claimed targets: a deadlock, in which PostgreSQL
+    aborts one of the two (a cancel failing, or a tick lost).
+    """
     stmt = select(Round).where(Round.id == round_id)
     if lock:
-        stmt = stmt.with_for_update()
+        stmt = stmt.with_for_update(key_share=True)
     round_ = session.scalar(stmt)
     if round_ is None:
         raise RoundError(f"round {round_id}: no such round")
