@@ -26,9 +26,9 @@ from ivr.views import bp as ivr_bp
 from web import i18n, layout, monitoring, security
 from web.admin import bp as admin_bp
 from web.api import bp as api_bp
-from web.notices import bp as notices_bp
 from web.cadre import bp as cadre_bp
 from web.ids import IdConverter
+from web.notices import bp as notices_bp
 from web.office import bp as office_bp
 from web.pages import bp as pages_bp
 from web.security.proxy import TrustedProxyFix

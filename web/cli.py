@@ -16,8 +16,8 @@ import click
 
 from campaigns.cli import COMMAND_GROUPS as CAMPAIGN_GROUPS
 from campaigns.cli import SanlvGroup, runtime_or_exit
-from campaigns.privacy_cli import PRIVACY_GROUPS
 from campaigns.logs import configure_logging
+from campaigns.privacy_cli import PRIVACY_GROUPS
 from campaigns.settings import Settings, SettingsError, load_settings
 from reports.cli import report_group
 from sim import cli as sim_cli

@@ -7,7 +7,6 @@ import requests
 from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
-from campaigns.runtime import get_runtime
 from campaigns.calls import claim_due_targets
 from campaigns.clock import now
 from campaigns.models import (
@@ -22,6 +21,7 @@ from campaigns.models import (
     RoundTarget,
     TargetState,
 )
+from campaigns.runtime import get_runtime
 from tests.ivr.support import (
     base_params,
     gather_url,

@@ -14,8 +14,8 @@ from campaigns.followups import mark_followup, sync_followups
 from campaigns.models import Answer, Cadre, FollowUp, ResponseStatus, Round, RoundStatus
 from campaigns.questionnaire import builtin_questionnaire, store_version, without_steps
 from reports import cadres as cadres_report
-from reports.followups import cadre_list
 from reports.cli import report_group
+from reports.followups import cadre_list
 from reports.rates import ReportError
 from tests.factories import (
     interview_answers,
